@@ -1,0 +1,66 @@
+# Makefile for the outbox extension (PGXS)
+#
+# The version lives in one place: default_version in outbox.control.  The
+# install script sql/outbox--$(EXTVERSION).sql is built from src/sql/outbox.sql
+# and META.json must carry the same version (checked below).
+
+EXTENSION	= outbox
+EXTVERSION	= $(shell sed -n "s/^default_version[[:space:]]*=[[:space:]]*'\([^']*\)'.*/\1/p" $(EXTENSION).control)
+METAVERSION	= $(shell sed -n 's/^    "version":[[:space:]]*"\([^"]*\)".*/\1/p' META.json)
+
+MODULE_big	= outbox
+OBJS = \
+	src/outbox.o \
+	src/event.o \
+	src/sql_api.o \
+	src/capture.o \
+	src/relay_shmem.o \
+	src/relay_worker.o \
+	src/kafka_sink.o \
+	decoder/outbox_decoder.o
+PGFILEDESC	= "outbox - transactional outbox streamed from the WAL into Kafka"
+
+# Upgrade scripts, one per release step, named explicitly (never a wildcard:
+# sql/ also holds the regression tests).
+UPGRADE_SCRIPTS	=
+DATA_built	= sql/$(EXTENSION)--$(EXTVERSION).sql
+DATA		= $(UPGRADE_SCRIPTS)
+
+# pg_regress suites (sql/NAME.sql, expected/NAME.out), run against a
+# temporary instance configured for logical decoding.
+REGRESS_API		= api_enqueue api_validation api_emit api_capture api_confirm api_security
+REGRESS_DECODER	= decoder_basic decoder_txn decoder_2pc decoder_emit decoder_options
+REGRESS		= $(REGRESS_API) $(REGRESS_DECODER) upgrade
+REGRESS_OPTS	= --temp-instance=tmp_check --temp-config=test/regress.conf
+
+PG_CPPFLAGS	= -I$(srcdir)/src -I$(srcdir)/decoder
+SHLIB_LINK	= -lrdkafka
+
+# Test programs (not installed): the local Kafka-protocol broker built on
+# librdkafka's mock cluster, and a small consumer used by the end-to-end tests.
+TEST_PROGRAMS	= $(patsubst %.c,%,$(wildcard test/broker/*.c))
+EXTRA_CLEAN	= $(TEST_PROGRAMS) sql/$(EXTENSION)--$(EXTVERSION).sql
+
+PG_CONFIG	?= pg_config
+PGXS		:= $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+ifneq ($(EXTVERSION),$(METAVERSION))
+$(error version mismatch: outbox.control says '$(EXTVERSION)' but META.json says '$(METAVERSION)')
+endif
+
+override CFLAGS += -Wall -Wmissing-prototypes -Wpointer-arith -Werror=vla -Wendif-labels
+
+all: $(TEST_PROGRAMS)
+
+sql/$(EXTENSION)--$(EXTVERSION).sql: src/sql/outbox.sql $(EXTENSION).control
+	sed 's/@EXTVERSION@/$(EXTVERSION)/g' $< > $@
+
+$(OBJS): src/compat.h src/outbox.h src/event.h decoder/wire.h
+
+test/broker/%: test/broker/%.c
+	$(CC) $(CFLAGS_SL_NONE) -O2 -g -Wall -Wextra -Wno-unused-parameter -o $@ $< -lrdkafka -lpthread
+
+.PHONY: version
+version:
+	@echo $(EXTVERSION)

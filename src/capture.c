@@ -1,0 +1,2 @@
+/* src/capture.c: scaffolding, replaced by the real module */
+#include "postgres.h"

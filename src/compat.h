@@ -1,0 +1,112 @@
+/*-------------------------------------------------------------------------
+ *
+ * compat.h
+ *	  Every PostgreSQL major-version difference the extension cares about.
+ *
+ * outbox targets PostgreSQL 15 and builds on 14 through 17.  Code outside
+ * this header never tests PG_VERSION_NUM: it calls the shims below.
+ *
+ * src/compat.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef OUTBOX_COMPAT_H
+#define OUTBOX_COMPAT_H
+
+#include "postgres.h"
+#include "access/xlog.h"
+#include "replication/slot.h"
+
+#if PG_VERSION_NUM < 140000
+#error "outbox requires PostgreSQL 14 or later"
+#endif
+
+/* GetFlushRecPtr() grew an out-argument for the timeline in 15. */
+#if PG_VERSION_NUM >= 150000
+#define outbox_flush_rec_ptr()	GetFlushRecPtr(NULL)
+#else
+#define outbox_flush_rec_ptr()	GetFlushRecPtr()
+#endif
+
+/* ReplicationSlotCreate() gained failover/synced arguments in 17. */
+#if PG_VERSION_NUM >= 170000
+#define outbox_slot_create(name) \
+	ReplicationSlotCreate((name), true, RS_EPHEMERAL, false, false, false)
+#else
+#define outbox_slot_create(name) \
+	ReplicationSlotCreate((name), true, RS_EPHEMERAL, false)
+#endif
+
+/* ReplicationSlotAcquire() gained error_if_invalid in 18; unchanged 14-17. */
+#define outbox_slot_acquire(name, nowait) ReplicationSlotAcquire((name), (nowait))
+
+/*
+ * Was the slot invalidated because it retained too much WAL
+ * (max_slot_wal_keep_size)?  16 records a reason; 14 and 15 only clear
+ * restart_lsn and remember invalidated_at.
+ */
+#if PG_VERSION_NUM >= 160000
+#define outbox_slot_is_invalidated(s) ((s)->data.invalidated != RS_INVAL_NONE)
+#else
+#define outbox_slot_is_invalidated(s) \
+	(XLogRecPtrIsInvalid((s)->data.restart_lsn) && \
+	 !XLogRecPtrIsInvalid((s)->data.invalidated_at))
+#endif
+
+/* Add-in shared memory is requested from shmem_request_hook since 15. */
+#if PG_VERSION_NUM >= 150000
+#define OUTBOX_HAVE_SHMEM_REQUEST_HOOK 1
+#endif
+
+/* MarkGUCPrefixReserved() was EmitWarningsOnPlaceholders() before 15. */
+#if PG_VERSION_NUM < 150000
+#define MarkGUCPrefixReserved(prefix) EmitWarningsOnPlaceholders(prefix)
+#endif
+
+/* A JSON lexer over a counted string; 17 made the caller pass the context. */
+#if PG_VERSION_NUM >= 170000
+#define outbox_make_json_lex(json, len) \
+	makeJsonLexContextCstringLen(NULL, (json), (len), GetDatabaseEncoding(), false)
+#else
+#define outbox_make_json_lex(json, len) \
+	makeJsonLexContextCstringLen((char *) (json), (len), GetDatabaseEncoding(), false)
+#endif
+
+/*
+ * Set up a materialized set-returning function's tuplestore: 16 calls it
+ * InitMaterializedSRF(), 15 SetSingleFuncCall(), 14 has neither.
+ */
+#if PG_VERSION_NUM >= 160000
+#define outbox_init_materialized_srf(fcinfo) InitMaterializedSRF((fcinfo), 0)
+#elif PG_VERSION_NUM >= 150000
+#define outbox_init_materialized_srf(fcinfo) SetSingleFuncCall((fcinfo), 0)
+#else
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/tuplestore.h"
+static inline void
+outbox_init_materialized_srf(FunctionCallInfo fcinfo)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	TupleDesc	tupdesc;
+	MemoryContext oldcxt;
+
+	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
+		!(rsinfo->allowedModes & SFRM_Materialize))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("set-valued function called in context that cannot accept a set")));
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	oldcxt = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setResult = tuplestore_begin_heap(true, false, work_mem);
+	rsinfo->setDesc = CreateTupleDescCopy(tupdesc);
+	MemoryContextSwitchTo(oldcxt);
+}
+#endif
+
+/* 15.19 (Debian) and later gate output plugins on output_plugin_libraries. */
+#define OUTBOX_PLUGIN_ALLOWLIST_GUC "output_plugin_libraries"
+
+#endif							/* OUTBOX_COMPAT_H */

@@ -1,0 +1,587 @@
+/*-------------------------------------------------------------------------
+ *
+ * event.c
+ *	  The rules of an outbox event: validation, compact JSON, and the codec
+ *	  of the logical messages written by outbox.emit().
+ *
+ * Shared by the SQL API (which rejects bad events at write time) and the
+ * output plugin (which reads emitted messages back).  Nothing here touches
+ * catalogs, so the decoder may call it under a historic snapshot.
+ *
+ * src/event.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "common/jsonapi.h"
+#include "mb/pg_wchar.h"
+#include "port/pg_bswap.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/jsonb.h"
+
+#include "compat.h"
+#include "event.h"
+#include "outbox.h"
+
+/* Header names the relay adds itself; events may not set them. */
+#define OUTBOX_RESERVED_HEADER_PREFIX "outbox-"
+
+static void append_int32(StringInfo out, int32 v);
+static void append_int64(StringInfo out, int64 v);
+static void append_jsonb_field(StringInfo out, Jsonb *jb);
+static bool read_bytes(const char **p, const char *end, Size n,
+					   const char **bytes);
+static bool read_int32(const char **p, const char *end, int32 *v);
+static bool read_int64(const char **p, const char *end, int64 *v);
+static bool read_jsonb_field(const char **p, const char *end, Jsonb **jb);
+static bool decode_json_message(const char *data, Size len, OutboxEvent *ev,
+								const char **problem);
+
+/* ---------------------------------------------------------------------
+ * Validation
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Why a topic name is not a legal Kafka topic name, or NULL if it is one:
+ * 1 to 249 characters of [A-Za-z0-9._-], and neither "." nor "..".
+ */
+const char *
+outbox_topic_problem(const char *topic, int len)
+{
+	int			i;
+
+	if (len <= 0)
+		return _("A Kafka topic name must not be empty.");
+	if (len > OUTBOX_TOPIC_MAX_LEN)
+		return _("A Kafka topic name is at most 249 characters long.");
+	if ((len == 1 && topic[0] == '.') ||
+		(len == 2 && topic[0] == '.' && topic[1] == '.'))
+		return _("Kafka reserves the topic names \".\" and \"..\".");
+	for (i = 0; i < len; i++)
+	{
+		char		c = topic[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			  (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
+			return _("A Kafka topic name may contain only ASCII letters, digits, \".\", \"_\" and \"-\".");
+	}
+	return NULL;
+}
+
+void
+outbox_check_topic(const char *topic, int len)
+{
+	const char *problem = outbox_topic_problem(topic, len);
+
+	if (problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid Kafka topic name \"%s\"",
+						pnstrdup(topic, Min(len, OUTBOX_TOPIC_MAX_LEN + 1))),
+				 errdetail_internal("%s", problem),
+				 errhint("Use 1 to 249 characters of letters, digits, \".\", \"_\" and \"-\".")));
+}
+
+/*
+ * Why headers are not an object of string values, or NULL if they are (or
+ * are SQL NULL).  Names starting with "outbox-" are reserved for the relay.
+ */
+const char *
+outbox_headers_problem(Jsonb *headers)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	if (headers == NULL)
+		return NULL;
+	if (!JB_ROOT_IS_OBJECT(headers))
+		return _("Headers must be a JSON object, not an array or a scalar.");
+
+	it = JsonbIteratorInit(&headers->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+		{
+			if (v.val.string.len == 0)
+				return _("A header name must not be empty.");
+			if (v.val.string.len >= (int) strlen(OUTBOX_RESERVED_HEADER_PREFIX) &&
+				pg_strncasecmp(v.val.string.val, OUTBOX_RESERVED_HEADER_PREFIX,
+							   strlen(OUTBOX_RESERVED_HEADER_PREFIX)) == 0)
+				return _("Header names starting with \"outbox-\" are reserved for the relay.");
+		}
+		else if (tok == WJB_VALUE && v.type != jbvString)
+			return _("Every header value must be a JSON string.");
+	}
+	return NULL;
+}
+
+void
+outbox_check_headers(Jsonb *headers)
+{
+	const char *problem = outbox_headers_problem(headers);
+
+	if (problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid outbox headers"),
+				 errdetail_internal("%s", problem),
+				 errhint("Pass headers as a JSON object of strings, for example '{\"trace-id\": \"abc\"}', or NULL.")));
+}
+
+/*
+ * The size an event counts against outbox.max_message_size: its topic, key,
+ * payload and headers as stored.
+ */
+Size
+outbox_event_size(const OutboxEvent *ev)
+{
+	Size		size = ev->topic_len;
+
+	if (ev->key != NULL)
+		size += ev->key_len;
+	if (ev->payload != NULL)
+		size += VARSIZE_ANY_EXHDR(ev->payload);
+	if (ev->headers != NULL)
+		size += VARSIZE_ANY_EXHDR(ev->headers);
+	return size;
+}
+
+/* Check everything about an event; ereport ERROR on the first problem. */
+void
+outbox_check_event(const OutboxEvent *ev)
+{
+	Size		size;
+
+	outbox_check_topic(ev->topic, ev->topic_len);
+	outbox_check_headers(ev->headers);
+
+	size = outbox_event_size(ev);
+	if (size > (Size) outbox_max_message_size)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("outbox message is too large"),
+				 errdetail("The message for topic \"%s\" is %zu bytes; outbox.max_message_size is %d bytes.",
+						   pnstrdup(ev->topic, ev->topic_len), size,
+						   outbox_max_message_size),
+				 errhint("Split the event, or raise outbox.max_message_size together with the Kafka broker's message.max.bytes.")));
+}
+
+/* ---------------------------------------------------------------------
+ * Compact JSON
+ * ---------------------------------------------------------------------
+ */
+
+void
+outbox_append_json_string(StringInfo out, const char *s, int len)
+{
+	int			i;
+	int			start = 0;
+
+	enlargeStringInfo(out, len + 2);
+	appendStringInfoCharMacro(out, '"');
+	for (i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) s[i];
+		const char *esc = NULL;
+
+		switch (c)
+		{
+			case '"':
+				esc = "\\\"";
+				break;
+			case '\\':
+				esc = "\\\\";
+				break;
+			case '\b':
+				esc = "\\b";
+				break;
+			case '\f':
+				esc = "\\f";
+				break;
+			case '\n':
+				esc = "\\n";
+				break;
+			case '\r':
+				esc = "\\r";
+				break;
+			case '\t':
+				esc = "\\t";
+				break;
+			default:
+				if (c >= 0x20)
+					continue;
+		}
+		if (i > start)
+			appendBinaryStringInfo(out, s + start, i - start);
+		if (esc != NULL)
+			appendStringInfoString(out, esc);
+		else
+			appendStringInfo(out, "\\u%04x", c);
+		start = i + 1;
+	}
+	if (len > start)
+		appendBinaryStringInfo(out, s + start, len - start);
+	appendStringInfoCharMacro(out, '"');
+}
+
+static void
+append_scalar(StringInfo out, JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvNull:
+			appendBinaryStringInfo(out, "null", 4);
+			break;
+		case jbvString:
+			outbox_append_json_string(out, v->val.string.val, v->val.string.len);
+			break;
+		case jbvNumeric:
+			appendStringInfoString(out,
+								   DatumGetCString(DirectFunctionCall1(numeric_out,
+																	   NumericGetDatum(v->val.numeric))));
+			break;
+		case jbvBool:
+			if (v->val.boolean)
+				appendBinaryStringInfo(out, "true", 4);
+			else
+				appendBinaryStringInfo(out, "false", 5);
+			break;
+		default:
+			elog(ERROR, "unexpected jsonb scalar type %d", (int) v->type);
+	}
+}
+
+/*
+ * Append the JSON text of a jsonb value with no insignificant white space,
+ * unlike jsonb_out's "key": value style.  Kafka consumers get exactly this.
+ */
+void
+outbox_append_compact_json(StringInfo out, Jsonb *jb)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	bool		need_comma = false;
+	bool		raw_scalar = JB_ROOT_IS_SCALAR(jb);
+
+	it = JsonbIteratorInit(&jb->root);
+	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+	{
+		switch (tok)
+		{
+			case WJB_BEGIN_ARRAY:
+				if (need_comma)
+					appendStringInfoCharMacro(out, ',');
+				if (!raw_scalar)
+					appendStringInfoCharMacro(out, '[');
+				need_comma = false;
+				break;
+			case WJB_BEGIN_OBJECT:
+				if (need_comma)
+					appendStringInfoCharMacro(out, ',');
+				appendStringInfoCharMacro(out, '{');
+				need_comma = false;
+				break;
+			case WJB_END_ARRAY:
+				if (!raw_scalar)
+					appendStringInfoCharMacro(out, ']');
+				need_comma = true;
+				break;
+			case WJB_END_OBJECT:
+				appendStringInfoCharMacro(out, '}');
+				need_comma = true;
+				break;
+			case WJB_KEY:
+				if (need_comma)
+					appendStringInfoCharMacro(out, ',');
+				outbox_append_json_string(out, v.val.string.val, v.val.string.len);
+				appendStringInfoCharMacro(out, ':');
+				need_comma = false;
+				break;
+			case WJB_VALUE:
+			case WJB_ELEM:
+				if (need_comma)
+					appendStringInfoCharMacro(out, ',');
+				append_scalar(out, &v);
+				need_comma = true;
+				break;
+			default:
+				elog(ERROR, "unexpected jsonb iterator token %d", (int) tok);
+		}
+	}
+}
+
+/* ---------------------------------------------------------------------
+ * Emitted message codec
+ * ---------------------------------------------------------------------
+ */
+
+static void
+append_int32(StringInfo out, int32 v)
+{
+	uint32		n = pg_hton32((uint32) v);
+
+	appendBinaryStringInfo(out, (char *) &n, 4);
+}
+
+static void
+append_int64(StringInfo out, int64 v)
+{
+	uint64		n = pg_hton64((uint64) v);
+
+	appendBinaryStringInfo(out, (char *) &n, 8);
+}
+
+static void
+append_jsonb_field(StringInfo out, Jsonb *jb)
+{
+	if (jb == NULL)
+	{
+		append_int32(out, -1);
+		return;
+	}
+	append_int32(out, (int32) VARSIZE_ANY_EXHDR(jb));
+	appendBinaryStringInfo(out, VARDATA_ANY(jb), VARSIZE_ANY_EXHDR(jb));
+}
+
+/* Encode an event as the content of an "outbox" logical message. */
+void
+outbox_message_encode(StringInfo out, const OutboxEvent *ev)
+{
+	appendStringInfoChar(out, OUTBOX_MESSAGE_MAGIC);
+	appendStringInfoChar(out, OUTBOX_MESSAGE_VERSION);
+	append_int64(out, ev->has_id ? ev->id : 0);
+	appendStringInfoChar(out, ev->has_id ? 1 : 0);
+	append_int32(out, ev->attempts);
+	append_int32(out, ev->topic_len);
+	appendBinaryStringInfo(out, ev->topic, ev->topic_len);
+	if (ev->key == NULL)
+		append_int32(out, -1);
+	else
+	{
+		append_int32(out, ev->key_len);
+		appendBinaryStringInfo(out, ev->key, ev->key_len);
+	}
+	append_jsonb_field(out, ev->payload);
+	append_jsonb_field(out, ev->headers);
+}
+
+static bool
+read_bytes(const char **p, const char *end, Size n, const char **bytes)
+{
+	if ((Size) (end - *p) < n)
+		return false;
+	*bytes = *p;
+	*p += n;
+	return true;
+}
+
+static bool
+read_int32(const char **p, const char *end, int32 *v)
+{
+	const char *b;
+	uint32		n;
+
+	if (!read_bytes(p, end, 4, &b))
+		return false;
+	memcpy(&n, b, 4);
+	*v = (int32) pg_ntoh32(n);
+	return true;
+}
+
+static bool
+read_int64(const char **p, const char *end, int64 *v)
+{
+	const char *b;
+	uint64		n;
+
+	if (!read_bytes(p, end, 8, &b))
+		return false;
+	memcpy(&n, b, 8);
+	*v = (int64) pg_ntoh64(n);
+	return true;
+}
+
+/* Read a length-prefixed jsonb into a freshly palloc'd, aligned datum. */
+static bool
+read_jsonb_field(const char **p, const char *end, Jsonb **jb)
+{
+	int32		len;
+	const char *b;
+	Jsonb	   *copy;
+
+	if (!read_int32(p, end, &len))
+		return false;
+	if (len == -1)
+	{
+		*jb = NULL;
+		return true;
+	}
+	if (len < (int32) sizeof(uint32) || !read_bytes(p, end, len, &b))
+		return false;
+	copy = (Jsonb *) palloc(VARHDRSZ + len);
+	SET_VARSIZE(copy, VARHDRSZ + len);
+	memcpy(VARDATA(copy), b, len);
+	*jb = copy;
+	return true;
+}
+
+/* Fetch an object member as a Jsonb datum (NULL if absent or JSON null). */
+static Jsonb *
+member_as_jsonb(Jsonb *obj, const char *name, bool *present)
+{
+	JsonbValue *v;
+
+	v = getKeyJsonValueFromContainer(&obj->root, name, strlen(name), NULL);
+	*present = (v != NULL);
+	if (v == NULL || v->type == jbvNull)
+		return NULL;
+	return JsonbValueToJsonb(v);
+}
+
+/* Read the JSON spelling of an emitted message; see event.h. */
+static bool
+decode_json_message(const char *data, Size len, OutboxEvent *ev,
+					const char **problem)
+{
+	JsonLexContext *lex;
+	Jsonb	   *obj;
+	Jsonb	   *field;
+	bool		present;
+	char	   *text;
+
+	/* Validate first: jsonb_in would throw, and the decoder must not. */
+	lex = outbox_make_json_lex(data, len);
+	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
+	{
+		*problem = _("The message content is neither outbox-encoded nor valid JSON.");
+		return false;
+	}
+	text = pnstrdup(data, len);
+	obj = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+	if (!JB_ROOT_IS_OBJECT(obj))
+	{
+		*problem = _("A JSON outbox message must be an object.");
+		return false;
+	}
+
+	field = member_as_jsonb(obj, "topic", &present);
+	if (field == NULL || !JB_ROOT_IS_SCALAR(field))
+	{
+		*problem = _("A JSON outbox message needs a string member \"topic\".");
+		return false;
+	}
+	{
+		JsonbValue	sv;
+
+		if (!JsonbExtractScalar(&field->root, &sv) || sv.type != jbvString)
+		{
+			*problem = _("A JSON outbox message needs a string member \"topic\".");
+			return false;
+		}
+		ev->topic = sv.val.string.val;
+		ev->topic_len = sv.val.string.len;
+	}
+
+	field = member_as_jsonb(obj, "key", &present);
+	ev->key = NULL;
+	ev->key_len = 0;
+	if (field != NULL)
+	{
+		JsonbValue	sv;
+
+		if (!JB_ROOT_IS_SCALAR(field) || !JsonbExtractScalar(&field->root, &sv) ||
+			sv.type != jbvString)
+		{
+			*problem = _("The member \"key\" of a JSON outbox message must be a string or null.");
+			return false;
+		}
+		ev->key = sv.val.string.val;
+		ev->key_len = sv.val.string.len;
+	}
+
+	ev->payload = member_as_jsonb(obj, "payload", &present);
+	ev->headers = member_as_jsonb(obj, "headers", &present);
+	ev->has_id = false;
+	ev->id = 0;
+	ev->attempts = 1;
+	return true;
+}
+
+/*
+ * Decode the content of an "outbox" logical message.  Returns false with a
+ * reason in *problem for content that is neither our encoding nor a valid
+ * JSON event; never throws for bad input.  Borrowed pointers point into data
+ * or into memory palloc'd in the current context.
+ */
+bool
+outbox_message_decode(const char *data, Size len, OutboxEvent *ev,
+					  const char **problem)
+{
+	const char *p = data;
+	const char *end = data + len;
+	const char *b;
+	int32		n;
+	int64		id;
+
+	*problem = NULL;
+	if (len >= 1 && data[0] == '{')
+		return decode_json_message(data, len, ev, problem);
+
+	if (len < 2 || data[0] != OUTBOX_MESSAGE_MAGIC)
+	{
+		*problem = _("The message content is neither outbox-encoded nor valid JSON.");
+		return false;
+	}
+	if (data[1] != OUTBOX_MESSAGE_VERSION)
+	{
+		*problem = _("The message was encoded by an unknown outbox message version.");
+		return false;
+	}
+	p += 2;
+
+	if (!read_int64(&p, end, &id) || !read_bytes(&p, end, 1, &b))
+		goto truncated;
+	ev->id = id;
+	ev->has_id = (*b != 0);
+	if (!read_int32(&p, end, &ev->attempts))
+		goto truncated;
+
+	if (!read_int32(&p, end, &n) || n < 0 || !read_bytes(&p, end, n, &b))
+		goto truncated;
+	ev->topic = b;
+	ev->topic_len = n;
+
+	if (!read_int32(&p, end, &n))
+		goto truncated;
+	if (n == -1)
+	{
+		ev->key = NULL;
+		ev->key_len = 0;
+	}
+	else
+	{
+		if (n < 0 || !read_bytes(&p, end, n, &b))
+			goto truncated;
+		ev->key = b;
+		ev->key_len = n;
+	}
+
+	if (!read_jsonb_field(&p, end, &ev->payload) ||
+		!read_jsonb_field(&p, end, &ev->headers))
+		goto truncated;
+	if (p != end)
+	{
+		*problem = _("The message has trailing bytes after the encoded event.");
+		return false;
+	}
+	return true;
+
+truncated:
+	*problem = _("The message content is truncated or corrupt.");
+	return false;
+}

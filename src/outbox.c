@@ -1,0 +1,213 @@
+/*-------------------------------------------------------------------------
+ *
+ * outbox.c
+ *	  Library entry point: GUCs, shared memory, the relay worker's
+ *	  registration, and waking the relay when events commit.
+ *
+ * The SQL API and the output plugin work without preloading; the relay
+ * needs shared_preload_libraries = 'outbox'.
+ *
+ * src/outbox.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/shmem.h"
+#include "utils/guc.h"
+
+#include "compat.h"
+#include "outbox.h"
+
+PG_MODULE_MAGIC;
+
+/* GUC variables */
+int			outbox_max_message_size = 1000000;
+char	   *outbox_kafka_brokers = NULL;
+char	   *outbox_database = NULL;
+char	   *outbox_slot_name = NULL;
+char	   *outbox_kafka_properties = NULL;
+char	   *outbox_kafka_config_file = NULL;
+int			outbox_max_in_flight = 100000;
+int			outbox_retry_interval_ms = 1000;
+
+/* Did the current transaction write an event? */
+static bool wake_relay_at_commit = false;
+
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+#ifdef OUTBOX_HAVE_SHMEM_REQUEST_HOOK
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+#endif
+
+void		_PG_init(void);
+static void outbox_shmem_request(void);
+static void outbox_shmem_startup(void);
+static void outbox_xact_callback(XactEvent event, void *arg);
+static bool check_slot_name(char **newval, void **extra, GucSource source);
+
+void
+_PG_init(void)
+{
+	DefineCustomIntVariable("outbox.max_message_size",
+							gettext_noop("Largest event accepted by outbox.messages, outbox.enqueue() and outbox.emit()."),
+							gettext_noop("Counts topic, key, payload and headers as stored. Keep it below the Kafka broker's message.max.bytes."),
+							&outbox_max_message_size,
+							1000000, 1, 0x3FFFFFFF,
+							PGC_SUSET, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("outbox.kafka_brokers",
+							   gettext_noop("Kafka bootstrap servers the relay produces to; empty disables the relay."),
+							   NULL,
+							   &outbox_kafka_brokers,
+							   "",
+							   PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("outbox.database",
+							   gettext_noop("Database whose outbox the relay streams."),
+							   NULL,
+							   &outbox_database,
+							   "postgres",
+							   PGC_POSTMASTER, 0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("outbox.slot_name",
+							   gettext_noop("Logical replication slot the relay decodes from; created if missing."),
+							   NULL,
+							   &outbox_slot_name,
+							   "outbox",
+							   PGC_POSTMASTER, 0,
+							   check_slot_name, NULL, NULL);
+
+	DefineCustomStringVariable("outbox.kafka_properties",
+							   gettext_noop("librdkafka properties for the relay, as 'name=value' pairs separated by ';'."),
+							   gettext_noop("Only superusers can read this setting: it may hold SASL passwords."),
+							   &outbox_kafka_properties,
+							   "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("outbox.kafka_config_file",
+							   gettext_noop("File of librdkafka properties for the relay, one 'name=value' per line."),
+							   gettext_noop("Read by the relay at start and on reload; keep it readable by the server's OS user only."),
+							   &outbox_kafka_config_file,
+							   "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("outbox.max_in_flight",
+							gettext_noop("Most events the relay keeps produced but not yet acknowledged by Kafka."),
+							gettext_noop("Decoding pauses at this bound until Kafka acknowledges; it bounds the relay's memory."),
+							&outbox_max_in_flight,
+							100000, 1, 10000000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("outbox.retry_interval",
+							gettext_noop("How long the relay waits before retrying after an error."),
+							NULL,
+							&outbox_retry_interval_ms,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("outbox");
+
+	RegisterXactCallback(outbox_xact_callback, NULL);
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+#ifdef OUTBOX_HAVE_SHMEM_REQUEST_HOOK
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = outbox_shmem_request;
+#else
+	outbox_shmem_request();
+#endif
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = outbox_shmem_startup;
+
+	outbox_relay_register();
+}
+
+static void
+outbox_shmem_request(void)
+{
+#ifdef OUTBOX_HAVE_SHMEM_REQUEST_HOOK
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+#endif
+	RequestAddinShmemSpace(outbox_shmem_size());
+}
+
+static void
+outbox_shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	outbox_shmem_init();
+}
+
+static bool
+check_slot_name(char **newval, void **extra, GucSource source)
+{
+	const char *s = *newval;
+
+	if (s == NULL || s[0] == '\0' || strlen(s) >= NAMEDATALEN)
+	{
+		GUC_check_errdetail("Replication slot names are 1 to %d characters long.",
+							NAMEDATALEN - 1);
+		return false;
+	}
+	for (; *s; s++)
+	{
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_'))
+		{
+			GUC_check_errdetail("Replication slot names may contain only lower case letters, numbers, and the underscore character.");
+			return false;
+		}
+	}
+	return true;
+}
+
+/* ---------------------------------------------------------------------
+ * Waking the relay
+ * ---------------------------------------------------------------------
+ */
+
+void
+outbox_wake_relay_at_commit(void)
+{
+	wake_relay_at_commit = true;
+}
+
+/*
+ * At commit (after the commit record is flushed, with synchronous_commit on)
+ * set the relay's latch, so a new event reaches Kafka without waiting for a
+ * timer.  A prepared transaction is picked up when its COMMIT PREPARED is
+ * decoded, at the latest after the relay's idle timeout.
+ */
+static void
+outbox_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (wake_relay_at_commit)
+				outbox_relay_set_latch();
+			wake_relay_at_commit = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			wake_relay_at_commit = false;
+			break;
+		default:
+			break;
+	}
+}

@@ -1,0 +1,58 @@
+/*-------------------------------------------------------------------------
+ *
+ * outbox.h
+ *	  Declarations shared by the outbox extension's modules.
+ *
+ * Module map (what may depend on what):
+ *	  outbox.c        _PG_init: GUCs, shared memory hooks, worker registration,
+ *	                  wake-the-relay-at-commit
+ *	  event.c         event rules shared by SQL API and decoder: topic and
+ *	                  header validation, compact JSON, emit() message codec
+ *	  sql_api.c       SQL-callable C functions (emit, validation trigger)
+ *	  capture.c       the capture trigger
+ *	  relay_shmem.c   relay status in shared memory, outbox._relay_status()
+ *	  relay_worker.c  the background worker: slot, decoding loop, ack gating
+ *	  kafka_sink.c    librdkafka producer and in-flight tracking
+ *	  decoder/        the `outbox` output plugin; depends on event.c only,
+ *	                  never on relay or Kafka code
+ *
+ * src/outbox.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef OUTBOX_H
+#define OUTBOX_H
+
+#include "postgres.h"
+
+/* Name of the extension, its schema and its outbox table. */
+#define OUTBOX_SCHEMA_NAME		"outbox"
+#define OUTBOX_TABLE_NAME		"messages"
+#define OUTBOX_DEAD_LETTERS_NAME "dead_letters"
+
+/* GUCs (outbox.c) */
+extern int	outbox_max_message_size;	/* outbox.max_message_size, bytes */
+extern char *outbox_kafka_brokers;	/* outbox.kafka_brokers */
+extern char *outbox_database;	/* outbox.database */
+extern char *outbox_slot_name;	/* outbox.slot_name */
+extern char *outbox_kafka_properties;	/* outbox.kafka_properties (secret) */
+extern char *outbox_kafka_config_file;	/* outbox.kafka_config_file */
+extern int	outbox_max_in_flight;	/* outbox.max_in_flight, events */
+extern int	outbox_retry_interval_ms;	/* outbox.retry_interval, ms */
+
+/*
+ * Ask for the relay worker to be woken when the current transaction commits
+ * (outbox.c).  Cheap; call it for every event written.
+ */
+extern void outbox_wake_relay_at_commit(void);
+
+/* relay_shmem.c */
+extern Size outbox_shmem_size(void);
+extern void outbox_shmem_init(void);
+extern void outbox_relay_set_latch(void);
+
+/* relay_worker.c */
+extern void outbox_relay_register(void);
+extern PGDLLEXPORT void outbox_relay_main(Datum main_arg);
+
+#endif							/* OUTBOX_H */

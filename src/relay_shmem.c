@@ -1,0 +1,224 @@
+/*-------------------------------------------------------------------------
+ *
+ * relay_shmem.c
+ *	  Shared-memory status of the relay worker and outbox._relay_status().
+ *
+ * src/relay_shmem.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/pg_lsn.h"
+#include "utils/timestamp.h"
+
+#include "compat.h"
+#include "outbox.h"
+#include "relay_shmem.h"
+
+PG_FUNCTION_INFO_V1(outbox_relay_status);
+
+OutboxRelayShared *outbox_relay_shared = NULL;
+
+Size
+outbox_shmem_size(void)
+{
+	return MAXALIGN(sizeof(OutboxRelayShared));
+}
+
+/* Attach to (and on first use initialise) the shared status; from shmem_startup_hook. */
+void
+outbox_shmem_init(void)
+{
+	bool		found;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	outbox_relay_shared = ShmemInitStruct("outbox relay", outbox_shmem_size(),
+										  &found);
+	if (!found)
+	{
+		memset(outbox_relay_shared, 0, sizeof(OutboxRelayShared));
+		SpinLockInit(&outbox_relay_shared->mutex);
+		pg_atomic_init_u32(&outbox_relay_shared->latch_procno, 0);
+		strlcpy(outbox_relay_shared->status.state, "stopped", OUTBOX_STATE_LEN);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* Wake the relay worker, if one runs.  Safe in any backend, lock-free. */
+void
+outbox_relay_set_latch(void)
+{
+	uint32		procno;
+
+	if (outbox_relay_shared == NULL)
+		return;
+	procno = pg_atomic_read_u32(&outbox_relay_shared->latch_procno);
+	if (procno == 0)
+		return;
+	SetLatch(&ProcGlobal->allProcs[procno - 1].procLatch);
+}
+
+/* ---------------------------------------------------------------------
+ * Worker side
+ * ---------------------------------------------------------------------
+ */
+
+void
+outbox_status_begin(const char *database, const char *slot)
+{
+	OutboxRelayStatus *st;
+
+	if (outbox_relay_shared == NULL)
+		return;
+	st = &outbox_relay_shared->status;
+	SpinLockAcquire(&outbox_relay_shared->mutex);
+	memset(st, 0, sizeof(*st));
+	st->pid = MyProcPid;
+	strlcpy(st->state, "starting", OUTBOX_STATE_LEN);
+	strlcpy(st->database, database, NAMEDATALEN);
+	strlcpy(st->slot_name, slot, NAMEDATALEN);
+	st->started_at = GetCurrentTimestamp();
+	SpinLockRelease(&outbox_relay_shared->mutex);
+	pg_atomic_write_u32(&outbox_relay_shared->latch_procno, MyProc->pgprocno + 1);
+}
+
+/* On worker exit: forget the latch, keep counters and last error visible. */
+void
+outbox_status_end(void)
+{
+	if (outbox_relay_shared == NULL)
+		return;
+	pg_atomic_write_u32(&outbox_relay_shared->latch_procno, 0);
+	SpinLockAcquire(&outbox_relay_shared->mutex);
+	outbox_relay_shared->status.pid = 0;
+	outbox_relay_shared->status.in_flight = 0;
+	outbox_relay_shared->status.oldest_in_flight_commit_time = 0;
+	strlcpy(outbox_relay_shared->status.state, "stopped", OUTBOX_STATE_LEN);
+	SpinLockRelease(&outbox_relay_shared->mutex);
+}
+
+void
+outbox_status_set_state(const char *state)
+{
+	if (outbox_relay_shared == NULL)
+		return;
+	SpinLockAcquire(&outbox_relay_shared->mutex);
+	strlcpy(outbox_relay_shared->status.state, state, OUTBOX_STATE_LEN);
+	SpinLockRelease(&outbox_relay_shared->mutex);
+}
+
+/* Count an error and remember its text (formatted outside the spinlock). */
+void
+outbox_status_error(const char *fmt,...)
+{
+	char		buf[OUTBOX_ERROR_LEN];
+	va_list		ap;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (outbox_relay_shared == NULL)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+
+	SpinLockAcquire(&outbox_relay_shared->mutex);
+	outbox_relay_shared->status.errors++;
+	strlcpy(outbox_relay_shared->status.last_error, buf, OUTBOX_ERROR_LEN);
+	outbox_relay_shared->status.last_error_at = now;
+	SpinLockRelease(&outbox_relay_shared->mutex);
+}
+
+void
+outbox_status_progress(XLogRecPtr confirmed, XLogRecPtr decoded,
+					   uint64 delivered, uint64 in_flight, uint64 dead_lettered,
+					   TimestampTz last_delivered_commit_time,
+					   TimestampTz oldest_in_flight_commit_time)
+{
+	OutboxRelayStatus *st;
+
+	if (outbox_relay_shared == NULL)
+		return;
+	st = &outbox_relay_shared->status;
+	SpinLockAcquire(&outbox_relay_shared->mutex);
+	st->confirmed_lsn = confirmed;
+	st->decoded_lsn = decoded;
+	st->delivered = delivered;
+	st->in_flight = in_flight;
+	st->dead_lettered = dead_lettered;
+	if (last_delivered_commit_time != 0)
+		st->last_delivered_commit_time = last_delivered_commit_time;
+	st->oldest_in_flight_commit_time = oldest_in_flight_commit_time;
+	SpinLockRelease(&outbox_relay_shared->mutex);
+}
+
+/* ---------------------------------------------------------------------
+ * outbox._relay_status(): one row per relay (none unless preloaded)
+ * ---------------------------------------------------------------------
+ */
+
+#define STATUS_COLS 15
+
+static Datum
+timestamp_or_null(TimestampTz t, bool *isnull)
+{
+	*isnull = (t == 0);
+	return TimestampTzGetDatum(t);
+}
+
+Datum
+outbox_relay_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	OutboxRelayStatus st;
+	Datum		values[STATUS_COLS];
+	bool		nulls[STATUS_COLS];
+	int			i = 0;
+
+	outbox_init_materialized_srf(fcinfo);
+	if (outbox_relay_shared == NULL)
+		PG_RETURN_VOID();
+
+	SpinLockAcquire(&outbox_relay_shared->mutex);
+	st = outbox_relay_shared->status;
+	SpinLockRelease(&outbox_relay_shared->mutex);
+
+	memset(nulls, 0, sizeof(nulls));
+	values[i] = Int32GetDatum(st.pid);
+	nulls[i++] = (st.pid == 0);
+	values[i++] = CStringGetTextDatum(st.state);
+	values[i] = CStringGetTextDatum(st.slot_name);
+	nulls[i++] = (st.slot_name[0] == '\0');
+	values[i] = CStringGetTextDatum(st.database);
+	nulls[i++] = (st.database[0] == '\0');
+	values[i] = LSNGetDatum(st.confirmed_lsn);
+	nulls[i++] = XLogRecPtrIsInvalid(st.confirmed_lsn);
+	values[i] = LSNGetDatum(st.decoded_lsn);
+	nulls[i++] = XLogRecPtrIsInvalid(st.decoded_lsn);
+	values[i++] = Int64GetDatum((int64) st.delivered);
+	values[i++] = Int64GetDatum((int64) st.in_flight);
+	values[i++] = Int64GetDatum((int64) st.dead_lettered);
+	values[i++] = Int64GetDatum((int64) st.errors);
+	values[i] = CStringGetTextDatum(st.last_error);
+	nulls[i++] = (st.last_error[0] == '\0');
+	values[i] = timestamp_or_null(st.last_error_at, &nulls[i]);
+	i++;
+	values[i] = timestamp_or_null(st.last_delivered_commit_time, &nulls[i]);
+	i++;
+	values[i] = timestamp_or_null(st.oldest_in_flight_commit_time, &nulls[i]);
+	i++;
+	values[i] = timestamp_or_null(st.started_at, &nulls[i]);
+	i++;
+	Assert(i == STATUS_COLS);
+
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,2 @@
+/* src/sql_api.c: scaffolding, replaced by the real module */
+#include "postgres.h"
