@@ -51,6 +51,15 @@ static bool check_slot_name(char **newval, void **extra, GucSource source);
 void
 _PG_init(void)
 {
+	/*
+	 * The relay's database and slot are fixed for the postmaster's life, but
+	 * such settings can only be defined while preloading; a backend that
+	 * loads the library later (SQL API, decoder) gets them as plain reloadable
+	 * settings, which no relay reads.
+	 */
+	GucContext	relay_fixed = process_shared_preload_libraries_in_progress ?
+		PGC_POSTMASTER : PGC_SIGHUP;
+
 	DefineCustomIntVariable("outbox.max_message_size",
 							gettext_noop("Largest event accepted by outbox.messages, outbox.enqueue() and outbox.emit()."),
 							gettext_noop("Counts topic, key, payload and headers as stored. Keep it below the Kafka broker's message.max.bytes."),
@@ -72,7 +81,7 @@ _PG_init(void)
 							   NULL,
 							   &outbox_database,
 							   "postgres",
-							   PGC_POSTMASTER, 0,
+							   relay_fixed, 0,
 							   NULL, NULL, NULL);
 
 	DefineCustomStringVariable("outbox.slot_name",
@@ -80,7 +89,7 @@ _PG_init(void)
 							   NULL,
 							   &outbox_slot_name,
 							   "outbox",
-							   PGC_POSTMASTER, 0,
+							   relay_fixed, 0,
 							   check_slot_name, NULL, NULL);
 
 	DefineCustomStringVariable("outbox.kafka_properties",
