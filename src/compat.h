@@ -106,6 +106,13 @@ outbox_init_materialized_srf(FunctionCallInfo fcinfo)
 }
 #endif
 
+/* The decoding context's update_progress callback gained skipped_xact in 15. */
+#if PG_VERSION_NUM >= 150000
+#define OUTBOX_UPDATE_PROGRESS_EXTRA , bool skipped_xact
+#else
+#define OUTBOX_UPDATE_PROGRESS_EXTRA
+#endif
+
 /* 15.19 (Debian) and later gate output plugins on output_plugin_libraries. */
 #define OUTBOX_PLUGIN_ALLOWLIST_GUC "output_plugin_libraries"
 

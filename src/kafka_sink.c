@@ -1,2 +1,980 @@
-/* src/kafka_sink.c: scaffolding, replaced by the real module */
+/*-------------------------------------------------------------------------
+ *
+ * kafka_sink.c
+ *	  The relay's Kafka producer (librdkafka) and in-flight bookkeeping.
+ *
+ * Every event is copied once, from the decoder's output buffer into a
+ * malloc'd SinkRecord, and handed to librdkafka without a further copy; the
+ * record lives until its delivery report has been worked off.  Transactions
+ * are kept in commit order; a transaction is settled when its commit frame
+ * was seen and each of its events was acknowledged or dead-lettered.
+ *
+ * Callbacks (delivery reports, errors, logs) are served by rd_kafka_poll()
+ * on the relay's own thread, but even so they only record what happened in
+ * preallocated memory; logging, counting and freeing happen afterwards.
+ *
+ * src/kafka_sink.c
+ *
+ *-------------------------------------------------------------------------
+ */
 #include "postgres.h"
+
+#include <signal.h>
+#include <pthread.h>
+#include <librdkafka/rdkafka.h>
+
+#include "lib/ilist.h"
+#include "miscadmin.h"
+#include "port/pg_bswap.h"
+#include "storage/pmsignal.h"
+#include "storage/ipc.h"
+
+#include "compat.h"
+#include "event.h"
+#include "kafka_sink.h"
+#include "outbox.h"
+#include "relay_shmem.h"
+#include "wire.h"
+
+/* In-flight bytes are bounded too, so that large events cannot pile up. */
+#define SINK_MAX_IN_FLIGHT_BYTES	((Size) 64 * 1024 * 1024)
+/* librdkafka log lines and errors kept between two polls. */
+#define SINK_LOG_SLOTS		32
+#define SINK_LOG_LEN		512
+
+/* A transaction with events, in commit order. */
+typedef struct SinkTxn
+{
+	XLogRecPtr	end_lsn;		/* LSN past its commit record */
+	XLogRecPtr	commit_lsn;		/* its commit record */
+	TimestampTz commit_time;	/* its commit time */
+	uint64		pending;		/* events not yet settled */
+	bool		complete;		/* commit frame seen */
+	struct SinkTxn *next;		/* next in commit order */
+} SinkTxn;
+
+/* One produced event. */
+typedef struct SinkRecord
+{
+	dlist_node	node;			/* in sink->records */
+	SinkTxn    *txn;			/* transaction it belongs to */
+	rd_kafka_resp_err_t err;	/* delivery result */
+	bool		reported;		/* delivery report seen */
+	struct SinkRecord *next_done;	/* completion or dead-letter list */
+	Size		len;			/* frame length */
+	char		frame[FLEXIBLE_ARRAY_MEMBER];	/* copy of the 'E' frame */
+} SinkRecord;
+
+/* A librdkafka log line or error, recorded by a callback. */
+typedef struct SinkLogSlot
+{
+	int			level;			/* syslog level */
+	bool		is_error;		/* from error_cb */
+	char		text[SINK_LOG_LEN]; /* message */
+} SinkLogSlot;
+
+struct OutboxSink
+{
+	rd_kafka_t *rk;				/* the producer */
+	dlist_head	records;		/* every live SinkRecord */
+	SinkTxn    *head;			/* oldest unsettled transaction */
+	SinkTxn    *tail;			/* newest transaction */
+	uint64		in_flight;		/* records handed to librdkafka, unreported */
+	Size		in_flight_bytes;	/* their frame bytes */
+	SinkRecord *done_head;		/* reported, not yet worked off */
+	SinkRecord *done_tail;
+	SinkRecord *dead_head;		/* rejected, waiting for dead_letters */
+	SinkRecord *dead_tail;
+	int			ndead;			/* length of the dead list */
+	SinkDeadLetter *dead_array; /* handed to the caller */
+	int			dead_array_cap; /* allocated entries */
+	int			dead_handed;	/* entries handed out */
+	XLogRecPtr	settled_lsn;	/* newest settled end LSN since last asked */
+	uint64		delivered;		/* acknowledged events */
+	uint64		dead_lettered;	/* dead-lettered events */
+	TimestampTz last_delivered_commit_time; /* of the newest acknowledged */
+	bool		failed;			/* producer must be rebuilt */
+	char		failed_reason[SINK_LOG_LEN];	/* why */
+	SinkLogSlot logs[SINK_LOG_SLOTS];	/* recorded by callbacks */
+	int			nlogs;			/* used slots */
+	int			logs_dropped;	/* lines that found no slot */
+};
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg,
+						void *opaque);
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque);
+static void on_log(const rd_kafka_t *rk, int level, const char *fac,
+				   const char *buf);
+static void record_log(OutboxSink *sink, int level, bool is_error,
+					   const char *fmt,...) pg_attribute_printf(4, 5);
+static bool is_permanent_error(rd_kafka_resp_err_t err);
+static void settle(OutboxSink *sink);
+static void pop_settled(OutboxSink *sink);
+static void produce_event(OutboxSink *sink, SinkTxn *txn, const char *frame,
+						  Size len);
+static void free_record(OutboxSink *sink, SinkRecord *rec);
+
+/* ---------------------------------------------------------------------
+ * Wire parsing (decoder/wire.h)
+ * ---------------------------------------------------------------------
+ */
+
+static inline uint16
+get16(const char *p)
+{
+	uint16		v;
+
+	memcpy(&v, p, 2);
+	return pg_ntoh16(v);
+}
+
+static inline uint32
+get32(const char *p)
+{
+	uint32		v;
+
+	memcpy(&v, p, 4);
+	return pg_ntoh32(v);
+}
+
+static inline uint64
+get64(const char *p)
+{
+	uint64		v;
+
+	memcpy(&v, p, 8);
+	return pg_ntoh64(v);
+}
+
+bool
+outbox_wire_parse_event(const char *frame, Size len, SinkEvent *ev,
+						const char **problem)
+{
+	const char *p = frame;
+	const char *end = frame + len;
+	uint16		flags;
+	uint32		n;
+
+	if (len < OUTBOX_WIRE_EVENT_FIXED || frame[0] != OUTBOX_WIRE_EVENT)
+	{
+		*problem = "not an event frame";
+		return false;
+	}
+	if (frame[1] != OUTBOX_WIRE_VERSION)
+	{
+		*problem = "unknown frame version";
+		return false;
+	}
+	flags = get16(p + 2);
+	p += 4;
+	ev->has_id = (flags & OUTBOX_WIRE_HAS_ID) != 0;
+	ev->id = (int64) get64(p);
+	p += 8;
+	ev->commit_lsn = get64(p);
+	p += 8;
+	ev->end_lsn = get64(p);
+	p += 8;
+	ev->xid = get32(p);
+	p += 4;
+	ev->commit_time = (TimestampTz) get64(p);
+	p += 8;
+	ev->attempts = (int32) get32(p);
+	p += 4;
+
+	ev->topic_len = get32(p);
+	p += 4;
+	ev->key_len = get32(p);
+	p += 4;
+	ev->payload_len = get32(p);
+	p += 4;
+	ev->nheaders = get32(p);
+	p += 4;
+
+	n = ev->topic_len;
+	if ((Size) (end - p) < n)
+		goto bad;
+	ev->topic = p;
+	p += n;
+
+	if (flags & OUTBOX_WIRE_HAS_KEY)
+	{
+		if ((Size) (end - p) < ev->key_len)
+			goto bad;
+		ev->key = p;
+		p += ev->key_len;
+	}
+	else
+	{
+		ev->key = NULL;
+		ev->key_len = 0;
+	}
+
+	if (flags & OUTBOX_WIRE_HAS_PAYLOAD)
+	{
+		if ((Size) (end - p) < ev->payload_len)
+			goto bad;
+		ev->payload = p;
+		p += ev->payload_len;
+	}
+	else
+	{
+		ev->payload = NULL;
+		ev->payload_len = 0;
+	}
+
+	/* Check the header block's extent once; iteration trusts it. */
+	ev->headers = p;
+	for (n = 0; n < ev->nheaders; n++)
+	{
+		uint32		l;
+
+		if ((Size) (end - p) < 4)
+			goto bad;
+		l = get32(p);
+		p += 4;
+		if ((Size) (end - p) < l + 4)
+			goto bad;
+		p += l;
+		l = get32(p);
+		p += 4;
+		if ((Size) (end - p) < l)
+			goto bad;
+		p += l;
+	}
+	if (p != end)
+		goto bad;
+	return true;
+
+bad:
+	*problem = "truncated or corrupt event frame";
+	return false;
+}
+
+bool
+outbox_wire_next_header(const char **cursor, const char **name,
+						uint32 *name_len, const char **value,
+						uint32 *value_len)
+{
+	const char *p = *cursor;
+
+	*name_len = get32(p);
+	*name = p + 4;
+	p += 4 + *name_len;
+	*value_len = get32(p);
+	*value = p + 4;
+	p += 4 + *value_len;
+	*cursor = p;
+	return true;
+}
+
+bool
+outbox_wire_parse_commit(const char *frame, Size len, XLogRecPtr *commit_lsn,
+						 XLogRecPtr *end_lsn, uint32 *nevents,
+						 const char **problem)
+{
+	if (len != OUTBOX_WIRE_COMMIT_SIZE || frame[0] != OUTBOX_WIRE_COMMIT)
+	{
+		*problem = "not a commit frame";
+		return false;
+	}
+	if (frame[1] != OUTBOX_WIRE_VERSION)
+	{
+		*problem = "unknown frame version";
+		return false;
+	}
+	*commit_lsn = get64(frame + 4);
+	*end_lsn = get64(frame + 12);
+	*nevents = get32(frame + 1 + 1 + 2 + 8 + 8 + 4 + 8);
+	return true;
+}
+
+/* ---------------------------------------------------------------------
+ * Producer life cycle
+ * ---------------------------------------------------------------------
+ */
+
+static bool
+conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
+		 char **errstr)
+{
+	char		buf[512];
+
+	if (rd_kafka_conf_set(conf, name, value, buf, sizeof(buf)) != RD_KAFKA_CONF_OK)
+	{
+		*errstr = strdup(buf);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Apply "name=value" items separated by any of seps.  Blank items and items
+ * starting with '#' are skipped.
+ */
+static bool
+conf_apply_list(rd_kafka_conf_t *conf, const char *list, const char *seps,
+				char **errstr)
+{
+	char	   *copy;
+	char	   *item;
+	char	   *save = NULL;
+	bool		ok = true;
+
+	if (list == NULL || list[0] == '\0')
+		return true;
+	copy = strdup(list);
+	if (copy == NULL)
+	{
+		*errstr = strdup("out of memory");
+		return false;
+	}
+	for (item = strtok_r(copy, seps, &save); item != NULL && ok;
+		 item = strtok_r(NULL, seps, &save))
+	{
+		char	   *eq;
+		char	   *name = item;
+		char	   *value;
+		char	   *e;
+
+		while (*name == ' ' || *name == '\t' || *name == '\r')
+			name++;
+		if (*name == '\0' || *name == '#')
+			continue;
+		eq = strchr(name, '=');
+		if (eq == NULL)
+		{
+			char		buf[SINK_LOG_LEN];
+
+			snprintf(buf, sizeof(buf),
+					 "invalid librdkafka property \"%s\": expected name=value",
+					 name);
+			*errstr = strdup(buf);
+			ok = false;
+			break;
+		}
+		*eq = '\0';
+		value = eq + 1;
+		for (e = eq - 1; e >= name && (*e == ' ' || *e == '\t'); e--)
+			*e = '\0';
+		while (*value == ' ' || *value == '\t')
+			value++;
+		for (e = value + strlen(value) - 1;
+			 e >= value && (*e == ' ' || *e == '\t' || *e == '\r'); e--)
+			*e = '\0';
+		ok = conf_set(conf, name, value, errstr);
+	}
+	free(copy);
+	return ok;
+}
+
+OutboxSink *
+outbox_sink_create(const char *brokers, const char *file_properties,
+				   const char *guc_properties, int wake_fd, char **errstr)
+{
+	OutboxSink *sink;
+	rd_kafka_conf_t *conf;
+	rd_kafka_queue_t *mainq;
+	char		buf[512];
+	char		num[32];
+	sigset_t	all;
+	sigset_t	saved;
+
+	*errstr = NULL;
+	sink = calloc(1, sizeof(OutboxSink));
+	if (sink == NULL)
+	{
+		*errstr = strdup("out of memory");
+		return NULL;
+	}
+	dlist_init(&sink->records);
+
+	conf = rd_kafka_conf_new();
+	snprintf(num, sizeof(num), "%d", Min(outbox_max_in_flight * 2, 10000000));
+	if (!conf_set(conf, "bootstrap.servers", brokers, errstr) ||
+		!conf_set(conf, "client.id", "outbox-relay", errstr) ||
+		!conf_set(conf, "enable.idempotence", "true", errstr) ||
+		!conf_set(conf, "partitioner", "murmur2_random", errstr) ||
+		!conf_set(conf, "message.timeout.ms", "0", errstr) ||
+		!conf_set(conf, "linger.ms", "1", errstr) ||
+		!conf_set(conf, "socket.nagle.disable", "true", errstr) ||
+		!conf_set(conf, "queue.buffering.max.messages", num, errstr) ||
+		!conf_set(conf, "log.queue", "true", errstr) ||
+		!conf_apply_list(conf, file_properties, "\n", errstr) ||
+		!conf_apply_list(conf, guc_properties, ";", errstr))
+	{
+		rd_kafka_conf_destroy(conf);
+		free(sink);
+		return NULL;
+	}
+	rd_kafka_conf_set_opaque(conf, sink);
+	rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+	rd_kafka_conf_set_error_cb(conf, on_error);
+	rd_kafka_conf_set_log_cb(conf, on_log);
+
+	/*
+	 * librdkafka's threads inherit our signal mask: block everything while
+	 * they are created so PostgreSQL's signals reach only our thread.
+	 */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &saved);
+	sink->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, buf, sizeof(buf));
+	pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	if (sink->rk == NULL)
+	{
+		/* rd_kafka_new() frees conf only on success */
+		rd_kafka_conf_destroy(conf);
+		*errstr = strdup(buf);
+		free(sink);
+		return NULL;
+	}
+
+	/* Serve logs from rd_kafka_poll(), and wake us when anything is queued. */
+	rd_kafka_set_log_queue(sink->rk, NULL);
+	if (wake_fd >= 0)
+	{
+		mainq = rd_kafka_queue_get_main(sink->rk);
+		rd_kafka_queue_io_event_enable(mainq, wake_fd, "1", 1);
+		rd_kafka_queue_destroy(mainq);
+	}
+	return sink;
+}
+
+void
+outbox_sink_destroy(OutboxSink *sink)
+{
+	dlist_mutable_iter iter;
+	SinkTxn    *txn;
+
+	if (sink == NULL)
+		return;
+
+	/* Drop whatever is queued or in flight; delivery reports say "purged". */
+	rd_kafka_purge(sink->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT |
+				   RD_KAFKA_PURGE_F_NON_BLOCKING);
+	rd_kafka_poll(sink->rk, 0);
+	rd_kafka_destroy(sink->rk);
+
+	dlist_foreach_modify(iter, &sink->records)
+	{
+		SinkRecord *rec = dlist_container(SinkRecord, node, iter.cur);
+
+		dlist_delete(&rec->node);
+		free(rec);
+	}
+	while ((txn = sink->head) != NULL)
+	{
+		sink->head = txn->next;
+		free(txn);
+	}
+	free(sink->dead_array);
+	free(sink);
+}
+
+/* ---------------------------------------------------------------------
+ * librdkafka callbacks: record, never palloc/elog/free
+ * ---------------------------------------------------------------------
+ */
+
+static void
+on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
+{
+	OutboxSink *sink = (OutboxSink *) opaque;
+	SinkRecord *rec = (SinkRecord *) msg->_private;
+
+	rec->err = msg->err;
+	rec->reported = true;
+	rec->next_done = NULL;
+	if (sink->done_tail)
+		sink->done_tail->next_done = rec;
+	else
+		sink->done_head = rec;
+	sink->done_tail = rec;
+}
+
+static void
+record_log(OutboxSink *sink, int level, bool is_error, const char *fmt,...)
+{
+	va_list		ap;
+	SinkLogSlot *slot;
+
+	if (sink->nlogs >= SINK_LOG_SLOTS)
+	{
+		sink->logs_dropped++;
+		return;
+	}
+	slot = &sink->logs[sink->nlogs++];
+	slot->level = level;
+	slot->is_error = is_error;
+	va_start(ap, fmt);
+	vsnprintf(slot->text, sizeof(slot->text), fmt, ap);
+	va_end(ap);
+}
+
+static void
+on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+	OutboxSink *sink = (OutboxSink *) opaque;
+
+	if (err == RD_KAFKA_RESP_ERR__FATAL)
+	{
+		char		fatal[SINK_LOG_LEN];
+		rd_kafka_resp_err_t orig;
+
+		orig = rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
+		sink->failed = true;
+		snprintf(sink->failed_reason, sizeof(sink->failed_reason),
+				 "fatal producer error %s: %s", rd_kafka_err2name(orig), fatal);
+		return;
+	}
+	record_log(sink, 3, true, "%s: %s",
+			   rd_kafka_err2name((rd_kafka_resp_err_t) err), reason);
+}
+
+static void
+on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+	OutboxSink *sink = (OutboxSink *) rd_kafka_opaque(rk);
+
+	record_log(sink, level, false, "%s: %s", fac, buf);
+}
+
+/* ---------------------------------------------------------------------
+ * Producing
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Errors that no retry will cure for this record: it goes to dead_letters
+ * and the stream goes on.  Anything else that reaches a delivery report
+ * (librdkafka retries transient errors itself, forever with our
+ * message.timeout.ms = 0) fails the producer, which the relay rebuilds
+ * before resuming from the slot's confirmed position.
+ */
+static bool
+is_permanent_error(rd_kafka_resp_err_t err)
+{
+	switch (err)
+	{
+		case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+		case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+		case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+		case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+		case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+		case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
+		case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+		case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+		case RD_KAFKA_RESP_ERR_POLICY_VIOLATION:
+		case RD_KAFKA_RESP_ERR__INVALID_ARG:
+			return true;
+		default:
+			return false;
+	}
+}
+
+static void
+push_dead(OutboxSink *sink, SinkRecord *rec)
+{
+	rec->next_done = NULL;
+	if (sink->dead_tail)
+		sink->dead_tail->next_done = rec;
+	else
+		sink->dead_head = rec;
+	sink->dead_tail = rec;
+	sink->ndead++;
+}
+
+static void
+free_record(OutboxSink *sink, SinkRecord *rec)
+{
+	dlist_delete(&rec->node);
+	free(rec);
+}
+
+/* Wait, serving delivery reports, until there is room for one more event. */
+static void
+wait_for_room(OutboxSink *sink, Size len)
+{
+	while (!sink->failed &&
+		   (sink->in_flight >= (uint64) outbox_max_in_flight ||
+			(sink->in_flight > 0 &&
+			 sink->in_flight_bytes + len > SINK_MAX_IN_FLIGHT_BYTES)))
+	{
+		outbox_sink_poll(sink, 100);
+		CHECK_FOR_INTERRUPTS();
+		if (!PostmasterIsAlive())
+			proc_exit(1);
+	}
+}
+
+static void
+produce_event(OutboxSink *sink, SinkTxn *txn, const char *frame, Size len)
+{
+	SinkRecord *rec;
+	SinkEvent	ev;
+	const char *problem;
+	char		topic[OUTBOX_TOPIC_MAX_LEN + 1];
+	char		num[64];
+	rd_kafka_headers_t *hdrs;
+	rd_kafka_resp_err_t err;
+	const char *cursor;
+	uint32		i;
+
+	wait_for_room(sink, len);
+	if (sink->failed)
+		return;					/* the relay rewinds; nothing to produce */
+
+	rec = malloc(offsetof(SinkRecord, frame) + len);
+	if (rec == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory for an in-flight event of %zu bytes", len)));
+	memset(rec, 0, offsetof(SinkRecord, frame));
+	rec->txn = txn;
+	rec->len = len;
+	memcpy(rec->frame, frame, len);
+	dlist_push_tail(&sink->records, &rec->node);
+	txn->pending++;
+
+	if (!outbox_wire_parse_event(rec->frame, rec->len, &ev, &problem))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("outbox relay received a malformed frame from the decoder: %s",
+						problem)));
+
+	if (ev.topic_len > OUTBOX_TOPIC_MAX_LEN || ev.topic_len == 0)
+	{
+		rec->err = RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION;
+		push_dead(sink, rec);
+		return;
+	}
+	memcpy(topic, ev.topic, ev.topic_len);
+	topic[ev.topic_len] = '\0';
+
+	hdrs = rd_kafka_headers_new(ev.nheaders + 3);
+	cursor = ev.headers;
+	for (i = 0; i < ev.nheaders; i++)
+	{
+		const char *name;
+		const char *value;
+		uint32		name_len;
+		uint32		value_len;
+
+		outbox_wire_next_header(&cursor, &name, &name_len, &value, &value_len);
+		rd_kafka_header_add(hdrs, name, name_len, value, value_len);
+	}
+	if (ev.has_id)
+	{
+		snprintf(num, sizeof(num), INT64_FORMAT, ev.id);
+		rd_kafka_header_add(hdrs, "outbox-id", -1, num, -1);
+	}
+	snprintf(num, sizeof(num), "%X/%X", LSN_FORMAT_ARGS(ev.commit_lsn));
+	rd_kafka_header_add(hdrs, "outbox-lsn", -1, num, -1);
+	snprintf(num, sizeof(num), "%u", ev.xid);
+	rd_kafka_header_add(hdrs, "outbox-xid", -1, num, -1);
+
+	for (;;)
+	{
+		err = rd_kafka_producev(sink->rk,
+								RD_KAFKA_V_TOPIC(topic),
+								RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
+								RD_KAFKA_V_MSGFLAGS(0),
+								RD_KAFKA_V_KEY(ev.key, ev.key_len),
+								RD_KAFKA_V_VALUE((void *) ev.payload, ev.payload_len),
+								RD_KAFKA_V_HEADERS(hdrs),
+								RD_KAFKA_V_OPAQUE(rec),
+								RD_KAFKA_V_END);
+		if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+			break;
+		/* librdkafka's own queue is full: serve reports and retry */
+		outbox_sink_poll(sink, 100);
+		CHECK_FOR_INTERRUPTS();
+		if (!PostmasterIsAlive())
+			proc_exit(1);
+	}
+
+	if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		sink->in_flight++;
+		sink->in_flight_bytes += len;
+		return;
+	}
+
+	/* Not accepted: the headers are still ours. */
+	rd_kafka_headers_destroy(hdrs);
+	rec->err = err;
+	if (is_permanent_error(err))
+		push_dead(sink, rec);
+	else
+	{
+		sink->failed = true;
+		snprintf(sink->failed_reason, sizeof(sink->failed_reason),
+				 "could not produce to topic \"%s\": %s", topic,
+				 rd_kafka_err2str(err));
+		txn->pending--;
+		free_record(sink, rec);
+	}
+}
+
+void
+outbox_sink_add_frame(OutboxSink *sink, const char *frame, Size len)
+{
+	SinkTxn    *txn;
+	SinkEvent	ev;
+	const char *problem;
+
+	if (len < 1)
+		elog(ERROR, "empty frame from the outbox decoder");
+
+	if (frame[0] == OUTBOX_WIRE_COMMIT)
+	{
+		XLogRecPtr	commit_lsn;
+		XLogRecPtr	end_lsn;
+		uint32		nevents;
+
+		if (!outbox_wire_parse_commit(frame, len, &commit_lsn, &end_lsn,
+									  &nevents, &problem))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("outbox relay received a malformed frame from the decoder: %s",
+							problem)));
+		txn = sink->tail;
+		if (txn == NULL || txn->commit_lsn != commit_lsn || txn->complete)
+		{
+			/* events were all skipped (failed producer): nothing to track */
+			if (sink->failed)
+				return;
+			elog(ERROR, "commit frame at %X/%X without its events",
+				 LSN_FORMAT_ARGS(commit_lsn));
+		}
+		txn->complete = true;
+		pop_settled(sink);
+		return;
+	}
+
+	if (!outbox_wire_parse_event(frame, len, &ev, &problem))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("outbox relay received a malformed frame from the decoder: %s",
+						problem)));
+
+	txn = sink->tail;
+	if (txn == NULL || txn->complete || txn->commit_lsn != ev.commit_lsn)
+	{
+		txn = calloc(1, sizeof(SinkTxn));
+		if (txn == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory")));
+		txn->commit_lsn = ev.commit_lsn;
+		txn->end_lsn = ev.end_lsn;
+		txn->commit_time = ev.commit_time;
+		if (sink->tail)
+			sink->tail->next = txn;
+		else
+			sink->head = txn;
+		sink->tail = txn;
+	}
+	produce_event(sink, txn, frame, len);
+}
+
+/* ---------------------------------------------------------------------
+ * Settling
+ * ---------------------------------------------------------------------
+ */
+
+static void
+pop_settled(OutboxSink *sink)
+{
+	SinkTxn    *txn;
+
+	while ((txn = sink->head) != NULL && txn->complete && txn->pending == 0)
+	{
+		sink->settled_lsn = txn->end_lsn;
+		sink->head = txn->next;
+		if (sink->head == NULL)
+			sink->tail = NULL;
+		free(txn);
+	}
+}
+
+/* Work off the delivery reports recorded by on_delivery(). */
+static void
+settle(OutboxSink *sink)
+{
+	SinkRecord *rec;
+	SinkRecord *next;
+
+	rec = sink->done_head;
+	sink->done_head = sink->done_tail = NULL;
+	for (; rec != NULL; rec = next)
+	{
+		next = rec->next_done;
+		sink->in_flight--;
+		sink->in_flight_bytes -= rec->len;
+
+		if (rec->err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			rec->txn->pending--;
+			sink->delivered++;
+			sink->last_delivered_commit_time = rec->txn->commit_time;
+			free_record(sink, rec);
+		}
+		else if (is_permanent_error(rec->err))
+			push_dead(sink, rec);
+		else
+		{
+			if (!sink->failed)
+			{
+				sink->failed = true;
+				snprintf(sink->failed_reason, sizeof(sink->failed_reason),
+						 "delivery failed: %s", rd_kafka_err2str(rec->err));
+			}
+			/* leave txn->pending: nothing past it may be confirmed */
+			free_record(sink, rec);
+		}
+	}
+	pop_settled(sink);
+}
+
+void
+outbox_sink_poll(OutboxSink *sink, int timeout_ms)
+{
+	rd_kafka_poll(sink->rk, timeout_ms);
+	/* rd_kafka_poll serves one event per call when it had to wait */
+	while (rd_kafka_poll(sink->rk, 0) > 0)
+		;
+	settle(sink);
+}
+
+XLogRecPtr
+outbox_sink_settled_lsn(OutboxSink *sink)
+{
+	XLogRecPtr	lsn = sink->settled_lsn;
+
+	sink->settled_lsn = InvalidXLogRecPtr;
+	return lsn;
+}
+
+uint64
+outbox_sink_in_flight(OutboxSink *sink)
+{
+	uint64		n = 0;
+	SinkTxn    *txn;
+
+	for (txn = sink->head; txn != NULL; txn = txn->next)
+		n += txn->pending;
+	return n;
+}
+
+bool
+outbox_sink_idle(OutboxSink *sink)
+{
+	return sink->head == NULL && sink->ndead == 0;
+}
+
+int
+outbox_sink_dead_letters(OutboxSink *sink, SinkDeadLetter **out)
+{
+	SinkRecord *rec;
+	int			i = 0;
+
+	if (sink->ndead == 0)
+	{
+		*out = NULL;
+		return 0;
+	}
+	if (sink->dead_array_cap < sink->ndead)
+	{
+		SinkDeadLetter *arr = realloc(sink->dead_array,
+									  sizeof(SinkDeadLetter) * sink->ndead);
+
+		if (arr == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory")));
+		sink->dead_array = arr;
+		sink->dead_array_cap = sink->ndead;
+	}
+	for (rec = sink->dead_head; rec != NULL; rec = rec->next_done)
+	{
+		SinkDeadLetter *dl = &sink->dead_array[i++];
+		const char *problem;
+
+		if (!outbox_wire_parse_event(rec->frame, rec->len, &dl->event, &problem))
+			elog(ERROR, "dead letter frame went bad: %s", problem);
+		dl->error_code = rd_kafka_err2name(rec->err);
+		dl->error = rd_kafka_err2str(rec->err);
+	}
+	sink->dead_handed = i;
+	*out = sink->dead_array;
+	return i;
+}
+
+/* The dead letters handed out were committed: settle their events. */
+void
+outbox_sink_dead_letters_written(OutboxSink *sink)
+{
+	int			i;
+
+	for (i = 0; i < sink->dead_handed; i++)
+	{
+		SinkRecord *rec = sink->dead_head;
+
+		sink->dead_head = rec->next_done;
+		sink->ndead--;
+		rec->txn->pending--;
+		sink->dead_lettered++;
+		free_record(sink, rec);
+	}
+	if (sink->dead_head == NULL)
+		sink->dead_tail = NULL;
+	sink->dead_handed = 0;
+	pop_settled(sink);
+}
+
+bool
+outbox_sink_failed(OutboxSink *sink, const char **why)
+{
+	if (sink->failed)
+		*why = sink->failed_reason;
+	return sink->failed;
+}
+
+void
+outbox_sink_stats(OutboxSink *sink, uint64 *delivered, uint64 *dead_lettered,
+				  TimestampTz *last_delivered_commit_time,
+				  TimestampTz *oldest_in_flight_commit_time)
+{
+	*delivered = sink->delivered;
+	*dead_lettered = sink->dead_lettered;
+	*last_delivered_commit_time = sink->last_delivered_commit_time;
+	*oldest_in_flight_commit_time = sink->head ? sink->head->commit_time : 0;
+}
+
+/* Log what the callbacks recorded; errors also go to relay_status. */
+void
+outbox_sink_report(OutboxSink *sink)
+{
+	int			i;
+
+	for (i = 0; i < sink->nlogs; i++)
+	{
+		SinkLogSlot *slot = &sink->logs[i];
+
+		if (slot->is_error)
+		{
+			ereport(LOG,
+					(errmsg("outbox relay: Kafka error: %s", slot->text)));
+			outbox_status_error("Kafka: %s", slot->text);
+		}
+		else
+			ereport(slot->level <= 4 ? LOG : DEBUG1,
+					(errmsg("outbox relay: librdkafka: %s", slot->text)));
+	}
+	if (sink->logs_dropped > 0)
+		ereport(LOG,
+				(errmsg("outbox relay: %d librdkafka messages were not logged",
+						sink->logs_dropped)));
+	sink->nlogs = 0;
+	sink->logs_dropped = 0;
+}

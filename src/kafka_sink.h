@@ -1,0 +1,119 @@
+/*-------------------------------------------------------------------------
+ *
+ * kafka_sink.h
+ *	  The relay's Kafka producer and its bookkeeping of what is in flight.
+ *
+ * Events arrive as frames of decoder/wire.h, grouped by transaction in
+ * commit order.  The sink produces each event to Kafka and tracks every
+ * transaction until all of its events are settled: acknowledged by Kafka, or
+ * rejected permanently and recorded as a dead letter.  The relay may confirm
+ * a transaction's end LSN to the slot only once the transaction and all
+ * transactions before it are settled (outbox_sink_settled_lsn()).
+ *
+ * librdkafka callbacks never palloc, elog or free: they only mark records
+ * and link them into a completion list, which the sink works off after
+ * rd_kafka_poll() returns.  All sink memory is malloc'd, outside PostgreSQL
+ * memory contexts, because librdkafka references it until the delivery
+ * report.
+ *
+ * src/kafka_sink.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef OUTBOX_KAFKA_SINK_H
+#define OUTBOX_KAFKA_SINK_H
+
+#include "postgres.h"
+
+#include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
+
+typedef struct OutboxSink OutboxSink;
+
+/* A decoded event, parsed from an 'E' frame; pointers borrow the frame. */
+typedef struct SinkEvent
+{
+	bool		has_id;			/* id is a messages.id */
+	int64		id;				/* message id */
+	XLogRecPtr	commit_lsn;		/* commit record's LSN */
+	XLogRecPtr	end_lsn;		/* LSN past the commit record */
+	uint32		xid;			/* top-level xid */
+	TimestampTz commit_time;	/* commit timestamp */
+	int32		attempts;		/* publication number */
+	const char *topic;			/* topic bytes */
+	uint32		topic_len;		/* topic length */
+	const char *key;			/* key bytes, NULL for a null key */
+	uint32		key_len;		/* key length */
+	const char *payload;		/* compact JSON, NULL for a tombstone */
+	uint32		payload_len;	/* payload length */
+	uint32		nheaders;		/* number of headers */
+	const char *headers;		/* first header's name_len field */
+} SinkEvent;
+
+/* A permanently rejected event waiting to be written to dead_letters. */
+typedef struct SinkDeadLetter
+{
+	SinkEvent	event;			/* the event (borrows frame) */
+	const char *error_code;		/* librdkafka error name */
+	const char *error;			/* librdkafka error text */
+} SinkDeadLetter;
+
+/* Parse a frame; false (with *problem set) if it is malformed. */
+extern bool outbox_wire_parse_event(const char *frame, Size len, SinkEvent *ev,
+									const char **problem);
+extern bool outbox_wire_parse_commit(const char *frame, Size len,
+									 XLogRecPtr *commit_lsn, XLogRecPtr *end_lsn,
+									 uint32 *nevents, const char **problem);
+/* Iterate over headers: returns false at the end. */
+extern bool outbox_wire_next_header(const char **cursor, const char **name,
+									uint32 *name_len, const char **value,
+									uint32 *value_len);
+
+/*
+ * Create a producer for the given bootstrap servers.  Extra librdkafka
+ * properties come as "name=value" lines (file_properties, '#' comments) and
+ * as "name=value" items separated by ';' (guc_properties); later ones win.
+ * Returns NULL and a malloc'd message in *errstr on bad configuration.
+ * wake_fd (or -1) is written to whenever librdkafka queues a delivery report
+ * or an error for rd_kafka_poll().
+ */
+extern OutboxSink *outbox_sink_create(const char *brokers,
+									  const char *file_properties,
+									  const char *guc_properties,
+									  int wake_fd, char **errstr);
+extern void outbox_sink_destroy(OutboxSink *sink);
+
+/* Add one frame ('E' or 'C') from the decoder.  May block for backpressure. */
+extern void outbox_sink_add_frame(OutboxSink *sink, const char *frame, Size len);
+
+/* Serve librdkafka's queue for up to timeout_ms and settle completions. */
+extern void outbox_sink_poll(OutboxSink *sink, int timeout_ms);
+
+/*
+ * The end LSN of the newest transaction such that it and every earlier one
+ * are settled, or InvalidXLogRecPtr if none was settled since the last call.
+ */
+extern XLogRecPtr outbox_sink_settled_lsn(OutboxSink *sink);
+
+/* Events produced and not yet settled. */
+extern uint64 outbox_sink_in_flight(OutboxSink *sink);
+/* Is nothing at all unsettled (no transaction, no dead letter pending)? */
+extern bool outbox_sink_idle(OutboxSink *sink);
+
+/* Dead letters waiting to be written; the caller writes them, then acks. */
+extern int	outbox_sink_dead_letters(OutboxSink *sink, SinkDeadLetter **out);
+extern void outbox_sink_dead_letters_written(OutboxSink *sink);
+
+/* Has the producer failed so that it must be rebuilt (and decoding rewound)? */
+extern bool outbox_sink_failed(OutboxSink *sink, const char **why);
+
+/* Counters for relay_status. */
+extern void outbox_sink_stats(OutboxSink *sink, uint64 *delivered,
+							  uint64 *dead_lettered,
+							  TimestampTz *last_delivered_commit_time,
+							  TimestampTz *oldest_in_flight_commit_time);
+
+/* Log librdkafka messages and errors queued by callbacks (outside them). */
+extern void outbox_sink_report(OutboxSink *sink);
+
+#endif							/* OUTBOX_KAFKA_SINK_H */
