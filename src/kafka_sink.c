@@ -155,6 +155,7 @@ outbox_wire_parse_event(const char *frame, Size len, SinkEvent *ev,
 	uint16		flags;
 	uint32		n;
 
+	/* the fixed part: everything up to and including the topic length */
 	if (len < OUTBOX_WIRE_EVENT_FIXED || frame[0] != OUTBOX_WIRE_EVENT)
 	{
 		*problem = "not an event frame";
@@ -181,46 +182,30 @@ outbox_wire_parse_event(const char *frame, Size len, SinkEvent *ev,
 	ev->attempts = (int32) get32(p);
 	p += 4;
 
+	/* length-prefixed fields, each length followed by its bytes */
 	ev->topic_len = get32(p);
 	p += 4;
-	ev->key_len = get32(p);
-	p += 4;
-	ev->payload_len = get32(p);
-	p += 4;
-	ev->nheaders = get32(p);
-	p += 4;
-
-	n = ev->topic_len;
-	if ((Size) (end - p) < n)
+	if ((Size) (end - p) < (Size) ev->topic_len + 4)
 		goto bad;
 	ev->topic = p;
-	p += n;
+	p += ev->topic_len;
 
-	if (flags & OUTBOX_WIRE_HAS_KEY)
-	{
-		if ((Size) (end - p) < ev->key_len)
-			goto bad;
-		ev->key = p;
-		p += ev->key_len;
-	}
-	else
-	{
-		ev->key = NULL;
-		ev->key_len = 0;
-	}
+	ev->key_len = get32(p);
+	p += 4;
+	if ((Size) (end - p) < (Size) ev->key_len + 4)
+		goto bad;
+	ev->key = (flags & OUTBOX_WIRE_HAS_KEY) ? p : NULL;
+	p += ev->key_len;
 
-	if (flags & OUTBOX_WIRE_HAS_PAYLOAD)
-	{
-		if ((Size) (end - p) < ev->payload_len)
-			goto bad;
-		ev->payload = p;
-		p += ev->payload_len;
-	}
-	else
-	{
-		ev->payload = NULL;
-		ev->payload_len = 0;
-	}
+	ev->payload_len = get32(p);
+	p += 4;
+	if ((Size) (end - p) < (Size) ev->payload_len + 4)
+		goto bad;
+	ev->payload = (flags & OUTBOX_WIRE_HAS_PAYLOAD) ? p : NULL;
+	p += ev->payload_len;
+
+	ev->nheaders = get32(p);
+	p += 4;
 
 	/* Check the header block's extent once; iteration trusts it. */
 	ev->headers = p;

@@ -106,6 +106,8 @@ typedef struct RelayState
 	TimestampTz last_status;	/* last status publication */
 	uint64		frames;			/* frames seen, for throttled status */
 	char		logged_state[OUTBOX_STATE_LEN]; /* last state logged */
+	bool		have_extension; /* CREATE EXTENSION outbox seen */
+	TimestampTz extension_checked;	/* last look for it */
 } RelayState;
 
 static RelayState relay;
@@ -119,6 +121,7 @@ static void relay_create_slot(void);
 static RelayStop relay_stream(void);
 static void relay_teardown(bool release_slot);
 static void relay_wait(long timeout_ms);
+static void relay_check_extension(void);
 static void relay_advance(bool force_save);
 static void relay_publish_status(bool force);
 static void relay_write_dead_letters(void);
@@ -366,12 +369,15 @@ plugin_allowed(void)
 /*
  * Check everything the relay needs that only an administrator can fix.
  * Returns false after a calm wait if something is missing.
+ *
+ * The extension is not among them: the slot must exist before the first
+ * event is written, so the relay creates it and decodes (finding nothing)
+ * even before CREATE EXTENSION outbox; the decoder notices the table when it
+ * appears.
  */
 static bool
 relay_ready(void)
 {
-	bool		have_extension;
-
 	if (ConfigReloadPending)
 	{
 		ConfigReloadPending = false;
@@ -398,16 +404,6 @@ relay_ready(void)
 		return false;
 	}
 
-	relay_begin_xact();
-	have_extension = OidIsValid(get_extension_oid("outbox", true));
-	relay_commit_xact();
-	if (!have_extension)
-	{
-		relay_blocked("waiting_for_extension", LOG,
-					  "extension \"outbox\" is not installed in database \"%s\"; waiting for CREATE EXTENSION outbox",
-					  outbox_database);
-		return false;
-	}
 	relay.logged_state[0] = '\0';
 	return true;
 }
@@ -604,7 +600,9 @@ relay_stream(void)
 									  relay_update_progress);
 	XLogBeginRead(relay.ctx->reader, MyReplicationSlot->data.restart_lsn);
 
-	outbox_status_set_state("streaming");
+	relay.have_extension = false;
+	relay.extension_checked = 0;
+	relay_check_extension();
 	ereport(LOG,
 			(errmsg("outbox relay streaming slot \"%s\" from %X/%X to Kafka at %s",
 					outbox_slot_name,
@@ -699,9 +697,47 @@ relay_stream(void)
 			SpinLockRelease(&MyReplicationSlot->mutex);
 			if (invalidated)
 				return RELAY_RESTART;
+			relay_check_extension();
 			UpdateDecodingStats(relay.ctx);
 			relay_wait(RELAY_IDLE_TIMEOUT_MS);
 		}
+	}
+}
+
+/*
+ * While the extension is missing, look for it now and then and say so in
+ * relay_status; decoding goes on meanwhile (there is nothing to find).
+ */
+static void
+relay_check_extension(void)
+{
+	TimestampTz now;
+
+	if (relay.have_extension)
+		return;
+	now = GetCurrentTimestamp();
+	if (relay.extension_checked != 0 &&
+		!TimestampDifferenceExceeds(relay.extension_checked, now, RELAY_CALM_WAIT_MS))
+		return;
+	relay.extension_checked = now;
+
+	relay_begin_xact();
+	relay.have_extension = OidIsValid(get_extension_oid("outbox", true));
+	relay_commit_xact();
+
+	if (relay.have_extension)
+	{
+		outbox_status_set_state("streaming");
+		relay.logged_state[0] = '\0';
+	}
+	else
+	{
+		if (strcmp(relay.logged_state, "waiting_for_extension") != 0)
+			ereport(LOG,
+					(errmsg("outbox relay: extension \"outbox\" is not installed in database \"%s\"; the slot is ready and events will be relayed once CREATE EXTENSION outbox has run",
+							outbox_database)));
+		strlcpy(relay.logged_state, "waiting_for_extension", sizeof(relay.logged_state));
+		outbox_status_set_state("waiting_for_extension");
 	}
 }
 
