@@ -648,7 +648,12 @@ relay_stream(void)
 			return RELAY_REWIND;
 		}
 
-		/* Decode what is flushed, in bounded batches. */
+		/*
+		 * Decode what is flushed, in bounded batches.  The WAL reader keeps
+		 * its decode buffer in the memory context current at its first read,
+		 * so read in the decoding context's, never in the per-loop one.
+		 */
+		MemoryContextSwitchTo(relay.ctx->context);
 		flush = outbox_flush_rec_ptr();
 		batch_start = GetCurrentTimestamp();
 		while (relay.ctx->reader->EndRecPtr < flush)
@@ -681,6 +686,7 @@ relay_stream(void)
 			}
 		}
 
+		MemoryContextSwitchTo(relay.loop_cxt);
 		outbox_sink_poll(relay.sink, 0);
 		relay_write_dead_letters();
 		relay_advance(false);

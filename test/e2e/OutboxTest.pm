@@ -1,0 +1,367 @@
+#
+# OutboxTest.pm
+#    Shared helpers for outbox's end-to-end TAP tests: a Kafka to talk to
+#    (our mock broker, or a real cluster), PostgreSQL nodes running the relay,
+#    a consumer, and assertions about what arrived.
+#
+# A real Kafka is used instead of the mock when OUTBOX_TEST_KAFKA_BROKERS
+# holds its bootstrap servers; OUTBOX_TEST_KAFKA_PROPERTIES may add
+# librdkafka properties ("name=value;name=value", e.g. SASL settings) used
+# by both the relay and the test consumer.  Topic names are unique per run,
+# so old data in a real cluster never interferes.  Tests that need to break
+# the broker (down/up, injected errors) skip those parts against a real
+# cluster unless OUTBOX_TEST_KAFKA_STOP_CMD / OUTBOX_TEST_KAFKA_START_CMD say
+# how to stop and start it.
+#
+# test/e2e/OutboxTest.pm
+#
+package OutboxTest;
+
+use strict;
+use warnings;
+
+use Cwd qw(abs_path);
+use File::Basename qw(dirname);
+use IPC::Run;
+use JSON::PP;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+
+use Exporter 'import';
+our @EXPORT = qw(
+  real_kafka start_broker broker_ctl broker_can_fail unique_topic
+  new_relay_node wait_relay_state wait_relay_idle relay_status
+  consume consume_all_ids murmur2 java_partition
+  check_per_key_order summarize_duplicates relay_pid wait_for
+);
+
+my $ROOT   = abs_path(dirname(__FILE__) . '/../..');
+my $BROKER = "$ROOT/test/broker/kafka_mock_broker";
+my $CONSUME = "$ROOT/test/broker/kafka_consume";
+
+my @brokers_started;
+
+sub real_kafka
+{
+	return $ENV{OUTBOX_TEST_KAFKA_BROKERS};
+}
+
+sub _kafka_properties
+{
+	return $ENV{OUTBOX_TEST_KAFKA_PROPERTIES} // '';
+}
+
+# Start a mock cluster (or describe the real one).  Returns a hashref with
+# bootstrap, ctl (control socket) and real (true for a real Kafka).
+sub start_broker
+{
+	my (%opts) = @_;
+
+	if (real_kafka())
+	{
+		return { bootstrap => real_kafka(), real => 1 };
+	}
+
+	my $dir = PostgreSQL::Test::Utils::tempdir();
+	my @cmd = (
+		$BROKER,
+		'--brokers', $opts{brokers} // 3,
+		'--bootstrap-file', "$dir/bootstrap",
+		'--control', "$dir/ctl",
+		'--default-partitions', $opts{partitions} // 4);
+	push @cmd, map { ('--topic', $_) } @{ $opts{topics} // [] };
+
+	my $h = IPC::Run::start(\@cmd, '<', \undef, '>', "$dir/broker.out",
+		'2>', "$dir/broker.err");
+	my $deadline = time() + 20;
+	while (!-s "$dir/bootstrap")
+	{
+		die "mock broker did not start: " . slurp_file("$dir/broker.err")
+		  if time() > $deadline;
+		usleep(50_000);
+	}
+	my $bootstrap = slurp_file("$dir/bootstrap");
+	chomp $bootstrap;
+	my $b = { bootstrap => $bootstrap, ctl => "$dir/ctl", handle => $h,
+		dir => $dir, real => 0 };
+	push @brokers_started, $b;
+	return $b;
+}
+
+# Can this test stop and start the broker?
+sub broker_can_fail
+{
+	my ($b) = @_;
+	return 1 unless $b->{real};
+	return defined $ENV{OUTBOX_TEST_KAFKA_STOP_CMD}
+	  && defined $ENV{OUTBOX_TEST_KAFKA_START_CMD};
+}
+
+# Send a control command to the mock broker ("down 1", "up 1", ...).  On a
+# real Kafka, "down"/"up" of all brokers run the configured commands.
+sub broker_ctl
+{
+	my ($b, @words) = @_;
+
+	if ($b->{real})
+	{
+		my $cmd = $words[0] eq 'down' ? $ENV{OUTBOX_TEST_KAFKA_STOP_CMD}
+		  : $words[0] eq 'up' ? $ENV{OUTBOX_TEST_KAFKA_START_CMD} : undef;
+		die "broker command '@words' needs the mock broker" unless $cmd;
+		system($cmd) == 0 or die "'$cmd' failed";
+		return 'ok';
+	}
+	my ($out, $err);
+	IPC::Run::run([ $BROKER, 'ctl', $b->{ctl}, @words ], '>', \$out, '2>',
+		\$err)
+	  or die "broker command '@words' failed: $out $err";
+	chomp $out;
+	return $out;
+}
+
+sub unique_topic
+{
+	my ($base) = @_;
+	return sprintf('%s.%d.%d', $base, $$, int(rand(1_000_000)));
+}
+
+# A PostgreSQL node with the relay pointed at the broker, extension created.
+sub new_relay_node
+{
+	my ($name, $b, %opts) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init(allows_streaming => 'logical');
+	my $props = join(';', grep { $_ ne '' }
+		  (_kafka_properties(), $opts{kafka_properties} // ()));
+	$node->append_conf(
+		'postgresql.conf', qq{
+shared_preload_libraries = 'outbox'
+output_plugin_libraries = '@{[ $opts{plugin_libraries} // 'pgoutput, test_decoding, outbox' ]}'
+max_replication_slots = 10
+max_wal_senders = 10
+outbox.kafka_brokers = '$b->{bootstrap}'
+outbox.kafka_properties = '$props'
+outbox.database = 'postgres'
+outbox.retry_interval = '200ms'
+log_min_messages = 'info'
+});
+	$node->append_conf('postgresql.conf', $opts{extra_conf})
+	  if $opts{extra_conf};
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION outbox')
+	  unless $opts{no_extension};
+	wait_relay_state($node, 'streaming') unless $opts{no_wait};
+	return $node;
+}
+
+sub relay_status
+{
+	my ($node) = @_;
+	my $row = $node->safe_psql('postgres',
+		q{SELECT row_to_json(s) FROM outbox.relay_status s});
+	return $row eq '' ? undef : decode_json($row);
+}
+
+sub relay_pid
+{
+	my ($node) = @_;
+	return $node->safe_psql('postgres',
+		q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'outbox relay'}
+	);
+}
+
+# Poll a code ref until it returns true; false on timeout.
+sub wait_for
+{
+	my ($code, $timeout) = @_;
+	my $deadline = time() + ($timeout // 60);
+	while (time() < $deadline)
+	{
+		return 1 if $code->();
+		usleep(100_000);
+	}
+	return 0;
+}
+
+sub wait_relay_state
+{
+	my ($node, $state, $timeout) = @_;
+	my $ok = wait_for(
+		sub {
+			my $s = relay_status($node);
+			return $s && $s->{state} eq $state;
+		},
+		$timeout // 60);
+	my $s = relay_status($node);
+	die "relay did not reach state $state: " . encode_json($s // {})
+	  unless $ok;
+	return $s;
+}
+
+# Wait until everything committed so far is acknowledged and confirmed.
+sub wait_relay_idle
+{
+	my ($node, $timeout) = @_;
+	my $target = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+	my $ok = wait_for(
+		sub {
+			return $node->safe_psql('postgres',
+				qq{SELECT in_flight = 0 AND confirmed_lsn >= '$target'
+				     FROM outbox.relay_status}) eq 't';
+		},
+		$timeout // 120);
+	return $ok;
+}
+
+# Consume a topic from the beginning.  Options: count (stop after that many),
+# idle_ms, timeout_ms.  Returns a list of records: {topic, partition, offset,
+# key, value, headers (hashref), recv_us}.
+sub consume
+{
+	my ($b, $topic, %opts) = @_;
+	my @cmd = ($CONSUME, '-b', $b->{bootstrap}, '-t', $topic,
+		'--idle-ms', $opts{idle_ms} // 2000,
+		'--timeout-ms', $opts{timeout_ms} // 120_000);
+	push @cmd, ('-n', $opts{count}) if defined $opts{count};
+	push @cmd, map { ('-X', $_) } grep { $_ ne '' } split /;/,
+	  _kafka_properties();
+	my ($out, $err) = ('', '');
+	IPC::Run::run(\@cmd, '>', \$out, '2>', \$err);
+	my @records;
+	for my $line (split /\n/, $out)
+	{
+		my ($t, $p, $o, $k, $v, $h, $us) = split /\t/, $line, -1;
+		push @records,
+		  {
+			topic => $t,
+			partition => $p,
+			offset => $o,
+			key => _unescape($k),
+			value => _unescape($v),
+			headers => decode_json($h),
+			recv_us => $us
+		  };
+	}
+	return @records;
+}
+
+sub _unescape
+{
+	my ($s) = @_;
+	return undef if $s eq '\N';
+	$s =~ s/\\(x[0-9a-fA-F]{2}|.)/_unescape_one($1)/ge;
+	return $s;
+}
+
+sub _unescape_one
+{
+	my ($e) = @_;
+	return "\t" if $e eq 't';
+	return "\n" if $e eq 'n';
+	return "\r" if $e eq 'r';
+	return "\\" if $e eq '\\';
+	return chr(hex(substr($e, 1))) if $e =~ /^x/;
+	return $e;
+}
+
+# Outbox ids of consumed records (outbox-id header), in consumption order.
+sub consume_all_ids
+{
+	my (@records) = @_;
+	return map { $_->{headers}{'outbox-id'} } @records;
+}
+
+# Kafka's murmur2 (the Java client's Utils.murmur2), as a signed 32-bit int.
+sub murmur2
+{
+	use integer;
+	my ($data) = @_;
+	my @b = unpack('C*', $data);
+	my $len = scalar @b;
+	my $m = 0x5bd1e995;
+	my $h = (0x9747b28c ^ $len) & 0xffffffff;
+	my $i = 0;
+	for (; $i + 4 <= $len; $i += 4)
+	{
+		my $k = $b[$i] | ($b[ $i + 1 ] << 8) | ($b[ $i + 2 ] << 16)
+		  | ($b[ $i + 3 ] << 24);
+		$k = ($k * $m) & 0xffffffff;
+		$k ^= ($k >> 24);
+		$k = ($k * $m) & 0xffffffff;
+		$h = ($h * $m) & 0xffffffff;
+		$h ^= $k;
+	}
+	my $rest = $len % 4;
+	$h ^= $b[ $i + 2 ] << 16 if $rest >= 3;
+	$h ^= $b[ $i + 1 ] << 8 if $rest >= 2;
+	if ($rest >= 1)
+	{
+		$h ^= $b[$i];
+		$h = ($h * $m) & 0xffffffff;
+	}
+	$h ^= ($h >> 13);
+	$h = ($h * $m) & 0xffffffff;
+	$h ^= ($h >> 15);
+	$h &= 0xffffffff;
+	return $h >= 0x80000000 ? $h - 4294967296 : $h;
+}
+
+# The partition the Java producer's default partitioner picks for a key.
+sub java_partition
+{
+	my ($key, $partitions) = @_;
+	return (murmur2($key) & 0x7fffffff) % $partitions;
+}
+
+# Check that, per key, the first occurrences of events arrive in commit
+# order: commit LSN (outbox-lsn) never goes backwards, and within one
+# transaction ids increase.  Returns a list of problems (empty if none).
+sub check_per_key_order
+{
+	my (@records) = @_;
+	my (%last, %seen, @problems);
+	for my $r (@records)
+	{
+		my $id = $r->{headers}{'outbox-id'} // '';
+		my $lsn = $r->{headers}{'outbox-lsn'};
+		my $key = $r->{key} // '';
+		my $uid = "$id/$lsn";
+		next if $seen{$uid}++;
+		my ($hi, $lo) = split m{/}, $lsn;
+		my $pos = hex($hi) * 2**32 + hex($lo);
+		if (my $prev = $last{$key})
+		{
+			push @problems,
+			  "key $key: event $id (commit $lsn) after commit $prev->{lsn}"
+			  if $pos < $prev->{pos}
+			  || ($pos == $prev->{pos} && $id ne '' && $id < $prev->{id});
+		}
+		$last{$key} = { pos => $pos, lsn => $lsn, id => $id eq '' ? 0 : $id };
+	}
+	return @problems;
+}
+
+# Count distinct and duplicate events (by outbox-id and commit LSN).
+sub summarize_duplicates
+{
+	my (@records) = @_;
+	my %n;
+	$n{ ($_->{headers}{'outbox-id'} // '') . '/' . $_->{headers}{'outbox-lsn'} }++
+	  for @records;
+	my $dups = 0;
+	$dups += $_ - 1 for values %n;
+	return (scalar(keys %n), $dups);
+}
+
+END
+{
+	for my $b (@brokers_started)
+	{
+		next unless $b->{handle};
+		eval { $b->{handle}->signal('TERM'); $b->{handle}->finish; };
+	}
+}
+
+1;
