@@ -15,6 +15,7 @@
 
 #include "postgres.h"
 #include "access/xlog.h"
+#include "replication/message.h"
 #include "replication/slot.h"
 
 #if PG_VERSION_NUM < 140000
@@ -35,6 +36,18 @@
 #else
 #define outbox_slot_create(name) \
 	ReplicationSlotCreate((name), true, RS_EPHEMERAL, false)
+#endif
+
+/*
+ * Write a logical decoding message.  17 added a flush argument; a
+ * transactional message is flushed with its commit record anyway.
+ */
+#if PG_VERSION_NUM >= 170000
+#define outbox_log_logical_message(prefix, data, len, transactional) \
+	LogLogicalMessage((prefix), (data), (len), (transactional), false)
+#else
+#define outbox_log_logical_message(prefix, data, len, transactional) \
+	LogLogicalMessage((prefix), (data), (len), (transactional))
 #endif
 
 /* ReplicationSlotAcquire() gained error_if_invalid in 18; unchanged 14-17. */
@@ -111,6 +124,25 @@ outbox_init_materialized_srf(FunctionCallInfo fcinfo)
 #define OUTBOX_UPDATE_PROGRESS_EXTRA , bool skipped_xact
 #else
 #define OUTBOX_UPDATE_PROGRESS_EXTRA
+#endif
+
+/* ReorderBufferTXN's commit time moved into the xact_time union in 15. */
+#if PG_VERSION_NUM >= 150000
+#define outbox_txn_commit_time(txn) ((txn)->xact_time.commit_time)
+#else
+#define outbox_txn_commit_time(txn) ((txn)->commit_time)
+#endif
+
+/*
+ * A decoded change's new tuple as a HeapTuple: 17 stores one directly,
+ * earlier releases wrap it in a ReorderBufferTupleBuf.
+ */
+#if PG_VERSION_NUM >= 170000
+#define outbox_change_newtuple(change) ((change)->data.tp.newtuple)
+#else
+#define outbox_change_newtuple(change) \
+	((change)->data.tp.newtuple != NULL ? \
+	 &(change)->data.tp.newtuple->tuple : (HeapTuple) NULL)
 #endif
 
 /* 15.19 (Debian) and later gate output plugins on output_plugin_libraries. */
