@@ -64,7 +64,7 @@ runuser -u postgres -- "$BIN/pg_ctl" -D "$WORK/pg" -l "$WORK/postgres.log" -w st
 runuser -u postgres -- "$BIN/createdb" -h "$WORK" -p "$PORT" shop
 
 log "CREATE EXTENSION outbox; an orders table whose rows are captured too"
-psql_demo <<'SQL'
+psql_demo -o /dev/null <<'SQL'
 CREATE EXTENSION outbox;
 CREATE TABLE orders (id int PRIMARY KEY, customer text NOT NULL, total numeric(10,2));
 SELECT outbox.capture('orders', 'order_rows');
@@ -75,7 +75,15 @@ for _ in $(seq 100); do
 done
 
 log "writing sample orders"
-psql_demo <<'SQL'
+cat <<'TXT'
+  order 1  alice  committed
+  order 2  bob    ROLLED BACK (neither row nor event exists)
+  order 3  bob    committed; a second event in a rolled-back savepoint is discarded
+  order 4  carol  inserted first, commits last (its transaction sleeps 1 s)
+  order 5  alice  inserted second, commits first
+  then: order 3 updated (captured), an outbox.emit() event, a tombstone for carol
+TXT
+psql_demo -o /dev/null <<'SQL'
 BEGIN;
 INSERT INTO orders VALUES (1, 'alice', 42.00);
 SELECT outbox.enqueue('orders', 'alice', '{"event":"order_placed","order":1,"total":42.00}');
@@ -97,22 +105,23 @@ COMMIT;
 SQL
 
 # Order 4 is inserted first but commits last; order 5 commits in between.
-psql_demo <<'SQL' &
+psql_demo -o /dev/null <<'SQL' &
 BEGIN;
 INSERT INTO orders VALUES (4, 'carol', 99.00);
 SELECT outbox.enqueue('orders', 'carol', '{"event":"order_placed","order":4,"note":"inserted first, committed last"}');
 SELECT pg_sleep(1);
 COMMIT;
 SQL
+LATE_COMMIT=$!
 sleep 0.3
-psql_demo <<'SQL'
+psql_demo -o /dev/null <<'SQL'
 BEGIN;
 INSERT INTO orders VALUES (5, 'alice', 5.00);
 SELECT outbox.enqueue('orders', 'alice', '{"event":"order_placed","order":5,"note":"inserted second, committed first"}');
 COMMIT;
 SQL
-wait
-psql_demo <<'SQL'
+wait $LATE_COMMIT
+psql_demo -o /dev/null <<'SQL'
 UPDATE orders SET total = 8.00 WHERE id = 3;
 SELECT outbox.emit('orders', 'alice', '{"event":"newsletter_sent"}');
 SELECT outbox.enqueue('orders', 'carol', NULL);  -- a tombstone for key carol
