@@ -2,6 +2,7 @@
 #
 # test/run_all.sh
 #    Install what is missing, build, and run every test suite of outbox:
+#      0. packaging   (test/packaging.pl) META.json, control file, scripts
 #      1. pg_regress  (sql/, expected/) SQL API and decoder output
 #      2. pgTAP       (test/pgtap/) the SQL API's contract
 #      3. broker      (test/broker/smoke.sh) the local Kafka test broker
@@ -27,7 +28,7 @@ build_install || { echo "outbox: 0 passed, 1 failed"; exit 1; }
 BIN=$(pg_bindir)
 PERL_LIB=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test/perl
 PG_REGRESS=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test/regress/pg_regress
-SUITES=${OUTBOX_SUITES:-regress pgtap broker e2e}
+SUITES=${OUTBOX_SUITES:-packaging regress pgtap broker e2e}
 LOGDIR=$OUTBOX_BUILD/test-logs
 mkdir -p "$LOGDIR"
 chown postgres: "$LOGDIR"
@@ -57,6 +58,15 @@ prove_counts() {
 
 for suite in $SUITES; do
 	case $suite in
+	packaging)
+		log "packaging"
+		out=$LOGDIR/packaging.out
+		prove "$OUTBOX_BUILD/test/packaging.pl" > "$out" 2>&1
+		st=$?
+		cat "$out"
+		read -r t f < <(prove_counts "$out")
+		record packaging $st $((t - f)) "$f"
+		;;
 	regress)
 		log "pg_regress"
 		out=$LOGDIR/regress.out
