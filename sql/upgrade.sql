@@ -13,5 +13,15 @@ SELECT pg_describe_object(classid, objid, 0) AS object
    AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'outbox')
    AND deptype = 'e'
  ORDER BY 1;
+-- Rows of both tables and their identity sequences are kept by pg_dump.
+SELECT unnest(extconfig)::regclass AS dumped FROM pg_extension
+ WHERE extname = 'outbox' ORDER BY 1;
+-- The updated extension works.
+SELECT outbox.enqueue('upgrade', 'k', '{}');
+SELECT outbox.emit('upgrade', 'k', '{}') IS NOT NULL AS emitted;
 DROP EXTENSION outbox;
+-- outbox.control names the schema, so CREATE EXTENSION creates it, but it
+-- is not a member of the extension: DROP EXTENSION leaves it, empty.
 SELECT count(*) AS leftover_schemas FROM pg_namespace WHERE nspname = 'outbox';
+SELECT count(*) AS leftover_objects FROM pg_class WHERE relnamespace = 'outbox'::regnamespace;
+DROP SCHEMA outbox;

@@ -15,6 +15,7 @@
 
 #include "postgres.h"
 #include "access/xlog.h"
+#include "replication/message.h"
 #include "replication/slot.h"
 
 #if PG_VERSION_NUM < 140000
@@ -35,6 +36,18 @@
 #else
 #define outbox_slot_create(name) \
 	ReplicationSlotCreate((name), true, RS_EPHEMERAL, false)
+#endif
+
+/*
+ * Write a logical decoding message.  17 added a flush argument; a
+ * transactional message is flushed with its commit record anyway.
+ */
+#if PG_VERSION_NUM >= 170000
+#define outbox_log_logical_message(prefix, data, len, transactional) \
+	LogLogicalMessage((prefix), (data), (len), (transactional), false)
+#else
+#define outbox_log_logical_message(prefix, data, len, transactional) \
+	LogLogicalMessage((prefix), (data), (len), (transactional))
 #endif
 
 /* ReplicationSlotAcquire() gained error_if_invalid in 18; unchanged 14-17. */
