@@ -1,2 +1,784 @@
-/* decoder/outbox_decoder.c: scaffolding, replaced by the real module */
+/*-------------------------------------------------------------------------
+ *
+ * outbox_decoder.c
+ *	  The `outbox` logical decoding output plugin.
+ *
+ * Decodes committed outbox events, in commit order:
+ *
+ *	  - INSERTs into outbox.messages (UPDATEs, DELETEs and every other table
+ *		are ignored);
+ *	  - transactional logical messages with prefix "outbox", written by
+ *		outbox.emit() or by hand with pg_logical_emit_message().
+ *
+ * Output is one JSON object per event (option format 'json', the default)
+ * or the binary frames of decoder/wire.h (format 'binary', used by the
+ * relay).  No prepare, streaming or truncate callbacks are registered:
+ * prepared transactions are decoded once, at COMMIT PREPARED, large
+ * transactions are spilled to disk by the reorder buffer rather than
+ * streamed, and TRUNCATE is not an event.
+ *
+ * Bad input never raises an ERROR here: an ERROR would stop decoding at the
+ * same WAL record again and again, wedging the slot for good.  A malformed
+ * message (or an impossible row) is reported with a WARNING and skipped.
+ *
+ * The OID of outbox.messages is resolved by name under the historic
+ * snapshot and cached for the backend, together with the attribute numbers
+ * of the columns read; relcache and syscache invalidations (replayed by the
+ * reorder buffer at the right point of the WAL) reset the cache, so the
+ * plugin follows CREATE EXTENSION after slot creation, and DROP/CREATE
+ * EXTENSION giving the table a new OID.
+ *
+ * decoder/outbox_decoder.c
+ *
+ *-------------------------------------------------------------------------
+ */
 #include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/tupdesc.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/defrem.h"
+#include "nodes/pg_list.h"
+#include "port/pg_bswap.h"
+#include "replication/logical.h"
+#include "replication/output_plugin.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/inval.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+
+#include "compat.h"
+#include "event.h"
+#include "outbox.h"
+#include "wire.h"
+
+/* Output formats (option "format"). */
+typedef enum OutboxFormat
+{
+	OUTBOX_FORMAT_JSON,			/* one JSON object per event, textual */
+	OUTBOX_FORMAT_BINARY		/* decoder/wire.h frames */
+} OutboxFormat;
+
+/* Per decoding session state, in ctx->output_plugin_private. */
+typedef struct OutboxDecodingData
+{
+	OutboxFormat format;		/* chosen output format */
+	MemoryContext scratch;		/* reset after every change and message */
+	XLogRecPtr	commit_lsn;		/* current transaction's commit LSN */
+	XLogRecPtr	end_lsn;		/* LSN just past its commit record */
+	TransactionId xid;			/* its top-level transaction id */
+	TimestampTz commit_time;	/* its commit timestamp */
+	uint32		nevents;		/* events written for it so far */
+	StringInfoData json_tail;	/* its ,"lsn":..,"xid":..,"commit_time":..} */
+} OutboxDecodingData;
+
+/*
+ * Where outbox.messages is and where its columns are, for this backend.
+ * Static, because cache invalidation callbacks cannot be unregistered and
+ * must never reach freed memory; reset by those callbacks and at startup.
+ */
+typedef struct OutboxTableCache
+{
+	bool		relid_valid;	/* has relid been resolved since the last
+								 * invalidation? */
+	Oid			relid;			/* OID of outbox.messages, InvalidOid when
+								 * there is no such table */
+	bool		attnums_valid;	/* are the attnums below current? */
+	AttrNumber	att_id;			/* column "id", or InvalidAttrNumber */
+	AttrNumber	att_topic;		/* column "topic" */
+	AttrNumber	att_key;		/* column "key" */
+	AttrNumber	att_payload;	/* column "payload" */
+	AttrNumber	att_headers;	/* column "headers" */
+	AttrNumber	att_attempts;	/* column "attempts" */
+	int			natts;			/* natts of the descriptor they came from */
+	Datum	   *values;			/* heap_deform_tuple output, natts long, in
+								 * TopMemoryContext */
+	bool	   *isnull;			/* likewise */
+} OutboxTableCache;
+
+static OutboxTableCache table_cache;
+
+/* Have the invalidation callbacks been registered in this backend? */
+static bool callbacks_registered = false;
+
+/* Entry point, looked up by name; 16 and later also declare it. */
+extern PGDLLEXPORT void _PG_output_plugin_init(OutputPluginCallbacks *cb);
+
+/* Output plugin callbacks */
+static void outbox_startup(LogicalDecodingContext *ctx,
+						   OutputPluginOptions *opt, bool is_init);
+static void outbox_shutdown(LogicalDecodingContext *ctx);
+static void outbox_begin_txn(LogicalDecodingContext *ctx,
+							 ReorderBufferTXN *txn);
+static void outbox_commit_txn(LogicalDecodingContext *ctx,
+							  ReorderBufferTXN *txn, XLogRecPtr commit_lsn);
+static void outbox_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+						  Relation relation, ReorderBufferChange *change);
+static void outbox_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+						   XLogRecPtr message_lsn, bool transactional,
+						   const char *prefix, Size message_size,
+						   const char *message);
+
+/* Helpers */
+static void parse_options(List *options, OutboxDecodingData *data);
+static void invalidate_relcache_cb(Datum arg, Oid relid);
+static void invalidate_syscache_cb(Datum arg, int cacheid, uint32 hashvalue);
+static Oid	messages_relid(void);
+static void resolve_attnums(TupleDesc desc);
+static bool row_to_event(Relation relation, HeapTuple tuple,
+						 OutboxEvent *ev, const char **problem);
+static void write_event(LogicalDecodingContext *ctx, OutboxDecodingData *data,
+						const OutboxEvent *ev);
+static void append_json_event(StringInfo out, OutboxDecodingData *data,
+							  const OutboxEvent *ev);
+static void append_binary_event(StringInfo out, OutboxDecodingData *data,
+								const OutboxEvent *ev);
+static void append_binary_headers(StringInfo out, Jsonb *headers);
+static void append_uint16(StringInfo out, uint16 v);
+static void append_uint32(StringInfo out, uint32 v);
+static void append_uint64(StringInfo out, uint64 v);
+static void put_uint32(StringInfo out, int pos, uint32 v);
+
+/* ---------------------------------------------------------------------
+ * Registration, startup, shutdown
+ * ---------------------------------------------------------------------
+ */
+
+void
+_PG_output_plugin_init(OutputPluginCallbacks *cb)
+{
+	AssertVariableIsOfType(&_PG_output_plugin_init, LogicalOutputPluginInit);
+
+	cb->startup_cb = outbox_startup;
+	cb->begin_cb = outbox_begin_txn;
+	cb->change_cb = outbox_change;
+	cb->message_cb = outbox_message;
+	cb->commit_cb = outbox_commit_txn;
+	cb->shutdown_cb = outbox_shutdown;
+}
+
+static void
+outbox_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt,
+			   bool is_init)
+{
+	OutboxDecodingData *data;
+
+	data = MemoryContextAllocZero(ctx->context, sizeof(OutboxDecodingData));
+	data->format = OUTBOX_FORMAT_JSON;
+	data->scratch = AllocSetContextCreate(ctx->context,
+										  "outbox decoder scratch",
+										  ALLOCSET_DEFAULT_SIZES);
+	initStringInfo(&data->json_tail);	/* in ctx->context, the caller's */
+	ctx->output_plugin_private = data;
+
+	parse_options(ctx->output_plugin_options, data);
+
+	opt->output_type = (data->format == OUTBOX_FORMAT_BINARY) ?
+		OUTPUT_PLUGIN_BINARY_OUTPUT : OUTPUT_PLUGIN_TEXTUAL_OUTPUT;
+	opt->receive_rewrites = false;
+
+	if (!callbacks_registered)
+	{
+		CacheRegisterRelcacheCallback(invalidate_relcache_cb, (Datum) 0);
+		CacheRegisterSyscacheCallback(RELNAMENSP, invalidate_syscache_cb,
+									  (Datum) 0);
+		CacheRegisterSyscacheCallback(NAMESPACEOID, invalidate_syscache_cb,
+									  (Datum) 0);
+		callbacks_registered = true;
+	}
+
+	/* Never trust a cache filled under another session's snapshot. */
+	table_cache.relid_valid = false;
+	table_cache.attnums_valid = false;
+}
+
+/*
+ * Parse the plugin options.  Unknown names and bad values are errors: a
+ * typo must not silently select the wrong format.
+ */
+static void
+parse_options(List *options, OutboxDecodingData *data)
+{
+	ListCell   *lc;
+
+	foreach(lc, options)
+	{
+		DefElem    *elem = lfirst(lc);
+
+		Assert(elem->arg == NULL || IsA(elem->arg, String));
+
+		if (strcmp(elem->defname, "format") == 0)
+		{
+			const char *value = elem->arg ? strVal(elem->arg) : NULL;
+
+			if (value != NULL && strcmp(value, "json") == 0)
+				data->format = OUTBOX_FORMAT_JSON;
+			else if (value != NULL && strcmp(value, "binary") == 0)
+				data->format = OUTBOX_FORMAT_BINARY;
+			else
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("invalid value \"%s\" for option \"format\" of output plugin \"outbox\"",
+								value ? value : "(null)"),
+						 errdetail("The outbox output plugin writes either JSON text or binary frames."),
+						 errhint("Use format 'json' (the default) or 'binary'.")));
+		}
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unrecognized option \"%s\" for output plugin \"outbox\"",
+							elem->defname),
+					 errdetail("The outbox output plugin accepts only the option \"format\"."),
+					 errhint("Remove the option, or pass 'format', 'json' or 'format', 'binary'.")));
+	}
+}
+
+static void
+outbox_shutdown(LogicalDecodingContext *ctx)
+{
+	OutboxDecodingData *data = ctx->output_plugin_private;
+
+	if (data == NULL)
+		return;
+	MemoryContextDelete(data->scratch);
+	if (data->json_tail.data != NULL)
+		pfree(data->json_tail.data);
+	ctx->output_plugin_private = NULL;
+	pfree(data);
+}
+
+/* ---------------------------------------------------------------------
+ * Finding outbox.messages
+ * ---------------------------------------------------------------------
+ */
+
+/* A relation changed: forget the table if it is ours (or all changed). */
+static void
+invalidate_relcache_cb(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == table_cache.relid)
+	{
+		table_cache.relid_valid = false;
+		table_cache.attnums_valid = false;
+	}
+}
+
+/*
+ * A pg_class or pg_namespace entry changed: the table may have been created,
+ * dropped or renamed, possibly with a new OID.  Look it up again next time;
+ * that costs two syscache probes, so no attempt is made to filter by hash.
+ */
+static void
+invalidate_syscache_cb(Datum arg, int cacheid, uint32 hashvalue)
+{
+	table_cache.relid_valid = false;
+	table_cache.attnums_valid = false;
+}
+
+/*
+ * OID of outbox.messages as of the change being decoded, or InvalidOid.
+ * Catalog lookups here run under the historic snapshot set up by the
+ * reorder buffer.
+ */
+static Oid
+messages_relid(void)
+{
+	if (!table_cache.relid_valid)
+	{
+		Oid			nspid = get_namespace_oid(OUTBOX_SCHEMA_NAME, true);
+		Oid			relid = InvalidOid;
+
+		if (OidIsValid(nspid))
+			relid = get_relname_relid(OUTBOX_TABLE_NAME, nspid);
+		if (relid != table_cache.relid)
+			table_cache.attnums_valid = false;
+		table_cache.relid = relid;
+		table_cache.relid_valid = true;
+	}
+	return table_cache.relid;
+}
+
+/* Find the columns read, by name, in the table's descriptor. */
+static void
+resolve_attnums(TupleDesc desc)
+{
+	int			i;
+
+	table_cache.att_id = InvalidAttrNumber;
+	table_cache.att_topic = InvalidAttrNumber;
+	table_cache.att_key = InvalidAttrNumber;
+	table_cache.att_payload = InvalidAttrNumber;
+	table_cache.att_headers = InvalidAttrNumber;
+	table_cache.att_attempts = InvalidAttrNumber;
+
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		const char *name = NameStr(att->attname);
+		AttrNumber *slot = NULL;
+		Oid			want = InvalidOid;
+
+		if (att->attisdropped)
+			continue;
+		if (strcmp(name, "id") == 0)
+			slot = &table_cache.att_id, want = INT8OID;
+		else if (strcmp(name, "topic") == 0)
+			slot = &table_cache.att_topic, want = TEXTOID;
+		else if (strcmp(name, "key") == 0)
+			slot = &table_cache.att_key, want = TEXTOID;
+		else if (strcmp(name, "payload") == 0)
+			slot = &table_cache.att_payload, want = JSONBOID;
+		else if (strcmp(name, "headers") == 0)
+			slot = &table_cache.att_headers, want = JSONBOID;
+		else if (strcmp(name, "attempts") == 0)
+			slot = &table_cache.att_attempts, want = INT4OID;
+
+		/* A column of an unexpected type is treated as missing. */
+		if (slot != NULL && att->atttypid == want)
+			*slot = att->attnum;
+	}
+
+	if (table_cache.natts < desc->natts)
+	{
+		if (table_cache.values != NULL)
+		{
+			pfree(table_cache.values);
+			pfree(table_cache.isnull);
+		}
+		table_cache.values = MemoryContextAlloc(TopMemoryContext,
+												desc->natts * sizeof(Datum));
+		table_cache.isnull = MemoryContextAlloc(TopMemoryContext,
+												desc->natts * sizeof(bool));
+		table_cache.natts = desc->natts;
+	}
+	table_cache.attnums_valid = true;
+}
+
+/* ---------------------------------------------------------------------
+ * Transactions
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Without streaming or two-phase callbacks, begin is called while the
+ * commit record is replayed, so the commit LSN and time are known here.
+ * Format the JSON fields they give once per transaction.
+ */
+static void
+outbox_begin_txn(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
+{
+	OutboxDecodingData *data = ctx->output_plugin_private;
+
+	data->commit_lsn = txn->final_lsn;
+	data->end_lsn = txn->end_lsn;
+	data->xid = txn->xid;
+	data->commit_time = outbox_txn_commit_time(txn);
+	data->nevents = 0;
+
+	if (data->format == OUTBOX_FORMAT_JSON)
+	{
+		char		buf[MAXDATELEN + 1];
+		const int	utc = 0;
+
+		resetStringInfo(&data->json_tail);
+		appendStringInfo(&data->json_tail, ",\"lsn\":\"%X/%X\",\"xid\":%u,\"commit_time\":",
+						 LSN_FORMAT_ARGS(data->commit_lsn), data->xid);
+		/* ISO 8601 in UTC, whatever the session's TimeZone. */
+		JsonEncodeDateTime(buf, TimestampTzGetDatum(data->commit_time),
+						   TIMESTAMPTZOID, &utc);
+		appendStringInfoChar(&data->json_tail, '"');
+		appendStringInfoString(&data->json_tail, buf);
+		appendStringInfoString(&data->json_tail, "\"}");
+	}
+}
+
+/* In binary format, close a transaction that had events with a 'C' frame. */
+static void
+outbox_commit_txn(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+				  XLogRecPtr commit_lsn)
+{
+	OutboxDecodingData *data = ctx->output_plugin_private;
+	StringInfo	out;
+
+	if (data->format != OUTBOX_FORMAT_BINARY || data->nevents == 0)
+		return;
+
+	OutputPluginPrepareWrite(ctx, true);
+	out = ctx->out;
+	enlargeStringInfo(out, OUTBOX_WIRE_COMMIT_SIZE);
+	appendStringInfoCharMacro(out, OUTBOX_WIRE_COMMIT);
+	appendStringInfoCharMacro(out, OUTBOX_WIRE_VERSION);
+	append_uint16(out, 0);
+	append_uint64(out, data->commit_lsn);
+	append_uint64(out, data->end_lsn);
+	append_uint32(out, data->xid);
+	append_uint64(out, (uint64) data->commit_time);
+	append_uint32(out, data->nevents);
+	OutputPluginWrite(ctx, true);
+}
+
+/* ---------------------------------------------------------------------
+ * Events
+ * ---------------------------------------------------------------------
+ */
+
+/* An INSERT into outbox.messages is an event; nothing else is. */
+static void
+outbox_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+			  Relation relation, ReorderBufferChange *change)
+{
+	OutboxDecodingData *data = ctx->output_plugin_private;
+	MemoryContext oldcxt;
+	HeapTuple	tuple;
+	OutboxEvent ev;
+	const char *problem;
+
+	if (change->action != REORDER_BUFFER_CHANGE_INSERT)
+		return;
+	if (RelationGetRelid(relation) != messages_relid())
+		return;
+	tuple = outbox_change_newtuple(change);
+	if (tuple == NULL)
+		return;					/* cannot happen for an INSERT */
+
+	oldcxt = MemoryContextSwitchTo(data->scratch);
+	if (!table_cache.attnums_valid ||
+		RelationGetDescr(relation)->natts > table_cache.natts)
+		resolve_attnums(RelationGetDescr(relation));
+
+	if (row_to_event(relation, tuple, &ev, &problem))
+		write_event(ctx, data, &ev);
+	else
+		ereport(WARNING,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("skipping undecodable row of outbox.messages"),
+				 errdetail_internal("%s", problem),
+				 errcontext("transaction %u committed at %X/%X",
+							txn->xid, LSN_FORMAT_ARGS(txn->final_lsn))));
+
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextReset(data->scratch);
+}
+
+/*
+ * Read an event from a row of outbox.messages.  Varlena columns are
+ * detoasted at most once (the reorder buffer has already reassembled
+ * out-of-line values); short text values are used in place.
+ */
+static bool
+row_to_event(Relation relation, HeapTuple tuple, OutboxEvent *ev,
+			 const char **problem)
+{
+	TupleDesc	desc = RelationGetDescr(relation);
+	Datum	   *values = table_cache.values;
+	bool	   *isnull = table_cache.isnull;
+	AttrNumber	a;
+
+	if (table_cache.att_topic == InvalidAttrNumber)
+	{
+		*problem = _("The table has no text column \"topic\".");
+		return false;
+	}
+	heap_deform_tuple(tuple, desc, values, isnull);
+
+	a = table_cache.att_id;
+	ev->has_id = (a != InvalidAttrNumber && !isnull[a - 1]);
+	ev->id = ev->has_id ? DatumGetInt64(values[a - 1]) : 0;
+
+	a = table_cache.att_attempts;
+	ev->attempts = (a != InvalidAttrNumber && !isnull[a - 1]) ?
+		DatumGetInt32(values[a - 1]) : 1;
+
+	a = table_cache.att_topic;
+	if (isnull[a - 1])
+	{
+		*problem = _("The row's topic is null.");
+		return false;
+	}
+	else
+	{
+		text	   *t = (text *) pg_detoast_datum_packed((struct varlena *) DatumGetPointer(values[a - 1]));
+
+		ev->topic = VARDATA_ANY(t);
+		ev->topic_len = VARSIZE_ANY_EXHDR(t);
+	}
+
+	a = table_cache.att_key;
+	if (a == InvalidAttrNumber || isnull[a - 1])
+	{
+		ev->key = NULL;
+		ev->key_len = 0;
+	}
+	else
+	{
+		text	   *t = (text *) pg_detoast_datum_packed((struct varlena *) DatumGetPointer(values[a - 1]));
+
+		ev->key = VARDATA_ANY(t);
+		ev->key_len = VARSIZE_ANY_EXHDR(t);
+	}
+
+	a = table_cache.att_payload;
+	ev->payload = (a == InvalidAttrNumber || isnull[a - 1]) ? NULL :
+		DatumGetJsonbP(values[a - 1]);
+
+	a = table_cache.att_headers;
+	ev->headers = (a == InvalidAttrNumber || isnull[a - 1]) ? NULL :
+		DatumGetJsonbP(values[a - 1]);
+
+	return true;
+}
+
+/*
+ * A transactional logical message with prefix "outbox" is an event.
+ * Non-transactional messages are not: they are not rolled back with the
+ * transaction that wrote them, so they cannot belong to an outbox.
+ */
+static void
+outbox_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+			   XLogRecPtr message_lsn, bool transactional,
+			   const char *prefix, Size message_size, const char *message)
+{
+	OutboxDecodingData *data = ctx->output_plugin_private;
+	MemoryContext oldcxt;
+	OutboxEvent ev;
+	const char *problem = NULL;
+
+	if (!transactional || strcmp(prefix, OUTBOX_MESSAGE_PREFIX) != 0)
+		return;
+
+	oldcxt = MemoryContextSwitchTo(data->scratch);
+
+	if (outbox_message_decode(message, message_size, &ev, &problem))
+	{
+		/* Hand-written JSON messages were never validated: do it here. */
+		problem = outbox_topic_problem(ev.topic, ev.topic_len);
+		if (problem == NULL)
+			problem = outbox_headers_problem(ev.headers);
+	}
+
+	if (problem == NULL)
+		write_event(ctx, data, &ev);
+	else
+		ereport(WARNING,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("skipping malformed outbox message"),
+				 errdetail_internal("%s", problem),
+				 errcontext("logical message at %X/%X in transaction %u",
+							LSN_FORMAT_ARGS(message_lsn), txn->xid)));
+
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextReset(data->scratch);
+}
+
+/* Write one event as one output row. */
+static void
+write_event(LogicalDecodingContext *ctx, OutboxDecodingData *data,
+			const OutboxEvent *ev)
+{
+	OutputPluginPrepareWrite(ctx, true);
+	if (data->format == OUTBOX_FORMAT_JSON)
+		append_json_event(ctx->out, data, ev);
+	else
+		append_binary_event(ctx->out, data, ev);
+	OutputPluginWrite(ctx, true);
+	data->nevents++;
+}
+
+/* ---------------------------------------------------------------------
+ * JSON format
+ * ---------------------------------------------------------------------
+ */
+
+static void
+append_json_event(StringInfo out, OutboxDecodingData *data,
+				  const OutboxEvent *ev)
+{
+	char		num[MAXINT8LEN + 1];
+	int			len;
+
+	appendBinaryStringInfo(out, "{\"id\":", 6);
+	if (ev->has_id)
+	{
+		len = pg_lltoa(ev->id, num);
+		appendBinaryStringInfo(out, num, len);
+	}
+	else
+		appendBinaryStringInfo(out, "null", 4);
+
+	appendBinaryStringInfo(out, ",\"topic\":", 9);
+	outbox_append_json_string(out, ev->topic, ev->topic_len);
+
+	appendBinaryStringInfo(out, ",\"key\":", 7);
+	if (ev->key != NULL)
+		outbox_append_json_string(out, ev->key, ev->key_len);
+	else
+		appendBinaryStringInfo(out, "null", 4);
+
+	appendBinaryStringInfo(out, ",\"payload\":", 11);
+	if (ev->payload != NULL)
+		outbox_append_compact_json(out, ev->payload);
+	else
+		appendBinaryStringInfo(out, "null", 4);
+
+	appendBinaryStringInfo(out, ",\"headers\":", 11);
+	if (ev->headers != NULL)
+		outbox_append_compact_json(out, ev->headers);
+	else
+		appendBinaryStringInfo(out, "null", 4);
+
+	appendBinaryStringInfo(out, data->json_tail.data, data->json_tail.len);
+}
+
+/* ---------------------------------------------------------------------
+ * Binary format (decoder/wire.h)
+ * ---------------------------------------------------------------------
+ */
+
+static void
+append_uint16(StringInfo out, uint16 v)
+{
+	uint16		n = pg_hton16(v);
+
+	appendBinaryStringInfo(out, (char *) &n, 2);
+}
+
+static void
+append_uint32(StringInfo out, uint32 v)
+{
+	uint32		n = pg_hton32(v);
+
+	appendBinaryStringInfo(out, (char *) &n, 4);
+}
+
+static void
+append_uint64(StringInfo out, uint64 v)
+{
+	uint64		n = pg_hton64(v);
+
+	appendBinaryStringInfo(out, (char *) &n, 8);
+}
+
+/* Overwrite a uint32 reserved earlier at byte offset pos. */
+static void
+put_uint32(StringInfo out, int pos, uint32 v)
+{
+	uint32		n = pg_hton32(v);
+
+	memcpy(out->data + pos, &n, 4);
+}
+
+static void
+append_binary_event(StringInfo out, OutboxDecodingData *data,
+					const OutboxEvent *ev)
+{
+	uint16		flags = 0;
+	int			pos;
+
+	if (ev->has_id)
+		flags |= OUTBOX_WIRE_HAS_ID;
+	if (ev->key != NULL)
+		flags |= OUTBOX_WIRE_HAS_KEY;
+	if (ev->payload != NULL)
+		flags |= OUTBOX_WIRE_HAS_PAYLOAD;
+
+	enlargeStringInfo(out, OUTBOX_WIRE_EVENT_FIXED + ev->topic_len +
+					  (ev->key ? ev->key_len : 0));
+	appendStringInfoCharMacro(out, OUTBOX_WIRE_EVENT);
+	appendStringInfoCharMacro(out, OUTBOX_WIRE_VERSION);
+	append_uint16(out, flags);
+	append_uint64(out, (uint64) (ev->has_id ? ev->id : 0));
+	append_uint64(out, data->commit_lsn);
+	append_uint64(out, data->end_lsn);
+	append_uint32(out, data->xid);
+	append_uint64(out, (uint64) data->commit_time);
+	append_uint32(out, (uint32) ev->attempts);
+
+	append_uint32(out, (uint32) ev->topic_len);
+	appendBinaryStringInfo(out, ev->topic, ev->topic_len);
+
+	if (ev->key != NULL)
+	{
+		append_uint32(out, (uint32) ev->key_len);
+		appendBinaryStringInfo(out, ev->key, ev->key_len);
+	}
+	else
+		append_uint32(out, 0);
+
+	/* payload_len is known only once the JSON text is written */
+	pos = out->len;
+	append_uint32(out, 0);
+	if (ev->payload != NULL)
+	{
+		outbox_append_compact_json(out, ev->payload);
+		put_uint32(out, pos, (uint32) (out->len - pos - 4));
+	}
+
+	append_binary_headers(out, ev->headers);
+}
+
+/*
+ * Headers as nheaders (name, value) pairs.  Rows and outbox.emit() validate
+ * headers at write time, and the message callback checks hand-written
+ * ones, but a value that is not a string is still skipped with a WARNING
+ * rather than trusted.
+ */
+static void
+append_binary_headers(StringInfo out, Jsonb *headers)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	int			count_pos = out->len;
+	uint32		nheaders = 0;
+	int			pair_start = -1;
+
+	append_uint32(out, 0);
+	if (headers == NULL)
+		return;
+	if (!JB_ROOT_IS_OBJECT(headers))
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("skipping outbox headers that are not a JSON object")));
+		return;
+	}
+
+	it = JsonbIteratorInit(&headers->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+		{
+			pair_start = out->len;
+			append_uint32(out, (uint32) v.val.string.len);
+			appendBinaryStringInfo(out, v.val.string.val, v.val.string.len);
+		}
+		else if (tok == WJB_VALUE)
+		{
+			if (v.type == jbvString)
+			{
+				append_uint32(out, (uint32) v.val.string.len);
+				appendBinaryStringInfo(out, v.val.string.val, v.val.string.len);
+				nheaders++;
+			}
+			else
+			{
+				/* drop the name written above */
+				ereport(WARNING,
+						(errcode(ERRCODE_DATA_CORRUPTED),
+						 errmsg("skipping outbox header \"%.*s\" whose value is not a string",
+								(int) (out->len - pair_start - 4),
+								out->data + pair_start + 4)));
+				out->len = pair_start;
+				out->data[out->len] = '\0';
+			}
+		}
+	}
+	put_uint32(out, count_pos, nheaders);
+}

@@ -126,6 +126,25 @@ outbox_init_materialized_srf(FunctionCallInfo fcinfo)
 #define OUTBOX_UPDATE_PROGRESS_EXTRA
 #endif
 
+/* ReorderBufferTXN's commit time moved into the xact_time union in 15. */
+#if PG_VERSION_NUM >= 150000
+#define outbox_txn_commit_time(txn) ((txn)->xact_time.commit_time)
+#else
+#define outbox_txn_commit_time(txn) ((txn)->commit_time)
+#endif
+
+/*
+ * A decoded change's new tuple as a HeapTuple: 17 stores one directly,
+ * earlier releases wrap it in a ReorderBufferTupleBuf.
+ */
+#if PG_VERSION_NUM >= 170000
+#define outbox_change_newtuple(change) ((change)->data.tp.newtuple)
+#else
+#define outbox_change_newtuple(change) \
+	((change)->data.tp.newtuple != NULL ? \
+	 &(change)->data.tp.newtuple->tuple : (HeapTuple) NULL)
+#endif
+
 /* 15.19 (Debian) and later gate output plugins on output_plugin_libraries. */
 #define OUTBOX_PLUGIN_ALLOWLIST_GUC "output_plugin_libraries"
 

@@ -38,6 +38,13 @@ static bool read_int64(const char **p, const char *end, int64 *v);
 static bool read_jsonb_field(const char **p, const char *end, Jsonb **jb);
 static bool decode_json_message(const char *data, Size len, OutboxEvent *ev,
 								const char **problem);
+static Jsonb *parse_jsonb_noerror(const char *data, Size len,
+								  const char **problem);
+static bool jsonb_container_valid(const JsonbContainer *jc, uint32 len,
+								  int depth);
+
+/* Deepest jsonb nesting accepted in an emitted message's raw bytes. */
+#define OUTBOX_MAX_JSONB_DEPTH	1000
 
 /* ---------------------------------------------------------------------
  * Validation
@@ -426,8 +433,170 @@ read_jsonb_field(const char **p, const char *end, Jsonb **jb)
 	copy = (Jsonb *) palloc(VARHDRSZ + len);
 	SET_VARSIZE(copy, VARHDRSZ + len);
 	memcpy(VARDATA(copy), b, len);
+	if (!jsonb_container_valid(&copy->root, (uint32) len, 0))
+		return false;
 	*jb = copy;
 	return true;
+}
+
+/*
+ * Is this a well-formed jsonb container of len bytes?  An emitted message
+ * carries raw jsonb bytes, and the jsonb iterator trusts every offset it
+ * reads: corrupt bytes must be refused before anything walks them, or the
+ * decoder would read out of bounds.  Checks the layout (flags, counts,
+ * offsets and lengths, alignment padding, keys are strings, nesting) and
+ * that strings are valid in the database encoding.  It does not check the
+ * digits inside numerics (garbage digits print oddly but safely) nor that
+ * object keys are sorted (only lookups, which the decoder does not do,
+ * depend on that).
+ */
+static bool
+jsonb_container_valid(const JsonbContainer *jc, uint32 len, int depth)
+{
+	uint32		header;
+	uint32		count;
+	uint32		nchildren;
+	uint32		datalen;
+	uint32		offset = 0;
+	const char *base;
+	bool		is_object;
+	uint32		i;
+
+	if (depth > OUTBOX_MAX_JSONB_DEPTH || len < sizeof(uint32))
+		return false;
+	header = jc->header;
+	count = header & JB_CMASK;
+	is_object = (header & JB_FOBJECT) != 0;
+	if (is_object)
+	{
+		if ((header & (JB_FARRAY | JB_FSCALAR)) != 0)
+			return false;
+		nchildren = count * 2;
+	}
+	else if ((header & JB_FARRAY) != 0)
+	{
+		if ((header & JB_FSCALAR) != 0 && (count != 1 || depth != 0))
+			return false;
+		nchildren = count;
+	}
+	else
+		return false;
+
+	if ((uint64) nchildren * sizeof(JEntry) > len - sizeof(uint32))
+		return false;
+	datalen = len - sizeof(uint32) - nchildren * sizeof(JEntry);
+	base = (const char *) &jc->children[nchildren];
+
+	for (i = 0; i < nchildren; i++)
+	{
+		JEntry		je = jc->children[i];
+		uint32		start = offset;
+		uint32		end;
+		uint32		aligned;
+
+		/* same rule as JBE_ADVANCE_OFFSET */
+		if (JBE_HAS_OFF(je))
+			end = JBE_OFFLENFLD(je);
+		else
+			end = start + JBE_OFFLENFLD(je);
+		if (end < start || end > datalen)
+			return false;
+		offset = end;
+
+		if (is_object && i < count && !JBE_ISSTRING(je))
+			return false;
+
+		if (JBE_ISSTRING(je))
+		{
+			if (!pg_verify_mbstr(GetDatabaseEncoding(), base + start,
+								 (int) (end - start), true))
+				return false;
+		}
+		else if (JBE_ISNUMERIC(je) || JBE_ISCONTAINER(je))
+		{
+			aligned = INTALIGN(start);
+			if (aligned > end || end - aligned < sizeof(uint32))
+				return false;
+			if (JBE_ISNUMERIC(je))
+			{
+				const char *num = base + aligned;
+				uint16		nhdr;
+
+				/*
+				 * A plain 4-byte-header varlena of the stated size, holding
+				 * at least numeric's uint16 header word, and the int16
+				 * weight too unless that word has numeric.c's 0x8000 bit
+				 * (short or special format) set.
+				 */
+				if (!VARATT_IS_4B_U(num) || VARSIZE(num) != end - aligned ||
+					VARSIZE(num) < VARHDRSZ + sizeof(uint16))
+					return false;
+				memcpy(&nhdr, num + VARHDRSZ, sizeof(uint16));
+				if ((nhdr & 0x8000) == 0 &&
+					VARSIZE(num) < VARHDRSZ + 2 * sizeof(uint16))
+					return false;
+			}
+			else if (!jsonb_container_valid((const JsonbContainer *) (base + aligned),
+											end - aligned, depth + 1))
+				return false;
+		}
+		else if (JBE_ISNULL(je) || JBE_ISBOOL(je))
+		{
+			if (end != start)
+				return false;
+		}
+		else
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Parse JSON text into jsonb without throwing for bad input: the decoder
+ * must never ERROR on a message's content.  pg_parse_json() checks syntax
+ * only, and jsonb_in() can still refuse what it accepted (\u0000, numbers
+ * outside numeric's range, nesting too deep for the stack).  Those are data
+ * exceptions (class 22) or program limits (class 54) raised by pure
+ * computation that holds no locks, pins or other resources, so they are
+ * caught without a subtransaction and turned into a problem; any other
+ * error (out of memory, query cancel) propagates.  Parsing happens in the
+ * caller's memory context, which the caller resets.
+ */
+static Jsonb *
+parse_jsonb_noerror(const char *data, Size len, const char **problem)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Jsonb	   *volatile result = NULL;
+
+	PG_TRY();
+	{
+		JsonLexContext *lex = outbox_make_json_lex(data, len);
+
+		if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
+			*problem = _("The message content is neither outbox-encoded nor valid JSON.");
+		else
+			result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+														CStringGetDatum(pnstrdup(data, len))));
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+		int			category;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		category = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
+		if (category != ERRCODE_DATA_EXCEPTION &&
+			category != ERRCODE_PROGRAM_LIMIT_EXCEEDED)
+			PG_RE_THROW();
+		FlushErrorState();
+		*problem = psprintf(_("The message content is not valid JSON for jsonb: %s"),
+							edata->message);
+		result = NULL;
+	}
+	PG_END_TRY();
+
+	return result;
 }
 
 /* Fetch an object member as a Jsonb datum (NULL if absent or JSON null). */
@@ -448,21 +617,13 @@ static bool
 decode_json_message(const char *data, Size len, OutboxEvent *ev,
 					const char **problem)
 {
-	JsonLexContext *lex;
 	Jsonb	   *obj;
 	Jsonb	   *field;
 	bool		present;
-	char	   *text;
 
-	/* Validate first: jsonb_in would throw, and the decoder must not. */
-	lex = outbox_make_json_lex(data, len);
-	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
-	{
-		*problem = _("The message content is neither outbox-encoded nor valid JSON.");
+	obj = parse_jsonb_noerror(data, len, problem);
+	if (obj == NULL)
 		return false;
-	}
-	text = pnstrdup(data, len);
-	obj = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
 	if (!JB_ROOT_IS_OBJECT(obj))
 	{
 		*problem = _("A JSON outbox message must be an object.");
@@ -567,6 +728,11 @@ outbox_message_decode(const char *data, Size len, OutboxEvent *ev,
 	{
 		if (n < 0 || !read_bytes(&p, end, n, &b))
 			goto truncated;
+		if (!pg_verify_mbstr(GetDatabaseEncoding(), b, n, true))
+		{
+			*problem = _("The message key is not valid in the database encoding.");
+			return false;
+		}
 		ev->key = b;
 		ev->key_len = n;
 	}

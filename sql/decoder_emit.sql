@@ -1,0 +1,116 @@
+--
+-- decoder_emit: events written as transactional logical messages.
+--
+\set VERBOSITY terse
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS outbox;
+RESET client_min_messages;
+CREATE EXTENSION outbox;
+
+SELECT 'init' FROM pg_create_logical_replication_slot('decoder_emit', 'outbox');
+
+CREATE FUNCTION pg_temp.events(OUT event jsonb, OUT xid bigint)
+    RETURNS SETOF record LANGUAGE sql AS $$
+    SELECT data::jsonb - 'lsn' - 'xid' - 'commit_time',
+           (data::jsonb->>'xid')::bigint
+      FROM pg_logical_slot_get_changes('decoder_emit', NULL, NULL)
+$$;
+
+-- outbox.emit(): binary-encoded messages, no id; a tombstone; rows and
+-- messages of one transaction interleave in write order.
+BEGIN;
+SELECT outbox.emit('emitted', 'k1', '{"a": [1, {"b": null}], "s": "x\ny"}',
+                   '{"h": "v"}') IS NOT NULL AS ok;
+SELECT outbox.enqueue('stored', 'k2', '{"row": true}') IS NOT NULL AS ok;
+SELECT outbox.emit('emitted', NULL, NULL) IS NOT NULL AS ok;
+SELECT txid_current() AS xid1 \gset
+COMMIT;
+SELECT event, xid = :xid1 AS xid_ok FROM pg_temp.events();
+
+-- Rolled back with its transaction, and with its subtransaction.
+BEGIN;
+SELECT outbox.emit('emitted', 'rolled-back', '{}') IS NOT NULL AS ok;
+ROLLBACK;
+BEGIN;
+SELECT outbox.emit('emitted', 'kept', '{}') IS NOT NULL AS ok;
+SAVEPOINT s;
+SELECT outbox.emit('emitted', 'rolled-back-sub', '{}') IS NOT NULL AS ok;
+ROLLBACK TO SAVEPOINT s;
+COMMIT;
+SELECT event FROM pg_temp.events();
+
+-- A republished stored event carries its id and attempt number (JSON shows
+-- the id; the binary format's attempts is checked in decoder_options).
+SELECT outbox._emit_stored(41, 3, 'stored', 'k41', '{"again": 1}', '{"h": "w"}')
+       IS NOT NULL AS ok;
+SELECT event FROM pg_temp.events();
+
+-- Hand-written JSON messages work from any client.
+SELECT pg_logical_emit_message(true, 'outbox',
+    '{"topic": "by-hand", "key": "k", "payload": {"n": 1.50, "t": [true, false]}, "headers": {"a": "b"}}')
+    IS NOT NULL AS ok;
+SELECT pg_logical_emit_message(true, 'outbox', '{"topic": "by-hand-minimal"}') IS NOT NULL AS ok;
+SELECT pg_logical_emit_message(true, 'outbox',
+    '{"topic": "by-hand", "key": null, "payload": null, "headers": null}') IS NOT NULL AS ok;
+SELECT event FROM pg_temp.events();
+
+-- Not events: other prefixes, and non-transactional messages (they are not
+-- rolled back with their transaction, so they cannot be outbox events).
+SELECT pg_logical_emit_message(true, 'outbox2', '{"topic": "t"}') IS NOT NULL AS ok;
+SELECT pg_logical_emit_message(true, 'Outbox', '{"topic": "t"}') IS NOT NULL AS ok;
+SELECT pg_logical_emit_message(true, 'other', 'hello') IS NOT NULL AS ok;
+SELECT pg_logical_emit_message(false, 'outbox', '{"topic": "t"}') IS NOT NULL AS ok;
+SELECT count(*) AS not_events FROM pg_temp.events();
+
+-- Malformed messages: a WARNING each, skipped, and decoding goes on.  An
+-- ERROR here would stop at the same record on every retry.
+BEGIN;
+SELECT pg_logical_emit_message(true, 'outbox', 'not json') IS NOT NULL AS ok;
+SELECT pg_logical_emit_message(true, 'outbox', '') IS NOT NULL AS ok;
+SELECT pg_logical_emit_message(true, 'outbox', '{"topic": ') IS NOT NULL AS ok;
+SELECT pg_logical_emit_message(true, 'outbox', '["topic"]') IS NOT NULL AS ok;
+SELECT pg_logical_emit_message(true, 'outbox', '{"key": "no topic"}') IS NOT NULL AS ok;
+SELECT pg_logical_emit_message(true, 'outbox', '{"topic": 7}') IS NOT NULL AS ok;
+SELECT pg_logical_emit_message(true, 'outbox', '{"topic": "t", "key": 1}') IS NOT NULL AS ok;
+SELECT pg_logical_emit_message(true, 'outbox', '{"topic": "no spaces allowed"}') IS NOT NULL AS ok;
+SELECT pg_logical_emit_message(true, 'outbox', '{"topic": ".."}') IS NOT NULL AS ok;
+SELECT pg_logical_emit_message(true, 'outbox', '{"topic": "t", "headers": {"h": 1}}') IS NOT NULL AS ok;
+SELECT pg_logical_emit_message(true, 'outbox', '{"topic": "t", "headers": ["h"]}') IS NOT NULL AS ok;
+SELECT pg_logical_emit_message(true, 'outbox', '{"topic": "t", "headers": {"outbox-id": "1"}}') IS NOT NULL AS ok;
+-- valid JSON that jsonb refuses
+SELECT pg_logical_emit_message(true, 'outbox', '{"topic": "t", "payload": "\u0000"}') IS NOT NULL AS ok;
+SELECT pg_logical_emit_message(true, 'outbox', '{"topic": "t", "payload": 1e1000000}') IS NOT NULL AS ok;
+-- binary encoding: unknown version, truncated, trailing bytes, corrupt jsonb
+SELECT pg_logical_emit_message(true, 'outbox', '\x4f02'::bytea) IS NOT NULL AS ok;
+SELECT pg_logical_emit_message(true, 'outbox', '\x4f01000000'::bytea) IS NOT NULL AS ok;
+SELECT pg_logical_emit_message(true, 'outbox',
+    '\x4f01'::bytea || int8send(0) || '\x00'::bytea || int4send(1) ||
+    int4send(1) || 't'::bytea || int4send(-1) || int4send(-1) || int4send(-1) ||
+    '\xff'::bytea) IS NOT NULL AS ok;
+SELECT pg_logical_emit_message(true, 'outbox',
+    '\x4f01'::bytea || int8send(0) || '\x00'::bytea || int4send(1) ||
+    int4send(1) || 't'::bytea || int4send(-1) || int4send(4) || '\xffffffff'::bytea ||
+    int4send(-1)) IS NOT NULL AS ok;
+SELECT pg_logical_emit_message(true, 'outbox',
+    '\x4f01'::bytea || int8send(0) || '\x00'::bytea || int4send(1) ||
+    int4send(1) || 't'::bytea || int4send(-1) || int4send(4) || '\x20000020'::bytea ||
+    int4send(-1)) IS NOT NULL AS ok;
+SELECT pg_logical_emit_message(true, 'outbox',
+    '\x4f01'::bytea || int8send(0) || '\x00'::bytea || int4send(1) ||
+    int4send(1) || 't'::bytea || int4send(-2) || int4send(-1) || int4send(-1))
+    IS NOT NULL AS ok;
+-- the same bytes without the corruption: a valid event, with a null
+-- payload and headers
+SELECT pg_logical_emit_message(true, 'outbox',
+    '\x4f01'::bytea || int8send(7) || '\x01'::bytea || int4send(2) ||
+    int4send(1) || 't'::bytea || int4send(-1) || int4send(-1) || int4send(-1))
+    IS NOT NULL AS ok;
+SELECT outbox.enqueue('after-the-bad-ones', NULL, '{}') IS NOT NULL AS ok;
+COMMIT;
+-- Each WARNING says why, in its DETAIL.
+\set VERBOSITY default
+SELECT event FROM pg_temp.events();
+\set VERBOSITY terse
+
+SELECT pg_drop_replication_slot('decoder_emit');
+DROP EXTENSION outbox;
