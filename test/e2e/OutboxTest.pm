@@ -37,7 +37,8 @@ our @EXPORT = qw(
   consume consume_all_ids murmur2 java_partition
   check_per_key_order summarize_duplicates relay_pid wait_for
   consume_lines table_ids check_delivery proc_memory start_writer
-  start_pgbench log_position log_since count_matches
+  start_pgbench log_position log_since count_matches verify_topic
+  enqueue_script
 );
 
 my $ROOT   = abs_path(dirname(__FILE__) . '/../..');
@@ -537,6 +538,47 @@ sub start_pgbench
 	my @cmd = ('pgbench', '-n', '-f', "$dir/script.sql", @$args,
 		'-h', $node->host, '-p', $node->port, 'postgres');
 	return IPC::Run::start(\@cmd, '<', \undef, '>', $out, '2>', $err);
+}
+
+# The standard end-of-test check for a topic written through outbox.messages
+# only: consume it, compare with the rows of outbox.messages for that topic,
+# check per-key order.  Asserts no loss, nothing unexpected and order; with
+# exactly_once also no duplicates.  Returns check_delivery's hashref plus
+# records.
+sub verify_topic
+{
+	my ($node, $b, $topic, $label, %opts) = @_;
+	my @truth = table_ids($node, "topic = '$topic'");
+	my @recs = consume($b, $topic, idle_ms => $opts{idle_ms} // 2000,
+		timeout_ms => $opts{timeout_ms} // 90_000);
+	my $d = check_delivery(\@recs, \@truth);
+	ok(@truth > 0, "$label: events were written (" . scalar(@truth) . ')');
+	is(scalar(@{ $d->{missing} }), 0, "$label: nothing lost")
+	  or diag("$label: " . scalar(@{ $d->{missing} })
+		  . " missing, first: @{$d->{missing}}[0 .. 9]");
+	is(scalar(@{ $d->{unexpected} }), 0, "$label: nothing unexpected")
+	  or diag("$label: unexpected: @{$d->{unexpected}}[0 .. 9]");
+	my @problems = check_per_key_order(@recs);
+	is(scalar(@problems), 0, "$label: per-key order of first occurrences")
+	  or diag(join("\n", @problems[ 0 .. 9 ]));
+	is($d->{duplicates}, 0, "$label: no duplicates") if $opts{exactly_once};
+	diag(sprintf('%s: %d events, %d records consumed, %d duplicates',
+		$label, scalar(@truth), scalar(@recs), $d->{duplicates}));
+	$d->{records} = \@recs;
+	return $d;
+}
+
+# A pgbench script: one transaction of $n events over $keys keys.
+sub enqueue_script
+{
+	my ($topic, $n, $keys) = @_;
+	my $s = '';
+	$s .= "\\set k$_ random(0, " . (($keys // 10) - 1) . ")\n" for 1 .. $n;
+	$s .= "BEGIN;\n";
+	$s .= "SELECT outbox.enqueue('$topic', 'key-' || :k$_, jsonb_build_object('c', :client_id, 'n', $_));\n"
+	  for 1 .. $n;
+	$s .= "COMMIT;\n";
+	return $s;
 }
 
 END
