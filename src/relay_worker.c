@@ -102,6 +102,7 @@ typedef struct RelayState
 	char	   *file_props;
 	char	   *guc_props;
 	XLogRecPtr	saved_lsn;		/* confirmed position last persisted */
+	XLogRecPtr	required_lsn;	/* restart_lsn last announced to checkpoints */
 	TimestampTz last_save;		/* when */
 	TimestampTz last_status;	/* last status publication */
 	uint64		frames;			/* frames seen, for throttled status */
@@ -490,6 +491,7 @@ relay_acquire_slot(void)
 
 	outbox_slot_acquire(outbox_slot_name, true);
 	relay.saved_lsn = MyReplicationSlot->data.confirmed_flush;
+	relay.required_lsn = InvalidXLogRecPtr;
 	relay.last_save = GetCurrentTimestamp();
 	relay.logged_state[0] = '\0';
 	return true;
@@ -800,6 +802,18 @@ relay_advance(bool force_save)
 	{
 		LogicalConfirmReceivedLocation(target);
 		confirmed = target;
+	}
+
+	/*
+	 * The slot's restart_lsn moves here or while decoding, but PostgreSQL
+	 * recomputes the WAL that slots need only when catalog_xmin moves too
+	 * (pg_replication_slot_advance() recomputes it itself).  Without this,
+	 * an idle outbox next to busy tables would keep every WAL segment.
+	 */
+	if (MyReplicationSlot->data.restart_lsn != relay.required_lsn)
+	{
+		ReplicationSlotsComputeRequiredLSN();
+		relay.required_lsn = MyReplicationSlot->data.restart_lsn;
 	}
 
 	/* confirmed_flush alone is only written at checkpoints: save it often */
