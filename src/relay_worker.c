@@ -102,10 +102,12 @@ typedef struct RelayState
 	char	   *file_props;
 	char	   *guc_props;
 	XLogRecPtr	saved_lsn;		/* confirmed position last persisted */
+	XLogRecPtr	required_lsn;	/* restart_lsn last announced to checkpoints */
 	TimestampTz last_save;		/* when */
 	TimestampTz last_status;	/* last status publication */
 	uint64		frames;			/* frames seen, for throttled status */
 	char		logged_state[OUTBOX_STATE_LEN]; /* last state logged */
+	char		logged_msg[OUTBOX_ERROR_LEN];	/* and its message */
 	bool		have_extension; /* CREATE EXTENSION outbox seen */
 	TimestampTz extension_checked;	/* last look for it */
 } RelayState;
@@ -323,12 +325,14 @@ relay_blocked(const char *state, int elevel, const char *fmt,...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 
-	if (strcmp(relay.logged_state, state) != 0)
+	if (strcmp(relay.logged_state, state) != 0 ||
+		strcmp(relay.logged_msg, msg) != 0)
 	{
 		ereport(elevel, (errmsg("outbox relay: %s", msg)));
 		if (elevel >= WARNING)
 			outbox_status_error("%s", msg);
 		strlcpy(relay.logged_state, state, sizeof(relay.logged_state));
+		strlcpy(relay.logged_msg, msg, sizeof(relay.logged_msg));
 	}
 	outbox_status_set_state(state);
 	relay_wait(RELAY_CALM_WAIT_MS);
@@ -404,7 +408,6 @@ relay_ready(void)
 		return false;
 	}
 
-	relay.logged_state[0] = '\0';
 	return true;
 }
 
@@ -490,8 +493,8 @@ relay_acquire_slot(void)
 
 	outbox_slot_acquire(outbox_slot_name, true);
 	relay.saved_lsn = MyReplicationSlot->data.confirmed_flush;
+	relay.required_lsn = InvalidXLogRecPtr;
 	relay.last_save = GetCurrentTimestamp();
-	relay.logged_state[0] = '\0';
 	return true;
 }
 
@@ -590,6 +593,14 @@ relay_stream(void)
 
 	if (!relay_start_sink())
 		return RELAY_RESTART;
+
+	/*
+	 * Only now is a blocked state over: relay_ready() and the slot may well
+	 * pass while the producer cannot be built, and a problem that persists
+	 * must be logged once, not on every retry.
+	 */
+	relay.logged_state[0] = '\0';
+	relay.logged_msg[0] = '\0';
 
 	options = list_make1(makeDefElem("format", (Node *) makeString("binary"), -1));
 	relay.ctx = CreateDecodingContext(InvalidXLogRecPtr, options, false,
@@ -805,6 +816,18 @@ relay_advance(bool force_save)
 	{
 		LogicalConfirmReceivedLocation(target);
 		confirmed = target;
+	}
+
+	/*
+	 * The slot's restart_lsn moves here or while decoding, but PostgreSQL
+	 * recomputes the WAL that slots need only when catalog_xmin moves too
+	 * (pg_replication_slot_advance() recomputes it itself).  Without this,
+	 * an idle outbox next to busy tables would keep every WAL segment.
+	 */
+	if (MyReplicationSlot->data.restart_lsn != relay.required_lsn)
+	{
+		ReplicationSlotsComputeRequiredLSN();
+		relay.required_lsn = MyReplicationSlot->data.restart_lsn;
 	}
 
 	/* confirmed_flush alone is only written at checkpoints: save it often */

@@ -28,6 +28,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
+use POSIX ();
 
 use Exporter 'import';
 our @EXPORT = qw(
@@ -35,6 +36,9 @@ our @EXPORT = qw(
   new_relay_node wait_relay_state wait_relay_idle relay_status
   consume consume_all_ids murmur2 java_partition
   check_per_key_order summarize_duplicates relay_pid wait_for
+  consume_lines table_ids check_delivery proc_memory start_writer
+  start_pgbench log_position log_since count_matches verify_topic
+  enqueue_script
 );
 
 my $ROOT   = abs_path(dirname(__FILE__) . '/../..');
@@ -354,6 +358,228 @@ sub summarize_duplicates
 	my $dups = 0;
 	$dups += $_ - 1 for values %n;
 	return (scalar(keys %n), $dups);
+}
+
+# ---------------------------------------------------------------------
+# Helpers for the fault tests
+# ---------------------------------------------------------------------
+
+# Consume like consume(), but without building a record per line: the raw
+# consumer lines go to a file that is read back line by line, and $cb gets
+# (topic, partition, offset, key, value, headers-json) for each.  Good for
+# a million records.  Returns the number of lines.
+sub consume_lines
+{
+	my ($b, $topic, $cb, %opts) = @_;
+	my $dir = PostgreSQL::Test::Utils::tempdir();
+	my @cmd = ($CONSUME, '-b', $b->{bootstrap}, '-t', $topic,
+		'--idle-ms', $opts{idle_ms} // 2000,
+		'--timeout-ms', $opts{timeout_ms} // 120_000);
+	push @cmd, ('-n', $opts{count}) if defined $opts{count};
+	push @cmd, map { ('-X', $_) } grep { $_ ne '' } split /;/,
+	  _kafka_properties();
+	my $err = '';
+	IPC::Run::run(\@cmd, '>', "$dir/out", '2>', \$err);
+	open my $fh, '<', "$dir/out" or die "could not read consumer output: $!";
+	my $n = 0;
+	while (my $line = <$fh>)
+	{
+		chomp $line;
+		$cb->(split /\t/, $line, -1);
+		$n++;
+	}
+	close $fh;
+	unlink "$dir/out";
+	return $n;
+}
+
+# Ids of outbox.messages rows (the database's truth), optionally filtered.
+sub table_ids
+{
+	my ($node, $where) = @_;
+	my $out = $node->safe_psql('postgres',
+		'SELECT id FROM outbox.messages'
+		  . (defined $where ? " WHERE $where" : '')
+		  . ' ORDER BY id');
+	return grep { $_ ne '' } split /\n/, $out;
+}
+
+# Compare consumed records with the ids that must have arrived.  Returns a
+# hashref: expected, distinct, duplicates (extra copies of expected ids),
+# missing and unexpected (arrayrefs of ids; records without an outbox-id
+# are ignored here).
+sub check_delivery
+{
+	my ($records, $truth) = @_;
+	my %want = map { $_ => 1 } @$truth;
+	my %got;
+	$got{ $_->{headers}{'outbox-id'} }++
+	  for grep { defined $_->{headers}{'outbox-id'} } @$records;
+	my $dups = 0;
+	$dups += $got{$_} - 1 for keys %got;
+	return {
+		expected => scalar(@$truth),
+		distinct => scalar(keys %got),
+		duplicates => $dups,
+		missing => [ grep { !$got{$_} } @$truth ],
+		unexpected => [ sort { $a <=> $b } grep { !$want{$_} } keys %got ],
+	};
+}
+
+# Memory of a process from /proc/PID/status, in kB: RssAnon, VmHWM, VmRSS.
+sub proc_memory
+{
+	my ($pid) = @_;
+	my %m;
+	open my $fh, '<', "/proc/$pid/status" or return undef;
+	while (<$fh>)
+	{
+		$m{$1} = $2 if /^(RssAnon|VmHWM|VmRSS|RssShmem):\s+(\d+) kB/;
+	}
+	close $fh;
+	return \%m;
+}
+
+# Byte offset of the end of a node's log, for log_since().
+sub log_position
+{
+	my ($node) = @_;
+	return -s $node->logfile // 0;
+}
+
+sub log_since
+{
+	my ($node, $offset) = @_;
+	return slurp_file($node->logfile, $offset);
+}
+
+sub count_matches
+{
+	my ($text, $re) = @_;
+	my $n = () = $text =~ /$re/g;
+	return $n;
+}
+
+# A writer that survives server crashes: a forked loop that runs batches of
+# transactions through psql and simply retries when the server is gone.
+# Each transaction inserts $opts{events} (default 3) events into $topic over
+# $opts{keys} (default 10) keys, then sleeps $opts{pause} (default 0.01 s).
+# Returns an object; $w->stop returns {batches_ok, batches_failed}.
+sub start_writer
+{
+	my ($node, $topic, %opts) = @_;
+	my $dir = PostgreSQL::Test::Utils::tempdir();
+	my $events = $opts{events} // 3;
+	my $keys = $opts{keys} // 10;
+	my $pause = $opts{pause} // 0.01;
+	my $batch = $opts{batch} // 20;
+	my $writer = $opts{name} // 'w';
+	my $pid = fork();
+	die "fork failed: $!" unless defined $pid;
+	if ($pid == 0)
+	{
+		my ($ok, $failed, $seq) = (0, 0, 0);
+		while (!-e "$dir/stop")
+		{
+			my $sql = '';
+			for (1 .. $batch)
+			{
+				$seq++;
+				$sql .= "BEGIN;\n";
+				for my $e (1 .. $events)
+				{
+					my $k = int(rand($keys));
+					$sql .=
+					  "SELECT outbox.enqueue('$topic', 'key-$k', '{\"w\": \"$writer\", \"seq\": $seq, \"e\": $e}');\n";
+				}
+				$sql .= "COMMIT;\nSELECT pg_sleep($pause);\n";
+			}
+			my ($out, $err);
+			my $rc = IPC::Run::run(
+				[
+					'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1',
+					'-d', $node->connstr('postgres'), '-f', '-'
+				],
+				'<', \$sql, '>', \$out, '2>', \$err);
+			if ($rc) { $ok++ }
+			else { $failed++; usleep(200_000); }
+		}
+		open my $fh, '>', "$dir/result";
+		print $fh "$ok $failed\n";
+		close $fh;
+		POSIX::_exit(0);
+	}
+	return bless { pid => $pid, dir => $dir }, 'OutboxTest::Writer';
+}
+
+package OutboxTest::Writer;
+
+sub stop
+{
+	my ($self) = @_;
+	open my $fh, '>', "$self->{dir}/stop";
+	close $fh;
+	waitpid($self->{pid}, 0);
+	my $r = PostgreSQL::Test::Utils::slurp_file("$self->{dir}/result");
+	my ($ok, $failed) = split ' ', $r;
+	return { batches_ok => $ok, batches_failed => $failed };
+}
+
+package OutboxTest;
+
+# Run pgbench in the background with a custom script; returns the
+# IPC::Run handle (finish it with ->finish; output in $$out / $$err).
+sub start_pgbench
+{
+	my ($node, $script, $args, $out, $err) = @_;
+	my $dir = PostgreSQL::Test::Utils::tempdir();
+	open my $fh, '>', "$dir/script.sql" or die $!;
+	print $fh $script;
+	close $fh;
+	my @cmd = ('pgbench', '-n', '-f', "$dir/script.sql", @$args,
+		'-h', $node->host, '-p', $node->port, 'postgres');
+	return IPC::Run::start(\@cmd, '<', \undef, '>', $out, '2>', $err);
+}
+
+# The standard end-of-test check for a topic written through outbox.messages
+# only: consume it, compare with the rows of outbox.messages for that topic,
+# check per-key order.  Asserts no loss, nothing unexpected and order; with
+# exactly_once also no duplicates.  Returns check_delivery's hashref plus
+# records.
+sub verify_topic
+{
+	my ($node, $b, $topic, $label, %opts) = @_;
+	my @truth = table_ids($node, "topic = '$topic'");
+	my @recs = consume($b, $topic, idle_ms => $opts{idle_ms} // 2000,
+		timeout_ms => $opts{timeout_ms} // 90_000);
+	my $d = check_delivery(\@recs, \@truth);
+	ok(@truth > 0, "$label: events were written (" . scalar(@truth) . ')');
+	is(scalar(@{ $d->{missing} }), 0, "$label: nothing lost")
+	  or diag("$label: " . scalar(@{ $d->{missing} })
+		  . " missing, first: @{$d->{missing}}[0 .. 9]");
+	is(scalar(@{ $d->{unexpected} }), 0, "$label: nothing unexpected")
+	  or diag("$label: unexpected: @{$d->{unexpected}}[0 .. 9]");
+	my @problems = check_per_key_order(@recs);
+	is(scalar(@problems), 0, "$label: per-key order of first occurrences")
+	  or diag(join("\n", @problems[ 0 .. 9 ]));
+	is($d->{duplicates}, 0, "$label: no duplicates") if $opts{exactly_once};
+	diag(sprintf('%s: %d events, %d records consumed, %d duplicates',
+		$label, scalar(@truth), scalar(@recs), $d->{duplicates}));
+	$d->{records} = \@recs;
+	return $d;
+}
+
+# A pgbench script: one transaction of $n events over $keys keys.
+sub enqueue_script
+{
+	my ($topic, $n, $keys) = @_;
+	my $s = '';
+	$s .= "\\set k$_ random(0, " . (($keys // 10) - 1) . ")\n" for 1 .. $n;
+	$s .= "BEGIN;\n";
+	$s .= "SELECT outbox.enqueue('$topic', 'key-' || :k$_, jsonb_build_object('c', :client_id, 'n', $_));\n"
+	  for 1 .. $n;
+	$s .= "COMMIT;\n";
+	return $s;
 }
 
 END
