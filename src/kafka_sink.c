@@ -23,6 +23,7 @@
 #include <pthread.h>
 #include <librdkafka/rdkafka.h>
 
+#include "common/hashfn.h"
 #include "lib/ilist.h"
 #include "miscadmin.h"
 #include "port/pg_bswap.h"
@@ -51,6 +52,8 @@ typedef struct SinkTxn
 	uint64		pending;		/* events not yet settled */
 	bool		complete;		/* commit frame seen */
 	struct SinkTxn *next;		/* next in commit order */
+	char		lsn_header[24]; /* outbox-lsn value, formatted once */
+	char		xid_header[12]; /* outbox-xid value, formatted once */
 } SinkTxn;
 
 /* One produced event. */
@@ -64,6 +67,14 @@ typedef struct SinkRecord
 	Size		len;			/* frame length */
 	char		frame[FLEXIBLE_ARRAY_MEMBER];	/* copy of the 'E' frame */
 } SinkRecord;
+
+/* A topic handle, cached per sink (see sink_topic()). */
+typedef struct SinkTopic
+{
+	uint32		hash;			/* hash of name */
+	rd_kafka_topic_t *rkt;		/* handle, NULL for an empty slot */
+	char		name[OUTBOX_TOPIC_MAX_LEN + 1];	/* topic name */
+} SinkTopic;
 
 /* A librdkafka log line or error, recorded by a callback. */
 typedef struct SinkLogSlot
@@ -95,6 +106,9 @@ struct OutboxSink
 	TimestampTz last_delivered_commit_time; /* of the newest acknowledged */
 	bool		failed;			/* producer must be rebuilt */
 	char		failed_reason[SINK_LOG_LEN];	/* why */
+	SinkTopic  *topics;			/* open-addressing table of topic handles */
+	int			topics_size;	/* slots, a power of two */
+	int			ntopics;		/* used slots */
 	SinkLogSlot logs[SINK_LOG_SLOTS];	/* recorded by callbacks */
 	int			nlogs;			/* used slots */
 	int			logs_dropped;	/* lines that found no slot */
@@ -380,7 +394,7 @@ outbox_sink_create(const char *brokers, const char *file_properties,
 		!conf_set(conf, "enable.idempotence", "true", errstr) ||
 		!conf_set(conf, "partitioner", "murmur2_random", errstr) ||
 		!conf_set(conf, "message.timeout.ms", "0", errstr) ||
-		!conf_set(conf, "linger.ms", "1", errstr) ||
+		!conf_set(conf, "linger.ms", "0", errstr) ||
 		!conf_set(conf, "socket.nagle.disable", "true", errstr) ||
 		!conf_set(conf, "queue.buffering.max.messages", num, errstr) ||
 		!conf_set(conf, "log.queue", "true", errstr) ||
@@ -429,6 +443,7 @@ outbox_sink_destroy(OutboxSink *sink)
 {
 	dlist_mutable_iter iter;
 	SinkTxn    *txn;
+	int			i;
 
 	if (sink == NULL)
 		return;
@@ -437,6 +452,10 @@ outbox_sink_destroy(OutboxSink *sink)
 	rd_kafka_purge(sink->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT |
 				   RD_KAFKA_PURGE_F_NON_BLOCKING);
 	rd_kafka_poll(sink->rk, 0);
+	for (i = 0; i < sink->topics_size; i++)
+		if (sink->topics[i].rkt != NULL)
+			rd_kafka_topic_destroy(sink->topics[i].rkt);
+	free(sink->topics);
 	rd_kafka_destroy(sink->rk);
 
 	dlist_foreach_modify(iter, &sink->records)
@@ -591,6 +610,65 @@ wait_for_room(OutboxSink *sink, Size len)
 	}
 }
 
+/*
+ * The producer's handle for a topic, created on first use and kept.
+ * Producing by topic name instead makes librdkafka wait for its periodic
+ * metadata refresh (up to a second) before the first record of each new
+ * topic leaves, after every start and rebuild of the producer.
+ */
+static rd_kafka_topic_t *
+sink_topic(OutboxSink *sink, const char *name, int len)
+{
+	uint32		hash = hash_bytes((const unsigned char *) name, len);
+	int			i;
+	SinkTopic  *slot;
+
+	if (sink->ntopics * 2 >= sink->topics_size)
+	{
+		/* grow (or create) the table, keeping it at most half full */
+		int			old_size = sink->topics_size;
+		SinkTopic  *old = sink->topics;
+		int			new_size = old_size ? old_size * 2 : 16;
+		SinkTopic  *grown = calloc(new_size, sizeof(SinkTopic));
+
+		if (grown == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory")));
+		for (i = 0; i < old_size; i++)
+		{
+			int			j;
+
+			if (old[i].rkt == NULL)
+				continue;
+			for (j = old[i].hash & (new_size - 1); grown[j].rkt != NULL;
+				 j = (j + 1) & (new_size - 1))
+				;
+			grown[j] = old[i];
+		}
+		free(old);
+		sink->topics = grown;
+		sink->topics_size = new_size;
+	}
+
+	for (i = hash & (sink->topics_size - 1);; i = (i + 1) & (sink->topics_size - 1))
+	{
+		slot = &sink->topics[i];
+		if (slot->rkt == NULL)
+			break;
+		if (slot->hash == hash && strcmp(slot->name, name) == 0)
+			return slot->rkt;
+	}
+
+	slot->rkt = rd_kafka_topic_new(sink->rk, name, NULL);
+	if (slot->rkt == NULL)
+		return NULL;			/* invalid name: the caller dead-letters */
+	slot->hash = hash;
+	strlcpy(slot->name, name, sizeof(slot->name));
+	sink->ntopics++;
+	return slot->rkt;
+}
+
 static void
 produce_event(OutboxSink *sink, SinkTxn *txn, const char *frame, Size len)
 {
@@ -603,6 +681,7 @@ produce_event(OutboxSink *sink, SinkTxn *txn, const char *frame, Size len)
 	rd_kafka_resp_err_t err;
 	const char *cursor;
 	uint32		i;
+	rd_kafka_topic_t *rkt;
 
 	wait_for_room(sink, len);
 	if (sink->failed)
@@ -634,6 +713,15 @@ produce_event(OutboxSink *sink, SinkTxn *txn, const char *frame, Size len)
 	}
 	memcpy(topic, ev.topic, ev.topic_len);
 	topic[ev.topic_len] = '\0';
+	rkt = sink_topic(sink, topic, ev.topic_len);
+	if (rkt == NULL)
+	{
+		rec->err = rd_kafka_last_error();
+		if (!is_permanent_error(rec->err))
+			rec->err = RD_KAFKA_RESP_ERR__INVALID_ARG;
+		push_dead(sink, rec);
+		return;
+	}
 
 	hdrs = rd_kafka_headers_new(ev.nheaders + 3);
 	cursor = ev.headers;
@@ -652,15 +740,13 @@ produce_event(OutboxSink *sink, SinkTxn *txn, const char *frame, Size len)
 		snprintf(num, sizeof(num), INT64_FORMAT, ev.id);
 		rd_kafka_header_add(hdrs, "outbox-id", -1, num, -1);
 	}
-	snprintf(num, sizeof(num), "%X/%X", LSN_FORMAT_ARGS(ev.commit_lsn));
-	rd_kafka_header_add(hdrs, "outbox-lsn", -1, num, -1);
-	snprintf(num, sizeof(num), "%u", ev.xid);
-	rd_kafka_header_add(hdrs, "outbox-xid", -1, num, -1);
+	rd_kafka_header_add(hdrs, "outbox-lsn", -1, txn->lsn_header, -1);
+	rd_kafka_header_add(hdrs, "outbox-xid", -1, txn->xid_header, -1);
 
 	for (;;)
 	{
 		err = rd_kafka_producev(sink->rk,
-								RD_KAFKA_V_TOPIC(topic),
+								RD_KAFKA_V_RKT(rkt),
 								RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
 								RD_KAFKA_V_MSGFLAGS(0),
 								RD_KAFKA_V_KEY(ev.key, ev.key_len),
@@ -753,6 +839,9 @@ outbox_sink_add_frame(OutboxSink *sink, const char *frame, Size len)
 		txn->commit_lsn = ev.commit_lsn;
 		txn->end_lsn = ev.end_lsn;
 		txn->commit_time = ev.commit_time;
+		snprintf(txn->lsn_header, sizeof(txn->lsn_header), "%X/%X",
+				 LSN_FORMAT_ARGS(ev.commit_lsn));
+		snprintf(txn->xid_header, sizeof(txn->xid_header), "%u", ev.xid);
 		if (sink->tail)
 			sink->tail->next = txn;
 		else
