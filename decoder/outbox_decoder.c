@@ -328,17 +328,35 @@ resolve_attnums(TupleDesc desc)
 		if (att->attisdropped)
 			continue;
 		if (strcmp(name, "id") == 0)
-			slot = &table_cache.att_id, want = INT8OID;
+		{
+			slot = &table_cache.att_id;
+			want = INT8OID;
+		}
 		else if (strcmp(name, "topic") == 0)
-			slot = &table_cache.att_topic, want = TEXTOID;
+		{
+			slot = &table_cache.att_topic;
+			want = TEXTOID;
+		}
 		else if (strcmp(name, "key") == 0)
-			slot = &table_cache.att_key, want = TEXTOID;
+		{
+			slot = &table_cache.att_key;
+			want = TEXTOID;
+		}
 		else if (strcmp(name, "payload") == 0)
-			slot = &table_cache.att_payload, want = JSONBOID;
+		{
+			slot = &table_cache.att_payload;
+			want = JSONBOID;
+		}
 		else if (strcmp(name, "headers") == 0)
-			slot = &table_cache.att_headers, want = JSONBOID;
+		{
+			slot = &table_cache.att_headers;
+			want = JSONBOID;
+		}
 		else if (strcmp(name, "attempts") == 0)
-			slot = &table_cache.att_attempts, want = INT4OID;
+		{
+			slot = &table_cache.att_attempts;
+			want = INT4OID;
+		}
 
 		/* A column of an unexpected type is treated as missing. */
 		if (slot != NULL && att->atttypid == want)

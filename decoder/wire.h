@@ -18,13 +18,24 @@
  *	  uint32  xid              top-level transaction id
  *	  int64   commit_time      TimestampTz (microseconds since 2000-01-01)
  *	  int32   attempts         publication number (1 = first publication)
- *	  uint32  topic_len        topic bytes follow
- *	  uint32  key_len          key bytes follow (0 and absent without HAS_KEY)
- *	  uint32  payload_len      compact JSON text follows (absent without
- *	                           HAS_PAYLOAD: a tombstone)
+ *	  uint32  topic_len        then topic_len bytes of topic
+ *	  uint32  key_len          then key_len bytes of key (0 and no bytes
+ *	                           without HAS_KEY)
+ *	  uint32  payload_len      then payload_len bytes of compact JSON text
+ *	                           (0 and no bytes without HAS_PAYLOAD: a
+ *	                           tombstone)
  *	  uint32  nheaders         then nheaders times:
  *	                             uint32 name_len, name bytes,
  *	                             uint32 value_len, value bytes
+ *
+ * Each length is immediately followed by its bytes, so the fixed fields sit
+ * at byte offsets 0 (type), 1 (version), 2 (flags), 4 (id), 12
+ * (commit_lsn), 20 (end_lsn), 28 (xid), 32 (commit_time), 40 (attempts) and
+ * 44 (topic_len), and the rest is read in order.  Strings are not
+ * NUL-terminated and are in the database encoding, as stored; headers
+ * appear in jsonb's key order.  The frame's
+ * length is the output row's length: a reader must check that the lengths
+ * add up to it and must not read past it.
  *
  * Commit frame, after the last event of a transaction that had events:
  *
@@ -36,6 +47,10 @@
  *	  uint32  xid
  *	  int64   commit_time
  *	  uint32  nevents          number of event frames of the transaction
+ *
+ * The commit frame's fields sit at offsets 0, 1, 2, 4, 12, 20, 24 and 32;
+ * it is OUTBOX_WIRE_COMMIT_SIZE (36) bytes long.  A transaction without
+ * events produces no frames at all.
  *
  * A reader must reject a frame whose version it does not know.
  *
@@ -55,7 +70,10 @@
 #define OUTBOX_WIRE_HAS_KEY		0x0002
 #define OUTBOX_WIRE_HAS_PAYLOAD	0x0004
 
-/* Size of the fixed part of an event frame, up to and including nheaders. */
+/*
+ * Total size of an event frame's fixed-size fields (everything but the
+ * topic, key, payload and header bytes): its minimum length.
+ */
 #define OUTBOX_WIRE_EVENT_FIXED	(1 + 1 + 2 + 8 + 8 + 8 + 4 + 8 + 4 + 4 + 4 + 4 + 4)
 /* Size of a commit frame. */
 #define OUTBOX_WIRE_COMMIT_SIZE	(1 + 1 + 2 + 8 + 8 + 4 + 8 + 4)

@@ -181,4 +181,3 @@ DROP TABLE orders, types, lines, nokey, gen, parted, wide CASCADE;
 DROP SEQUENCE seq;
 -- DROP EXTENSION ... CASCADE would also drop remaining capture triggers.
 DROP EXTENSION outbox;
-DROP SCHEMA outbox;

@@ -120,4 +120,3 @@ SELECT pg_drop_replication_slot('regress_api_confirm');
 DROP VIEW state;
 DROP FUNCTION republished();
 DROP EXTENSION outbox;
-DROP SCHEMA outbox;

@@ -92,4 +92,3 @@ SELECT count(*) AS decoded_after_errors FROM decoded();
 SELECT pg_drop_replication_slot('regress_api_emit');
 DROP FUNCTION decoded();
 DROP EXTENSION outbox;
-DROP SCHEMA outbox;

@@ -64,4 +64,3 @@ INSERT INTO outbox.messages (topic, payload)
   RETURNING length(payload->>'s');
 
 DROP EXTENSION outbox;
-DROP SCHEMA outbox;

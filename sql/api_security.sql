@@ -134,10 +134,9 @@ SELECT count(*) > 0 AS readable FROM outbox.messages;
 SELECT count(*) >= 0 AS readable FROM outbox.dead_letters;
 RESET ROLE;
 
--- Clean up: privileges on the extension's objects go with them, the ones
--- on the schema (which DROP EXTENSION leaves behind) with the schema.
+-- Clean up: privileges on the extension's objects, schema included, go
+-- with them.
 DROP TABLE accounts;
 DROP EXTENSION outbox;
-DROP SCHEMA outbox;
 DROP ROLE regress_outbox_app, regress_outbox_admin, regress_outbox_writer,
           regress_outbox_ops, regress_outbox_monitor;

@@ -86,4 +86,3 @@ SELECT try($$SELECT outbox.capture_trigger()$$);
 DROP TABLE src;
 DROP FUNCTION try(text);
 DROP EXTENSION outbox;
-DROP SCHEMA outbox;

@@ -10,6 +10,10 @@ RESET client_min_messages;
 -- once CREATE EXTENSION is decoded.
 SELECT 'init' FROM pg_create_logical_replication_slot('decoder_basic', 'outbox');
 SELECT count(*) AS before_extension FROM pg_logical_slot_get_changes('decoder_basic', NULL, NULL);
+-- (a change decoded before the extension exists, so that the plugin first
+-- learns there is no outbox.messages, then sees it created)
+CREATE TABLE early (v int);
+INSERT INTO early VALUES (1);
 CREATE EXTENSION outbox;
 
 SELECT clock_timestamp() AS t0 \gset
@@ -111,4 +115,4 @@ INSERT INTO public.messages VALUES (2, 'orders', 'k', '{}', NULL, 1);
 SELECT count(*) FROM pg_logical_slot_get_changes('decoder_basic', NULL, NULL);
 
 SELECT pg_drop_replication_slot('decoder_basic');
-DROP TABLE public.messages, other;
+DROP TABLE public.messages, other, early;

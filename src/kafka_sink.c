@@ -772,6 +772,14 @@ pop_settled(OutboxSink *sink)
 {
 	SinkTxn    *txn;
 
+	/*
+	 * A failed producer drops events instead of producing them: from then
+	 * on no transaction may count as settled, or the slot could be confirmed
+	 * past events that never reached Kafka.  The relay rebuilds and rewinds.
+	 */
+	if (sink->failed)
+		return;
+
 	while ((txn = sink->head) != NULL && txn->complete && txn->pending == 0)
 	{
 		sink->settled_lsn = txn->end_lsn;
@@ -854,7 +862,7 @@ outbox_sink_in_flight(OutboxSink *sink)
 bool
 outbox_sink_idle(OutboxSink *sink)
 {
-	return sink->head == NULL && sink->ndead == 0;
+	return !sink->failed && sink->head == NULL && sink->ndead == 0;
 }
 
 int

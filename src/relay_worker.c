@@ -799,6 +799,11 @@ relay_advance(bool force_save)
 	XLogRecPtr	target = settled;
 	XLogRecPtr	confirmed;
 	TimestampTz now;
+	const char *why;
+
+	/* after a producer failure only a rewind may move anything */
+	if (outbox_sink_failed(relay.sink, &why))
+		return;
 
 	if (outbox_sink_idle(relay.sink))
 		target = Max(target, relay.ctx->reader->EndRecPtr);

@@ -12,6 +12,9 @@
 
 \echo Use "CREATE EXTENSION outbox" to load this file. \quit
 
+-- The schema belongs to the extension, so DROP EXTENSION removes it too.
+CREATE SCHEMA outbox;
+
 -- ---------------------------------------------------------------------------
 -- Tables
 -- ---------------------------------------------------------------------------

@@ -57,8 +57,10 @@ sub _kafka_properties
 	return $ENV{OUTBOX_TEST_KAFKA_PROPERTIES} // '';
 }
 
-# Start a mock cluster (or describe the real one).  Returns a hashref with
-# bootstrap, ctl (control socket) and real (true for a real Kafka).
+# Start a mock cluster (or describe the real one).  Options: brokers (3),
+# topics (["name:partitions", ...]; auto-created topics get 4 partitions).
+# Returns a hashref with bootstrap, ctl (control socket) and real (true for a
+# real Kafka).
 sub start_broker
 {
 	my (%opts) = @_;
@@ -73,8 +75,7 @@ sub start_broker
 		$BROKER,
 		'--brokers', $opts{brokers} // 3,
 		'--bootstrap-file', "$dir/bootstrap",
-		'--control', "$dir/ctl",
-		'--default-partitions', $opts{partitions} // 4);
+		'--control', "$dir/ctl");
 	push @cmd, map { ('--topic', $_) } @{ $opts{topics} // [] };
 
 	my $h = IPC::Run::start(\@cmd, '<', \undef, '>', "$dir/broker.out",

@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# bench/drain.sh — how fast does the relay drain a backlog into Kafka?
+#
+# Builds a throw-away cluster and the mock Kafka broker, writes a backlog of
+# N events with outbox.enqueue() (R copies of every slot are created first,
+# so each run drains the very same WAL), then per run:
+#   (a) baseline: pg_recvlogical + test_decoding drains the backlog to
+#       /dev/null (bare logical decoding, no Kafka);
+#   (b) decoder:  pg_recvlogical + the outbox plugin (JSON format) to
+#       /dev/null (our decoder alone, no Kafka);
+#   (c) outbox:   the relay is switched on (outbox.kafka_brokers set, config
+#       reloaded) and timed until relay_status shows delivered = N,
+#       in_flight = 0 and confirmed_lsn >= the backlog's end LSN (polled
+#       every 20 ms inside the server).
+# Prints events/s for each, the outbox/baseline ratio, the median over the
+# runs and a final one-line summary.
+#
+# Usage: bench/drain.sh [--events N] [--runs R] [--batch B] [--pgbin DIR]
+#                       [--partitions P] [--no-plugin-baseline] [--keep]
+#                       [--relay-props 'name=value;...'] [--set 'guc = value']...
+#
+# bench/drain.sh
+
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+EVENTS=1000000
+RUNS=1
+BATCH=1000
+PARTITIONS=16
+PLUGIN_BASELINE=1
+RELAY_PROPS=""
+EXTRA_CONF=""
+TIMEOUT_S=600
+
+usage()
+{
+	sed -n '2,/^# bench\/drain.sh$/p' "$0" | sed 's/^# \{0,1\}//' >&2
+	exit 2
+}
+
+while [ $# -gt 0 ]; do
+	case "$1" in
+		--events) EVENTS=$2; shift 2 ;;
+		--runs) RUNS=$2; shift 2 ;;
+		--batch) BATCH=$2; shift 2 ;;
+		--partitions) PARTITIONS=$2; shift 2 ;;
+		--pgbin) PGBIN=$2; shift 2 ;;
+		--relay-props) RELAY_PROPS=$2; shift 2 ;;
+		--set) EXTRA_CONF+="$2"$'\n'; shift 2 ;;
+		--no-plugin-baseline) PLUGIN_BASELINE=0; shift ;;
+		--timeout) TIMEOUT_S=$2; shift 2 ;;
+		--keep) BENCH_KEEP=1; shift ;;
+		-h|--help) usage ;;
+		*) echo "unknown argument: $1" >&2; usage ;;
+	esac
+done
+[[ "$EVENTS" =~ ^[0-9]+$ && "$EVENTS" -gt 0 ]] || die "--events wants a positive number"
+[[ "$RUNS" =~ ^[0-9]+$ && "$RUNS" -gt 0 ]] || die "--runs wants a positive number"
+[[ "$BATCH" =~ ^[0-9]+$ && "$BATCH" -gt 0 ]] || die "--batch wants a positive number"
+
+bench_resolve_pgbin
+bench_setup_tmp
+
+log "cluster in $BENCH_TMP (PostgreSQL from $PGBIN)"
+bench_init_cluster "outbox.slot_name = 'outbox_1'
+$EXTRA_CONF"
+bench_pg_start
+bench_start_broker --topic "bench:$PARTITIONS"
+log "mock broker at $BENCH_BOOTSTRAP"
+
+bpsql <<'SQL'
+CREATE EXTENSION outbox;
+
+-- The backlog: N events in transactions of B, through the public API.
+-- Payload ~110 bytes of JSON, keys spread over 1000 values, one header.
+CREATE PROCEDURE bench_load(n bigint, batch int)
+LANGUAGE plpgsql AS $$
+DECLARE
+	i bigint := 0;
+BEGIN
+	WHILE i < n LOOP
+		PERFORM outbox.enqueue('bench',
+			'customer-' || ((g * 7919) % 1000),
+			jsonb_build_object('order_id', g,
+			                   'customer_id', 'c-' || ((g * 7919) % 1000),
+			                   'amount', round(((g * 37) % 100000) / 100.0, 2),
+			                   'currency', 'EUR',
+			                   'status', 'created',
+			                   'created_at', '2024-05-01T12:00:00Z'),
+			'{"type": "order.created"}')
+		  FROM generate_series(i, least(i + batch, n) - 1) g;
+		COMMIT;
+		i := i + batch;
+	END LOOP;
+END $$;
+
+-- Switch the relay on and wait, inside the server (no client round trips),
+-- until everything is acknowledged and confirmed.  Returns seconds until
+-- the first acknowledgement, until delivered reached n, and until the slot
+-- was confirmed past target.
+CREATE FUNCTION bench_relay_wait(n bigint, target pg_lsn, timeout_s float8,
+                                 OUT first_s float8, OUT delivered_s float8,
+                                 OUT confirmed_s float8,
+                                 OUT delivered bigint, OUT state text,
+                                 OUT last_error text)
+LANGUAGE plpgsql AS $$
+DECLARE
+	t0 timestamptz := clock_timestamp();
+	s record;
+	el float8;
+BEGIN
+	PERFORM pg_reload_conf();
+	LOOP
+		SELECT * INTO s FROM outbox._relay_status();
+		el := extract(epoch FROM clock_timestamp() - t0);
+		IF s.delivered > 0 AND first_s IS NULL THEN
+			first_s := el;
+		END IF;
+		IF s.delivered >= n AND delivered_s IS NULL THEN
+			delivered_s := el;
+		END IF;
+		IF s.delivered >= n AND s.in_flight = 0 AND s.confirmed_lsn >= target THEN
+			confirmed_s := el;
+			EXIT;
+		END IF;
+		EXIT WHEN el > timeout_s;
+		PERFORM pg_sleep(0.02);
+	END LOOP;
+	delivered := s.delivered;
+	state := s.state;
+	last_error := s.last_error;
+END $$;
+SQL
+
+# One test_decoding, one outbox-JSON and one relay slot per run, all made
+# before the backlog so that every run decodes exactly the same WAL.
+for r in $(seq 1 "$RUNS"); do
+	bpsql -c "SELECT pg_create_logical_replication_slot('td_$r', 'test_decoding')" >/dev/null
+	[ "$PLUGIN_BASELINE" = 1 ] &&
+		bpsql -c "SELECT pg_create_logical_replication_slot('oj_$r', 'outbox')" >/dev/null
+	bpsql -c "SELECT pg_create_logical_replication_slot('outbox_$r', 'outbox')" >/dev/null
+done
+
+START_LSN=$(bpsql -c "SELECT pg_current_wal_lsn()")
+log "loading $EVENTS events in transactions of $BATCH ..."
+t0=$(now_s)
+bpsql -c "CALL bench_load($EVENTS, $BATCH)"
+t1=$(now_s)
+END_LSN=$(bpsql -c "SELECT pg_current_wal_lsn()")
+WAL_BYTES=$(bpsql -c "SELECT pg_wal_lsn_diff('$END_LSN', '$START_LSN')::bigint")
+LOAD_S=$(echo "$t1 - $t0" | bc -l)
+bpsql -c "CHECKPOINT"
+log "backlog: $EVENTS events, $((WAL_BYTES / 1048576)) MiB of WAL ($START_LSN .. $END_LSN), loaded in $(printf %.1f "$LOAD_S") s ($(printf %.0f "$(echo "$EVENTS / $LOAD_S" | bc -l)") enqueues/s)"
+
+recvlogical_drain()
+{
+	local slot=$1 t_start t_end
+	shift
+	t_start=$(now_s)
+	as_pg "$PGBIN/pg_recvlogical" -h "$BENCH_SOCK" -p "$BENCH_PORT" -U postgres -d postgres \
+		--start -S "$slot" --endpos "$END_LSN" --no-loop -f /dev/null "$@" \
+		2>>"$BENCH_TMP/recvlogical.err" || die "pg_recvlogical on $slot failed: $(tail -3 "$BENCH_TMP/recvlogical.err")"
+	t_end=$(now_s)
+	echo "$t_end - $t_start" | bc -l
+}
+
+rate() { printf '%.0f' "$(echo "$EVENTS / $1" | bc -l)"; }
+
+: >"$BENCH_TMP/base.txt" ; : >"$BENCH_TMP/plug.txt" ; : >"$BENCH_TMP/relay.txt" ; : >"$BENCH_TMP/ratio.txt"
+printf '\n%-6s %14s %14s %14s %8s %9s %9s %9s\n' run "baseline ev/s" "decoder ev/s" "outbox ev/s" "ratio" "first_s" "acked_s" "total_s" >&2
+for r in $(seq 1 "$RUNS"); do
+	if [ "$r" -gt 1 ]; then
+		# the relay's slot is fixed for the postmaster's life
+		bpsql -c "ALTER SYSTEM SET outbox.kafka_brokers = ''" -c "ALTER SYSTEM SET outbox.slot_name = 'outbox_$r'"
+		bench_pg_restart
+		bpsql -c "SELECT pg_drop_replication_slot('outbox_$((r - 1))')" >/dev/null
+	fi
+
+	base_s=$(recvlogical_drain "td_$r")
+	plug_rate="-"
+	if [ "$PLUGIN_BASELINE" = 1 ]; then
+		plug_s=$(recvlogical_drain "oj_$r")
+		plug_rate=$(rate "$plug_s")
+		echo "$plug_rate" >>"$BENCH_TMP/plug.txt"
+	fi
+
+	bpsql -c "ALTER SYSTEM SET outbox.kafka_brokers = '$BENCH_BOOTSTRAP'" \
+		-c "ALTER SYSTEM SET outbox.kafka_properties = '$RELAY_PROPS'"
+	res=$(bpsql -F ' ' -c "SELECT coalesce(first_s, -1), coalesce(delivered_s, -1), coalesce(confirmed_s, -1), delivered, state, coalesce(last_error, '') FROM bench_relay_wait($EVENTS, '$END_LSN', $TIMEOUT_S)")
+	read -r first_s deliv_s conf_s delivered state lasterr <<<"$res"
+	if [ "$conf_s" = "-1" ]; then
+		die "run $r: relay did not finish within ${TIMEOUT_S}s: delivered=$delivered state=$state error=$lasterr"
+	fi
+	bpsql -c "ALTER SYSTEM SET outbox.kafka_brokers = ''" -c "SELECT pg_reload_conf()" >/dev/null
+
+	base_rate=$(rate "$base_s")
+	relay_rate=$(rate "$conf_s")
+	ratio=$(printf '%.3f' "$(echo "$relay_rate / $base_rate" | bc -l)")
+	echo "$base_rate" >>"$BENCH_TMP/base.txt"
+	echo "$relay_rate" >>"$BENCH_TMP/relay.txt"
+	echo "$ratio" >>"$BENCH_TMP/ratio.txt"
+	printf '%-6s %14s %14s %14s %8s %9.3f %9.3f %9.3f\n' "$r" "$base_rate" "$plug_rate" "$relay_rate" "$ratio" "$first_s" "$deliv_s" "$conf_s" >&2
+	bpsql -c "SELECT pg_drop_replication_slot('td_$r')" >/dev/null
+	[ "$PLUGIN_BASELINE" = 1 ] && bpsql -c "SELECT pg_drop_replication_slot('oj_$r')" >/dev/null
+done
+
+m_base=$(median <"$BENCH_TMP/base.txt")
+m_relay=$(median <"$BENCH_TMP/relay.txt")
+m_ratio=$(median <"$BENCH_TMP/ratio.txt")
+m_plug="-"
+[ "$PLUGIN_BASELINE" = 1 ] && m_plug=$(median <"$BENCH_TMP/plug.txt")
+printf '%-6s %14.0f %14s %14.0f %8s\n\n' median "$m_base" "$m_plug" "$m_relay" "$m_ratio" >&2
+
+verdict=$(awk -v r="$m_relay" 'BEGIN { print (r >= 300000 ? "target met" : "TARGET MISSED") }')
+printf 'drain: events=%d runs=%d relay_props[%s] outbox=%.0f ev/s baseline(test_decoding)=%.0f ev/s decoder(outbox json)=%s ev/s ratio=%s target>=300000 ev/s: %s\n' \
+	"$EVENTS" "$RUNS" "$RELAY_PROPS" "$m_relay" "$m_base" "$m_plug" "$m_ratio" "$verdict"

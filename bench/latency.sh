@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# bench/latency.sh — commit-to-consumer latency of the relay under steady load.
+#
+# A throw-away cluster (track_commit_timestamp = on, synchronous_commit on)
+# with the relay streaming to the mock Kafka broker, and a consumer
+# (test/broker/kafka_consume) reading the topic while pgbench runs
+# RATE transactions/s, each calling outbox.enqueue() once.
+#
+#   outbox latency   = consumer receive time (recv_us)
+#                      - pg_xact_commit_timestamp(outbox-xid header)
+#   baseline latency = time a line is readable from pg_recvlogical
+#                      (test_decoding, stdout into a pipe, timestamped by a
+#                      tiny reader) - pg_xact_commit_timestamp(xid)
+# Both streams run at the same time over the same transactions.  The commit
+# timestamp is taken just before the commit record is flushed, so both
+# include the WAL flush.  Prints count, p50/p90/p99/max for both, the ratios,
+# and a final one-line summary.
+#
+# The consumer runs with fetch.wait.max.ms=1 (override with --consumer-prop):
+# librdkafka's mock broker answers an empty Fetch only after the full wait,
+# even when records arrive meanwhile, so kafka_consume's built-in 5 ms would
+# add 0-5 ms (2.5 ms on average) that a real Kafka broker would not.
+#
+# Usage: bench/latency.sh [--rate TPS] [--duration S] [--clients C]
+#                         [--threads J] [--runs R] [--pgbin DIR]
+#                         [--relay-props 'name=value;...'] [--set 'guc = value']...
+#                         [--consumer-prop name=value]... [--keep]
+#
+# bench/latency.sh
+
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+RATE=1000
+DURATION=20
+CLIENTS=4
+THREADS=2
+RUNS=1
+PARTITIONS=16
+RELAY_PROPS=""
+EXTRA_CONF=""
+# The mock broker holds an empty Fetch for the full fetch.wait.max.ms even
+# when records arrive meanwhile (a real broker answers at once), so the
+# consumer's wait would be measured as relay latency: keep it at 1 ms.
+CONSUMER_PROPS=(-X fetch.wait.max.ms=1)
+
+usage()
+{
+	sed -n '2,/^# bench\/latency.sh$/p' "$0" | sed 's/^# \{0,1\}//' >&2
+	exit 2
+}
+
+while [ $# -gt 0 ]; do
+	case "$1" in
+		--rate) RATE=$2; shift 2 ;;
+		--duration) DURATION=$2; shift 2 ;;
+		--clients) CLIENTS=$2; shift 2 ;;
+		--threads) THREADS=$2; shift 2 ;;
+		--runs) RUNS=$2; shift 2 ;;
+		--partitions) PARTITIONS=$2; shift 2 ;;
+		--pgbin) PGBIN=$2; shift 2 ;;
+		--relay-props) RELAY_PROPS=$2; shift 2 ;;
+		--set) EXTRA_CONF+="$2"$'\n'; shift 2 ;;
+		--consumer-prop) CONSUMER_PROPS+=(-X "$2"); shift 2 ;;
+		--keep) BENCH_KEEP=1; shift ;;
+		-h|--help) usage ;;
+		*) echo "unknown argument: $1" >&2; usage ;;
+	esac
+done
+
+bench_resolve_pgbin
+bench_setup_tmp
+
+log "cluster in $BENCH_TMP (PostgreSQL from $PGBIN)"
+bench_start_broker --topic "bench:$PARTITIONS"
+log "mock broker at $BENCH_BOOTSTRAP"
+bench_init_cluster "track_commit_timestamp = on
+synchronous_commit = on
+outbox.kafka_brokers = '$BENCH_BOOTSTRAP'
+outbox.kafka_properties = '$RELAY_PROPS'
+max_connections = 50
+$EXTRA_CONF"
+bench_pg_start
+
+bpsql <<'SQL'
+CREATE EXTENSION outbox;
+DO $$ BEGIN PERFORM pg_create_logical_replication_slot('td', 'test_decoding'); END $$;
+CREATE TABLE lat_raw (kind text, xid text, recv_us bigint);
+SQL
+
+for i in $(seq 1 100); do
+	st=$(bpsql -c "SELECT state FROM outbox.relay_status")
+	[ "$st" = streaming ] && break
+	sleep 0.1
+done
+[ "$st" = streaming ] || die "relay is not streaming (state: $st)"
+
+# pgbench script: one event per transaction, like an application would.
+cat >"$BENCH_TMP/enqueue.sql" <<'EOF'
+\set k random(0, 999)
+\set o random(1, 1000000000)
+SELECT outbox.enqueue('bench', 'customer-' || :k, jsonb_build_object('order_id', :o, 'customer_id', 'c-' || :k, 'amount', round((:o % 100000) / 100.0, 2), 'currency', 'EUR', 'status', 'created', 'created_at', '2024-05-01T12:00:00Z'), '{"type": "order.created"}');
+EOF
+chmod 644 "$BENCH_TMP/enqueue.sql"
+
+# The baseline reader: timestamps each outbox.messages row of test_decoding's
+# output as soon as its line can be read, tagged with the transaction's xid.
+cat >"$BENCH_TMP/stamp.pl" <<'EOF'
+use strict; use warnings; use Time::HiRes qw(clock_gettime CLOCK_REALTIME);
+$| = 1; my $xid = '';
+while (my $l = <STDIN>) {
+	if ($l =~ /^BEGIN (\d+)/) { $xid = $1; next; }
+	next unless $l =~ /^table outbox\.messages: INSERT/;
+	printf "%s\t%.0f\n", $xid, clock_gettime(CLOCK_REALTIME) * 1e6;
+}
+EOF
+
+declare -a R_OB R_BASE
+printf '\n' >&2
+for r in $(seq 1 "$RUNS"); do
+	: >"$BENCH_TMP/consume.out"; : >"$BENCH_TMP/base.out"
+	# consumer from the current end; exits 4 s after the last record
+	"$CONSUME_BIN" -b "$BENCH_BOOTSTRAP" -t bench --from-end --idle-ms 4000 --timeout-ms 0 \
+		"${CONSUMER_PROPS[@]}" >"$BENCH_TMP/consume.out" 2>"$BENCH_TMP/consume.err" &
+	cons_pid=$!
+	BENCH_PIDS+=($cons_pid)
+	# the baseline stream
+	( as_pg "$PGBIN/pg_recvlogical" -h "$BENCH_SOCK" -p "$BENCH_PORT" -U postgres -d postgres \
+		--start -S td --no-loop -F 0 -f - 2>"$BENCH_TMP/recvlogical.err" |
+		perl "$BENCH_TMP/stamp.pl" >"$BENCH_TMP/base.out" ) &
+	base_pid=$!
+	BENCH_PIDS+=($base_pid)
+
+	# warm up both paths with a few events and wait until they arrived
+	sleep 1
+	for i in 1 2 3; do
+		bpsql -c "SELECT outbox.enqueue('bench', 'warmup', '{}')" >/dev/null
+	done
+	for i in $(seq 1 200); do
+		[ "$(wc -l <"$BENCH_TMP/consume.out")" -ge 3 ] && [ "$(wc -l <"$BENCH_TMP/base.out")" -ge 3 ] && break
+		sleep 0.05
+	done
+	[ "$(wc -l <"$BENCH_TMP/consume.out")" -ge 3 ] || die "consumer did not see the warm-up events: $(tail -3 "$BENCH_TMP/consume.err")"
+	[ "$(wc -l <"$BENCH_TMP/base.out")" -ge 3 ] || die "pg_recvlogical did not see the warm-up events: $(tail -3 "$BENCH_TMP/recvlogical.err")"
+	WARM_XID=$(bpsql -c "SELECT txid_current()")   # records of this and older xids are not counted
+
+	log "run $r: pgbench -R $RATE -T $DURATION -c $CLIENTS -j $THREADS (one outbox.enqueue per transaction)"
+	as_pg "$PGBIN/pgbench" -n -h "$BENCH_SOCK" -p "$BENCH_PORT" -U postgres -R "$RATE" -T "$DURATION" \
+		-c "$CLIENTS" -j "$THREADS" -f "$BENCH_TMP/enqueue.sql" postgres >"$BENCH_TMP/pgbench.out" 2>&1 \
+		|| { cat "$BENCH_TMP/pgbench.out" >&2; die "pgbench failed"; }
+	grep -E '^(number of transactions actually processed|latency average|tps)' "$BENCH_TMP/pgbench.out" | sed 's/^/    pgbench: /' >&2
+
+	wait "$cons_pid" || die "consumer failed: $(tail -3 "$BENCH_TMP/consume.err")"
+	sleep 0.5
+	# end the baseline stream (pg_recvlogical --no-loop exits, the reader sees EOF)
+	walsender=$(bpsql -c "SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'td'")
+	[ -n "$walsender" ] && bpsql -c "SELECT pg_terminate_backend($walsender)" >/dev/null
+	wait "$base_pid" 2>/dev/null || true
+
+	# outbox-xid is the 32-bit xid; the cast to xid below keeps it 32-bit
+	bpsql -c "TRUNCATE lat_raw"
+	perl -ne 'chomp; my @f = split /\t/, $_, -1; my ($x) = $f[5] =~ /"outbox-xid":"(\d+)"/; print "outbox\t$x\t$f[6]\n" if defined $x' \
+		"$BENCH_TMP/consume.out" | bpsql -c "COPY lat_raw (kind, xid, recv_us) FROM STDIN"
+	sed 's/^/baseline\t/' "$BENCH_TMP/base.out" | bpsql -c "COPY lat_raw (kind, xid, recv_us) FROM STDIN"
+
+	out=$(bpsql -F ' ' <<SQL
+WITH l AS (
+	SELECT kind,
+	       (recv_us - extract(epoch FROM pg_xact_commit_timestamp(xid::xid)) * 1e6) / 1000.0 AS ms
+	  FROM lat_raw
+	 WHERE xid::bigint > $WARM_XID % 4294967296
+)
+SELECT kind, count(*),
+       round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 3),
+       round(percentile_cont(0.9) WITHIN GROUP (ORDER BY ms)::numeric, 3),
+       round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 3),
+       round(max(ms)::numeric, 3)
+  FROM l GROUP BY kind ORDER BY kind DESC;
+SQL
+)
+	ob=$(grep '^outbox ' <<<"$out" | cut -d' ' -f2-)
+	ba=$(grep '^baseline ' <<<"$out" | cut -d' ' -f2-)
+	[ -n "$ob" ] && [ -n "$ba" ] || die "no latency data: $out"
+	read -r ob_n ob_50 ob_90 ob_99 ob_max <<<"$ob"
+	read -r ba_n ba_50 ba_90 ba_99 ba_max <<<"$ba"
+	printf '  run %d %-34s %7s %9s %9s %9s %9s\n' "$r" "" count "p50 ms" "p90 ms" "p99 ms" "max ms" >&2
+	printf '        %-34s %7s %9s %9s %9s %9s\n' "outbox (relay -> Kafka -> consumer)" "$ob_n" "$ob_50" "$ob_90" "$ob_99" "$ob_max" >&2
+	printf '        %-34s %7s %9s %9s %9s %9s\n' "baseline (test_decoding pipe)" "$ba_n" "$ba_50" "$ba_90" "$ba_99" "$ba_max" >&2
+	printf '        %-34s %7s %9s %9s %9s %9s\n\n' "ratio outbox/baseline" "" \
+		"$(echo "scale=2; $ob_50 / $ba_50" | bc -l)" "$(echo "scale=2; $ob_90 / $ba_90" | bc -l)" \
+		"$(echo "scale=2; $ob_99 / $ba_99" | bc -l)" "$(echo "scale=2; $ob_max / $ba_max" | bc -l)" >&2
+	echo "$ob_n $ob_50 $ob_90 $ob_99 $ob_max" >>"$BENCH_TMP/ob.txt"
+	echo "$ba_n $ba_50 $ba_90 $ba_99 $ba_max" >>"$BENCH_TMP/ba.txt"
+done
+
+col() { awk -v c="$2" '{print $c}' "$1" | median; }
+o50=$(col "$BENCH_TMP/ob.txt" 2); o90=$(col "$BENCH_TMP/ob.txt" 3); o99=$(col "$BENCH_TMP/ob.txt" 4); omax=$(col "$BENCH_TMP/ob.txt" 5)
+b50=$(col "$BENCH_TMP/ba.txt" 2); b90=$(col "$BENCH_TMP/ba.txt" 3); b99=$(col "$BENCH_TMP/ba.txt" 4); bmax=$(col "$BENCH_TMP/ba.txt" 5)
+on=$(col "$BENCH_TMP/ob.txt" 1)
+verdict=$(awk -v a="$o50" -v b="$o99" 'BEGIN { print ((a <= 1.5 && b <= 5) ? "target met" : "TARGET MISSED") }')
+printf 'latency: rate=%s/s runs=%d events/run=%s consumer[%s] relay_props[%s] outbox p50=%s p90=%s p99=%s max=%s ms; baseline(test_decoding) p50=%s p90=%s p99=%s max=%s ms; p50 ratio=%s; target p50<=1.5 p99<=5 ms: %s\n' \
+	"$RATE" "$RUNS" "$on" "${CONSUMER_PROPS[*]}" "$RELAY_PROPS" "$o50" "$o90" "$o99" "$omax" "$b50" "$b90" "$b99" "$bmax" \
+	"$(echo "scale=2; $o50 / $b50" | bc -l)" "$verdict"

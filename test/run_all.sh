@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+#
+# test/run_all.sh
+#    Install what is missing, build, and run every test suite of outbox:
+#      0. packaging   (test/packaging.pl) META.json, control file, scripts
+#      1. pg_regress  (sql/, expected/) SQL API and decoder output
+#      2. pgTAP       (test/pgtap/) the SQL API's contract
+#      3. broker      (test/broker/smoke.sh) the local Kafka test broker
+#      4. end-to-end  (test/e2e/t/) relay, Kafka, faults
+#    Prints one line per suite and "outbox: N passed, N failed" at the end;
+#    exits non-zero if anything failed.
+#
+#    Environment:
+#      OUTBOX_TEST_KAFKA_BROKERS    run the end-to-end suite against this
+#                                   real Kafka instead of the mock broker
+#      OUTBOX_TEST_KAFKA_PROPERTIES librdkafka properties for it (a=b;c=d)
+#      OUTBOX_SUITES                subset to run, e.g. "regress pgtap"
+#      OUTBOX_E2E_TESTS             subset of end-to-end tests (file globs)
+#
+set -uo pipefail
+
+. "$(dirname "$0")/lib.sh"
+
+require_root
+install_deps || exit 1
+build_install || { echo "outbox: 0 passed, 1 failed"; exit 1; }
+
+BIN=$(pg_bindir)
+PERL_LIB=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test/perl
+PG_REGRESS=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test/regress/pg_regress
+SUITES=${OUTBOX_SUITES:-packaging regress pgtap broker e2e}
+LOGDIR=$OUTBOX_BUILD/test-logs
+mkdir -p "$LOGDIR"
+chown postgres: "$LOGDIR"
+
+total_pass=0
+total_fail=0
+summary=()
+
+# record NAME STATUS PASSED FAILED
+record() {
+	local name=$1 status=$2 passed=$3 failed=$4
+	if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
+		failed=1			# a suite that died counts as a failure
+	fi
+	total_pass=$((total_pass + passed))
+	total_fail=$((total_fail + failed))
+	summary+=("$(printf '%-12s %5d passed, %d failed' "$name" "$passed" "$failed")")
+}
+
+# Counts from prove's summary ("Files=2, Tests=40" and "Failed 3/40 subtests").
+prove_counts() {
+	local out=$1 tests failed
+	tests=$(grep -Eo 'Tests=[0-9]+' "$out" | tail -1 | cut -d= -f2)
+	failed=$(grep -Eo 'Failed [0-9]+/[0-9]+ subtests' "$out" | awk '{split($2,a,"/"); s+=a[1]} END {print s+0}')
+	echo "${tests:-0} ${failed:-0}"
+}
+
+for suite in $SUITES; do
+	case $suite in
+	packaging)
+		log "packaging"
+		out=$LOGDIR/packaging.out
+		prove "$OUTBOX_BUILD/test/packaging.pl" > "$out" 2>&1
+		st=$?
+		cat "$out"
+		read -r t f < <(prove_counts "$out")
+		record packaging $st $((t - f)) "$f"
+		;;
+	regress)
+		log "pg_regress"
+		out=$LOGDIR/regress.out
+		runuser -u postgres -- make -C "$OUTBOX_BUILD" -s installcheck \
+			PG_CONFIG="$BIN/pg_config" > "$out" 2>&1
+		st=$?
+		cat "$out"
+		[ $st -ne 0 ] && [ -f "$OUTBOX_BUILD/regression.diffs" ] && head -200 "$OUTBOX_BUILD/regression.diffs"
+		ok=$(grep -cE '^(ok|test) .*\.\.\. ok|^ok [0-9]+ ' "$out")
+		bad=$(grep -cE '\.\.\. FAILED|^not ok [0-9]+ ' "$out")
+		record pg_regress $st "$ok" "$bad"
+		;;
+	pgtap)
+		log "pgTAP"
+		out=$LOGDIR/pgtap.out
+		port=$(free_port 55432)
+		runuser -u postgres -- bash "$OUTBOX_BUILD/test/pgtap/run.sh" "$BIN" "$port" > "$out" 2>&1
+		st=$?
+		cat "$out"
+		read -r t f < <(prove_counts "$out")
+		record pgTAP $st $((t - f)) "$f"
+		;;
+	broker)
+		log "test broker smoke test"
+		out=$LOGDIR/broker.out
+		bash "$OUTBOX_BUILD/test/broker/smoke.sh" > "$out" 2>&1
+		st=$?
+		cat "$out"
+		line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out" | tail -1)
+		record broker $st "$(echo "${line:-0}" | awk '{print $1+0}')" "$(echo "${line:-0 passed, 0}" | awk '{print $3+0}')"
+		;;
+	e2e)
+		log "end-to-end (${OUTBOX_TEST_KAFKA_BROKERS:+real Kafka at }${OUTBOX_TEST_KAFKA_BROKERS:-mock broker})"
+		out=$LOGDIR/e2e.out
+		tests=()
+		for pat in ${OUTBOX_E2E_TESTS:-*.pl}; do
+			tests+=("$OUTBOX_BUILD"/test/e2e/t/$pat)
+		done
+		(cd "$OUTBOX_BUILD/test/e2e" && rm -rf tmp_check &&
+			runuser -u postgres -- env PATH="$BIN:$PATH" PG_REGRESS="$PG_REGRESS" \
+				OUTBOX_TEST_KAFKA_BROKERS="${OUTBOX_TEST_KAFKA_BROKERS:-}" \
+				OUTBOX_TEST_KAFKA_PROPERTIES="${OUTBOX_TEST_KAFKA_PROPERTIES:-}" \
+				prove -v --timer -I "$PERL_LIB" "${tests[@]}") > "$out" 2>&1
+		st=$?
+		grep -vE '^ok [0-9]+|^\[[0-9:.]+\] ok' "$out" | tail -150
+		read -r t f < <(prove_counts "$out")
+		record e2e $st $((t - f)) "$f"
+		if [ $st -ne 0 ]; then
+			for l in "$OUTBOX_BUILD"/test/e2e/tmp_check/log/*.log; do
+				[ -f "$l" ] || continue
+				echo "--- tail of $l"
+				tail -40 "$l"
+			done
+		fi
+		;;
+	*)
+		echo "unknown suite $suite" >&2
+		record "$suite" 1 0 1
+		;;
+	esac
+done
+
+log "summary"
+printf '%s\n' "${summary[@]}"
+echo "outbox: $total_pass passed, $total_fail failed"
+[ "$total_fail" -eq 0 ]
