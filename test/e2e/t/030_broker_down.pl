@@ -27,7 +27,7 @@ my $node = new_relay_node('broker_down', $broker);
 # ---------------------------------------------------------------------
 SKIP:
 {
-	skip 'broker down/up needs the mock broker or OUTBOX_TEST_KAFKA_STOP_CMD/START_CMD', 13
+	skip 'broker down/up needs the mock broker or OUTBOX_TEST_KAFKA_STOP_CMD/START_CMD', 15
 	  unless broker_can_fail($broker);
 
 	my ($out, $err) = ('', '');
@@ -100,7 +100,7 @@ SKIP:
 # ---------------------------------------------------------------------
 SKIP:
 {
-	skip 'injected Produce errors need the mock broker', 14 if $broker->{real};
+	skip 'injected Produce errors need the mock broker', 16 if $broker->{real};
 
 	$node->safe_psql('postgres', q{
 		ALTER SYSTEM SET outbox.kafka_properties = 'max.in.flight.requests.per.connection=1';

@@ -90,7 +90,7 @@ like($s->{last_error}, qr/dead_letters/, 'last_error points at dead_letters');
 # ---------------------------------------------------------------------
 SKIP:
 {
-	skip 'injected errors need the mock broker', 16 if $broker->{real};
+	skip 'injected errors need the mock broker', 19 if $broker->{real};
 
 	my $n = 0;
 	my $ok_event = sub {
