@@ -560,8 +560,21 @@ sub verify_topic
 	is(scalar(@{ $d->{unexpected} }), 0, "$label: nothing unexpected")
 	  or diag("$label: unexpected: @{$d->{unexpected}}[0 .. 9]");
 	my @problems = check_per_key_order(@recs);
-	is(scalar(@problems), 0, "$label: per-key order of first occurrences")
-	  or diag(join("\n", @problems[ 0 .. 9 ]));
+	if ($opts{mock_order_unreliable} && !$b->{real})
+	{
+		# The mock does not check idempotent sequence numbers: after a
+		# request is rejected it still stores the next one for the
+		# partition, which real Kafka refuses.  Order is asserted against
+		# a real Kafka only; here deviations are reported.
+		diag("$label: per-key order deviations on the mock: "
+			  . scalar(@problems));
+		diag(join("\n", @problems[ 0 .. 4 ])) if @problems;
+	}
+	else
+	{
+		is(scalar(@problems), 0, "$label: per-key order of first occurrences")
+		  or diag(join("\n", @problems[ 0 .. 9 ]));
+	}
 	is($d->{duplicates}, 0, "$label: no duplicates") if $opts{exactly_once};
 	diag(sprintf('%s: %d events, %d records consumed, %d duplicates',
 		$label, scalar(@truth), scalar(@recs), $d->{duplicates}));

@@ -95,7 +95,12 @@ SKIP:
 	ok(wait_relay_idle($node), 'relay caught up');
 	is(relay_status($node)->{in_flight}, 0, 'nothing in flight');
 	is(relay_pid($node), $pid, 'still the same process');
-	my $d = verify_topic($node, $broker, $t_load, 'three fatal errors under load');
+	# An injected OUT_OF_ORDER_SEQUENCE_NUMBER under load can leave the mock
+	# holding a later record of the partition that real Kafka would reject
+	# (the mock does not check sequence numbers), so per-key order is only
+	# asserted against a real Kafka here; no loss is asserted everywhere.
+	my $d = verify_topic($node, $broker, $t_load, 'three fatal errors under load',
+		mock_order_unreliable => 1);
 	diag("duplicates after three fatal producer errors under load: $d->{duplicates}");
 }
 
