@@ -56,24 +56,33 @@ prove_counts() {
 	echo "${tests:-0} ${failed:-0}"
 }
 
+# run_logged OUT CMD...: run a suite's command into OUT, show OUT, return
+# the command's status.
+run_logged() {
+	local out=$1
+	shift
+	"$@" > "$out" 2>&1
+	local st=$?
+	cat "$out"
+	return $st
+}
+
 for suite in $SUITES; do
 	case $suite in
 	packaging)
 		log "packaging"
 		out=$LOGDIR/packaging.out
-		prove "$OUTBOX_BUILD/test/packaging.pl" > "$out" 2>&1
+		run_logged "$out" prove "$OUTBOX_BUILD/test/packaging.pl"
 		st=$?
-		cat "$out"
 		read -r t f < <(prove_counts "$out")
 		record packaging $st $((t - f)) "$f"
 		;;
 	regress)
 		log "pg_regress"
 		out=$LOGDIR/regress.out
-		runuser -u postgres -- make -C "$OUTBOX_BUILD" -s installcheck \
-			PG_CONFIG="$BIN/pg_config" > "$out" 2>&1
+		run_logged "$out" runuser -u postgres -- make -C "$OUTBOX_BUILD" -s installcheck \
+			PG_CONFIG="$BIN/pg_config"
 		st=$?
-		cat "$out"
 		[ $st -ne 0 ] && [ -f "$OUTBOX_BUILD/regression.diffs" ] && head -200 "$OUTBOX_BUILD/regression.diffs"
 		ok=$(grep -cE '^(ok|test) .*\.\.\. ok|^ok [0-9]+ ' "$out")
 		bad=$(grep -cE '\.\.\. FAILED|^not ok [0-9]+ ' "$out")
@@ -83,18 +92,16 @@ for suite in $SUITES; do
 		log "pgTAP"
 		out=$LOGDIR/pgtap.out
 		port=$(free_port 55432)
-		runuser -u postgres -- bash "$OUTBOX_BUILD/test/pgtap/run.sh" "$BIN" "$port" > "$out" 2>&1
+		run_logged "$out" runuser -u postgres -- bash "$OUTBOX_BUILD/test/pgtap/run.sh" "$BIN" "$port"
 		st=$?
-		cat "$out"
 		read -r t f < <(prove_counts "$out")
 		record pgTAP $st $((t - f)) "$f"
 		;;
 	broker)
 		log "test broker smoke test"
 		out=$LOGDIR/broker.out
-		bash "$OUTBOX_BUILD/test/broker/smoke.sh" > "$out" 2>&1
+		run_logged "$out" bash "$OUTBOX_BUILD/test/broker/smoke.sh"
 		st=$?
-		cat "$out"
 		line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out" | tail -1)
 		record broker $st "$(echo "${line:-0}" | awk '{print $1+0}')" "$(echo "${line:-0 passed, 0}" | awk '{print $3+0}')"
 		;;

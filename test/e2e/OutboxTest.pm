@@ -226,12 +226,7 @@ sub wait_relay_idle
 sub consume
 {
 	my ($b, $topic, %opts) = @_;
-	my @cmd = ($CONSUME, '-b', $b->{bootstrap}, '-t', $topic,
-		'--idle-ms', $opts{idle_ms} // 2000,
-		'--timeout-ms', $opts{timeout_ms} // 120_000);
-	push @cmd, ('-n', $opts{count}) if defined $opts{count};
-	push @cmd, map { ('-X', $_) } grep { $_ ne '' } split /;/,
-	  _kafka_properties();
+	my @cmd = _consume_command($b, $topic, %opts);
 	my ($out, $err) = ('', '');
 	IPC::Run::run(\@cmd, '>', \$out, '2>', \$err);
 	my @records;
@@ -250,6 +245,19 @@ sub consume
 		  };
 	}
 	return @records;
+}
+
+# The kafka_consume command line for consume() and consume_lines().
+sub _consume_command
+{
+	my ($b, $topic, %opts) = @_;
+	my @cmd = ($CONSUME, '-b', $b->{bootstrap}, '-t', $topic,
+		'--idle-ms', $opts{idle_ms} // 2000,
+		'--timeout-ms', $opts{timeout_ms} // 120_000);
+	push @cmd, ('-n', $opts{count}) if defined $opts{count};
+	push @cmd, map { ('-X', $_) } grep { $_ ne '' } split /;/,
+	  _kafka_properties();
+	return @cmd;
 }
 
 sub _unescape
@@ -372,12 +380,7 @@ sub consume_lines
 {
 	my ($b, $topic, $cb, %opts) = @_;
 	my $dir = PostgreSQL::Test::Utils::tempdir();
-	my @cmd = ($CONSUME, '-b', $b->{bootstrap}, '-t', $topic,
-		'--idle-ms', $opts{idle_ms} // 2000,
-		'--timeout-ms', $opts{timeout_ms} // 120_000);
-	push @cmd, ('-n', $opts{count}) if defined $opts{count};
-	push @cmd, map { ('-X', $_) } grep { $_ ne '' } split /;/,
-	  _kafka_properties();
+	my @cmd = _consume_command($b, $topic, %opts);
 	my $err = '';
 	IPC::Run::run(\@cmd, '>', "$dir/out", '2>', \$err);
 	open my $fh, '<', "$dir/out" or die "could not read consumer output: $!";
