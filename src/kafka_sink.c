@@ -124,8 +124,8 @@ static void record_log(OutboxSink *sink, int level, bool is_error,
 static bool is_permanent_error(rd_kafka_resp_err_t err);
 static void settle(OutboxSink *sink);
 static void pop_settled(OutboxSink *sink);
-static void produce_event(OutboxSink *sink, SinkTxn *txn, const char *frame,
-						  Size len);
+static SinkTxn *txn_for_event(OutboxSink *sink, const SinkEvent *ev);
+static void produce_event(OutboxSink *sink, const char *frame, Size len);
 static void free_record(OutboxSink *sink, SinkRecord *rec);
 
 /* ---------------------------------------------------------------------
@@ -669,8 +669,36 @@ sink_topic(OutboxSink *sink, const char *name, int len)
 	return slot->rkt;
 }
 
+/* The transaction an event belongs to: the newest one, or a new one. */
+static SinkTxn *
+txn_for_event(OutboxSink *sink, const SinkEvent *ev)
+{
+	SinkTxn    *txn = sink->tail;
+
+	if (txn != NULL && !txn->complete && txn->commit_lsn == ev->commit_lsn)
+		return txn;
+
+	txn = calloc(1, sizeof(SinkTxn));
+	if (txn == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	txn->commit_lsn = ev->commit_lsn;
+	txn->end_lsn = ev->end_lsn;
+	txn->commit_time = ev->commit_time;
+	snprintf(txn->lsn_header, sizeof(txn->lsn_header), "%X/%X",
+			 LSN_FORMAT_ARGS(ev->commit_lsn));
+	snprintf(txn->xid_header, sizeof(txn->xid_header), "%u", ev->xid);
+	if (sink->tail)
+		sink->tail->next = txn;
+	else
+		sink->head = txn;
+	sink->tail = txn;
+	return txn;
+}
+
 static void
-produce_event(OutboxSink *sink, SinkTxn *txn, const char *frame, Size len)
+produce_event(OutboxSink *sink, const char *frame, Size len)
 {
 	SinkRecord *rec;
 	SinkEvent	ev;
@@ -682,6 +710,7 @@ produce_event(OutboxSink *sink, SinkTxn *txn, const char *frame, Size len)
 	const char *cursor;
 	uint32		i;
 	rd_kafka_topic_t *rkt;
+	SinkTxn    *txn;
 
 	wait_for_room(sink, len);
 	if (sink->failed)
@@ -693,17 +722,19 @@ produce_event(OutboxSink *sink, SinkTxn *txn, const char *frame, Size len)
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory for an in-flight event of %zu bytes", len)));
 	memset(rec, 0, offsetof(SinkRecord, frame));
-	rec->txn = txn;
 	rec->len = len;
 	memcpy(rec->frame, frame, len);
 	dlist_push_tail(&sink->records, &rec->node);
-	txn->pending++;
 
+	/* parsed once, in our copy, which librdkafka references until delivery */
 	if (!outbox_wire_parse_event(rec->frame, rec->len, &ev, &problem))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("outbox relay received a malformed frame from the decoder: %s",
 						problem)));
+	txn = txn_for_event(sink, &ev);
+	rec->txn = txn;
+	txn->pending++;
 
 	if (ev.topic_len > OUTBOX_TOPIC_MAX_LEN || ev.topic_len == 0)
 	{
@@ -790,7 +821,6 @@ void
 outbox_sink_add_frame(OutboxSink *sink, const char *frame, Size len)
 {
 	SinkTxn    *txn;
-	SinkEvent	ev;
 	const char *problem;
 
 	if (len < 1)
@@ -822,33 +852,7 @@ outbox_sink_add_frame(OutboxSink *sink, const char *frame, Size len)
 		return;
 	}
 
-	if (!outbox_wire_parse_event(frame, len, &ev, &problem))
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("outbox relay received a malformed frame from the decoder: %s",
-						problem)));
-
-	txn = sink->tail;
-	if (txn == NULL || txn->complete || txn->commit_lsn != ev.commit_lsn)
-	{
-		txn = calloc(1, sizeof(SinkTxn));
-		if (txn == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_OUT_OF_MEMORY),
-					 errmsg("out of memory")));
-		txn->commit_lsn = ev.commit_lsn;
-		txn->end_lsn = ev.end_lsn;
-		txn->commit_time = ev.commit_time;
-		snprintf(txn->lsn_header, sizeof(txn->lsn_header), "%X/%X",
-				 LSN_FORMAT_ARGS(ev.commit_lsn));
-		snprintf(txn->xid_header, sizeof(txn->xid_header), "%u", ev.xid);
-		if (sink->tail)
-			sink->tail->next = txn;
-		else
-			sink->head = txn;
-		sink->tail = txn;
-	}
-	produce_event(sink, txn, frame, len);
+	produce_event(sink, frame, len);
 }
 
 /* ---------------------------------------------------------------------
