@@ -337,6 +337,7 @@ CREATE FUNCTION outbox.redrive(id bigint) RETURNS boolean
     AS $$
 DECLARE
     d record;
+    attempt integer := 1;
 BEGIN
     UPDATE outbox.dead_letters x
        SET redriven_at = pg_catalog.now(), redrives = x.redrives + 1
@@ -352,11 +353,11 @@ BEGIN
                confirmed_at = NULL,
                confirm_status = NULL,
                confirm_detail = NULL
-         WHERE m.id = d.message_id;
+         WHERE m.id = d.message_id
+        RETURNING m.attempts INTO attempt;
+        attempt := COALESCE(attempt, 1);  -- the row may have been purged
     END IF;
-    PERFORM outbox._emit_stored(d.message_id,
-                                COALESCE((SELECT m.attempts FROM outbox.messages m
-                                           WHERE m.id = d.message_id), 1),
+    PERFORM outbox._emit_stored(d.message_id, attempt,
                                 d.topic, d.key, d.payload, d.headers);
     RETURN true;
 END;
