@@ -58,7 +58,7 @@ sql/$(EXTENSION)--$(EXTVERSION).sql: src/sql/outbox.sql $(EXTENSION).control
 
 $(OBJS): src/compat.h src/outbox.h src/event.h decoder/wire.h
 
-test/broker/%: test/broker/%.c
+test/broker/%: test/broker/%.c test/broker/broker_util.h
 	$(CC) $(CFLAGS_SL_NONE) -O2 -g -Wall -Wextra -Wno-unused-parameter -o $@ $< -lrdkafka -lpthread
 
 .PHONY: version

@@ -53,6 +53,8 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "broker_util.h"
+
 #define PROGNAME			"kafka_consume"
 
 #define DEFAULT_IDLE_MS		3000
@@ -128,22 +130,6 @@ realtime_us(void)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static int
-parse_long(const char *s, long min, long max, long *out)
-{
-	char	   *end;
-	long		v;
-
-	if (s == NULL || *s == '\0')
-		return -1;
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno != 0 || *end != '\0' || v < min || v > max)
-		return -1;
-	*out = v;
-	return 0;
 }
 
 static void

@@ -47,6 +47,8 @@
 #include <unistd.h>
 
 #include <librdkafka/rdkafka.h>
+
+#include "broker_util.h"
 #include <librdkafka/rdkafka_mock.h>
 
 #define PROGNAME			"kafka_mock_broker"
@@ -174,23 +176,6 @@ log_msg(const char *fmt,...)
 	va_end(ap);
 	fputc('\n', stderr);
 	fflush(stderr);
-}
-
-/* Parse a whole string as a decimal integer within [min, max]. */
-static int
-parse_long(const char *s, long min, long max, long *out)
-{
-	char	   *end;
-	long		v;
-
-	if (s == NULL || *s == '\0')
-		return -1;
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno != 0 || *end != '\0' || v < min || v > max)
-		return -1;
-	*out = v;
-	return 0;
 }
 
 /* Kafka's own rule for topic names: 1..249 of [A-Za-z0-9._-]. */
