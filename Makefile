@@ -16,6 +16,7 @@ OBJS = \
 	src/sql_api.o \
 	src/capture.o \
 	src/relay_shmem.o \
+	src/launcher.o \
 	src/relay_worker.o \
 	src/kafka_sink.o \
 	decoder/outbox_decoder.o

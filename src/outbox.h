@@ -13,7 +13,8 @@
  *	  sql_api.c       SQL-callable C functions (emit, validation trigger)
  *	  capture.c       the capture trigger
  *	  relay_shmem.c   relay status in shared memory, outbox._relay_status()
- *	  relay_worker.c  the background worker: slot, decoding loop, ack gating
+ *	  launcher.c      the launcher worker: starts and restarts the relay
+ *	  relay_worker.c  the relay worker: slot, decoding loop, ack gating
  *	  kafka_sink.c    librdkafka producer and in-flight tracking
  *	  decoder/        the `outbox` output plugin; depends on event.c only,
  *	                  never on relay or Kafka code
@@ -54,8 +55,11 @@ extern Size outbox_shmem_size(void);
 extern void outbox_shmem_init(void);
 extern void outbox_relay_set_latch(void);
 
-/* relay_worker.c */
-extern void outbox_relay_register(void);
+/* launcher.c */
+extern void outbox_launcher_register(void);
+extern PGDLLEXPORT void outbox_launcher_main(Datum main_arg);
+
+/* relay_worker.c: started by the launcher; main_arg is the database OID */
 extern PGDLLEXPORT void outbox_relay_main(Datum main_arg);
 
 #endif							/* OUTBOX_H */

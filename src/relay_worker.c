@@ -202,22 +202,6 @@ static void relay_update_progress(LogicalDecodingContext *ctx, XLogRecPtr lsn,
  */
 
 void
-outbox_relay_register(void)
-{
-	BackgroundWorker bgw;
-
-	memset(&bgw, 0, sizeof(bgw));
-	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	bgw.bgw_restart_time = 5;
-	strlcpy(bgw.bgw_library_name, "outbox", BGW_MAXLEN);
-	strlcpy(bgw.bgw_function_name, "outbox_relay_main", BGW_MAXLEN);
-	strlcpy(bgw.bgw_name, "outbox relay", BGW_MAXLEN);
-	strlcpy(bgw.bgw_type, "outbox relay", BGW_MAXLEN);
-	RegisterBackgroundWorker(&bgw);
-}
-
-void
 outbox_relay_main(Datum main_arg)
 {
 	int			fds[2];
@@ -226,7 +210,8 @@ outbox_relay_main(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
-	BackgroundWorkerInitializeConnection(outbox_database, NULL, 0);
+	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(main_arg),
+											  InvalidOid, 0);
 	relay_force_settings();
 
 	memset(&relay, 0, sizeof(relay));
