@@ -20,15 +20,19 @@ OBJS = \
 	decoder/outbox_decoder.o
 PGFILEDESC	= "outbox - transactional outbox streamed from the WAL into Kafka"
 
-# Upgrade scripts, one per release step, named explicitly (never a wildcard:
-# sql/ also holds the regression tests).
-UPGRADE_SCRIPTS	=
+# Released install scripts are kept as they were released, so that the
+# upgrade test can install the oldest one; upgrade scripts, one per release
+# step.  Named explicitly (never a wildcard: sql/ also holds the regression
+# tests).
+RELEASED_SCRIPTS	= src/sql/outbox--0.1.0.sql
+UPGRADE_SCRIPTS	= src/sql/outbox--0.1.0--0.2.0.sql
 DATA_built	= sql/$(EXTENSION)--$(EXTVERSION).sql
-DATA		= $(UPGRADE_SCRIPTS)
+DATA		= $(RELEASED_SCRIPTS) $(UPGRADE_SCRIPTS)
 
 # pg_regress suites (sql/NAME.sql, expected/NAME.out), run against a
 # temporary instance configured for logical decoding.
-REGRESS_API		= api_enqueue api_validation api_emit api_capture api_confirm api_security
+REGRESS_API		= api_enqueue api_validation api_emit api_capture api_confirm api_security \
+			  api_lifecycle
 REGRESS_DECODER	= decoder_basic decoder_txn decoder_2pc decoder_emit decoder_options
 REGRESS		= $(REGRESS_API) $(REGRESS_DECODER) upgrade
 REGRESS_OPTS	= --temp-instance=tmp_check --temp-config=test/regress.conf

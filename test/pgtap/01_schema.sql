@@ -46,7 +46,8 @@ SELECT trigger_is('outbox', 'messages', 'messages_check', 'outbox', 'messages_ch
 SELECT has_table('outbox', 'dead_letters', 'table outbox.dead_letters exists');
 SELECT columns_are('outbox', 'dead_letters', ARRAY[
     'id', 'message_id', 'topic', 'key', 'payload', 'headers', 'lsn', 'xid',
-    'commit_time', 'error_code', 'error', 'failed_at', 'redriven_at', 'redrives']);
+    'commit_time', 'error_code', 'error', 'failed_at', 'redriven_at', 'redrives',
+    'failures', 'redriven_xid']);
 SELECT col_is_pk('outbox', 'dead_letters', 'id', 'dead_letters.id is the primary key');
 SELECT col_type_is('outbox', 'dead_letters', 'message_id', 'bigint', 'dead_letters.message_id is bigint');
 SELECT col_type_is('outbox', 'dead_letters', 'topic', 'text', 'dead_letters.topic is text');
