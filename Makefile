@@ -14,6 +14,7 @@ OBJS = \
 	src/event.o \
 	src/sql_api.o \
 	src/capture.o \
+	src/identity.o \
 	src/relay_shmem.o \
 	src/relay_worker.o \
 	src/kafka_sink.o \
