@@ -147,7 +147,15 @@ END
 	my $status = $?;
 	if ($cluster_made)
 	{
+		my $log = "/var/log/postgresql/postgresql-$PG_MAJOR-$cluster.log";
+		if (!Test::More->builder->is_passing && -f $log)
+		{
+			diag("tail of $log:");
+			diag(`tail -40 '$log'`);
+		}
 		system("pg_dropcluster --stop $PG_MAJOR $cluster >/dev/null 2>&1");
+		# pg_dropcluster leaves files it did not create (conf.d/outbox.conf)
+		system('rm', '-rf', "/etc/postgresql/$PG_MAJOR/$cluster");
 	}
 	if ($broker_pid)
 	{
