@@ -14,7 +14,6 @@
  */
 #include "postgres.h"
 
-#include "common/jsonapi.h"
 #include "mb/pg_wchar.h"
 #include "port/pg_bswap.h"
 #include "utils/builtins.h"
@@ -36,10 +35,6 @@ static bool read_bytes(const char **p, const char *end, Size n,
 static bool read_int32(const char **p, const char *end, int32 *v);
 static bool read_int64(const char **p, const char *end, int64 *v);
 static bool read_jsonb_field(const char **p, const char *end, Jsonb **jb);
-static bool decode_json_message(const char *data, Size len, OutboxEvent *ev,
-								const char **problem);
-static Jsonb *parse_jsonb_noerror(const char *data, Size len,
-								  const char **problem);
 static bool jsonb_container_valid(const JsonbContainer *jc, uint32 len,
 								  int depth);
 
@@ -574,131 +569,10 @@ jsonb_container_valid(const JsonbContainer *jc, uint32 len, int depth)
 }
 
 /*
- * Parse JSON text into jsonb without throwing for bad input: the decoder
- * must never ERROR on a message's content.  pg_parse_json() checks syntax
- * only, and jsonb_in() can still refuse what it accepted (\u0000, numbers
- * outside numeric's range, nesting too deep for the stack).  Those are data
- * exceptions (class 22) or program limits (class 54) raised by pure
- * computation that holds no locks, pins or other resources, so they are
- * caught without a subtransaction and turned into a problem; any other
- * error (out of memory, query cancel) propagates.  Parsing happens in the
- * caller's memory context, which the caller resets.
- */
-static Jsonb *
-parse_jsonb_noerror(const char *data, Size len, const char **problem)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	Jsonb	   *volatile result = NULL;
-
-	PG_TRY();
-	{
-		JsonLexContext *lex = outbox_make_json_lex(data, len);
-
-		if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
-			*problem = _("The message content is neither outbox-encoded nor valid JSON.");
-		else
-			result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
-														CStringGetDatum(pnstrdup(data, len))));
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-		int			category;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		category = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
-		if (category != ERRCODE_DATA_EXCEPTION &&
-			category != ERRCODE_PROGRAM_LIMIT_EXCEEDED)
-			PG_RE_THROW();
-		FlushErrorState();
-		*problem = psprintf(_("The message content is not valid JSON for jsonb: %s"),
-							edata->message);
-		result = NULL;
-	}
-	PG_END_TRY();
-
-	return result;
-}
-
-/* Fetch an object member as a Jsonb datum (NULL if absent or JSON null). */
-static Jsonb *
-member_as_jsonb(Jsonb *obj, const char *name, bool *present)
-{
-	JsonbValue *v;
-
-	v = getKeyJsonValueFromContainer(&obj->root, name, strlen(name), NULL);
-	*present = (v != NULL);
-	if (v == NULL || v->type == jbvNull)
-		return NULL;
-	return JsonbValueToJsonb(v);
-}
-
-/* Read the JSON spelling of an emitted message; see event.h. */
-static bool
-decode_json_message(const char *data, Size len, OutboxEvent *ev,
-					const char **problem)
-{
-	Jsonb	   *obj;
-	Jsonb	   *field;
-	bool		present;
-
-	obj = parse_jsonb_noerror(data, len, problem);
-	if (obj == NULL)
-		return false;
-	if (!JB_ROOT_IS_OBJECT(obj))
-	{
-		*problem = _("A JSON outbox message must be an object.");
-		return false;
-	}
-
-	field = member_as_jsonb(obj, "topic", &present);
-	if (field == NULL || !JB_ROOT_IS_SCALAR(field))
-	{
-		*problem = _("A JSON outbox message needs a string member \"topic\".");
-		return false;
-	}
-	{
-		JsonbValue	sv;
-
-		if (!JsonbExtractScalar(&field->root, &sv) || sv.type != jbvString)
-		{
-			*problem = _("A JSON outbox message needs a string member \"topic\".");
-			return false;
-		}
-		ev->topic = sv.val.string.val;
-		ev->topic_len = sv.val.string.len;
-	}
-
-	field = member_as_jsonb(obj, "key", &present);
-	ev->key = NULL;
-	ev->key_len = 0;
-	if (field != NULL)
-	{
-		JsonbValue	sv;
-
-		if (!JB_ROOT_IS_SCALAR(field) || !JsonbExtractScalar(&field->root, &sv) ||
-			sv.type != jbvString)
-		{
-			*problem = _("The member \"key\" of a JSON outbox message must be a string or null.");
-			return false;
-		}
-		ev->key = sv.val.string.val;
-		ev->key_len = sv.val.string.len;
-	}
-
-	ev->payload = member_as_jsonb(obj, "payload", &present);
-	ev->headers = member_as_jsonb(obj, "headers", &present);
-	ev->has_id = false;
-	ev->id = 0;
-	ev->attempts = 1;
-	return true;
-}
-
-/*
- * Decode the content of an "outbox" logical message.  Returns false with a
- * reason in *problem for content that is neither our encoding nor a valid
- * JSON event; never throws for bad input.  Borrowed pointers point into data
+ * Decode the content of an "outbox" logical message, without its
+ * authentication code (see msgauth.h).  Returns false with a reason in
+ * *problem for content that is not our encoding; never throws for bad
+ * input.  Borrowed pointers point into data
  * or into memory palloc'd in the current context.
  */
 bool
@@ -712,12 +586,9 @@ outbox_message_decode(const char *data, Size len, OutboxEvent *ev,
 	int64		id;
 
 	*problem = NULL;
-	if (len >= 1 && data[0] == '{')
-		return decode_json_message(data, len, ev, problem);
-
 	if (len < 2 || data[0] != OUTBOX_MESSAGE_MAGIC)
 	{
-		*problem = _("The message content is neither outbox-encoded nor valid JSON.");
+		*problem = _("The message content is not outbox-encoded.");
 		return false;
 	}
 	if (data[1] != OUTBOX_MESSAGE_VERSION)

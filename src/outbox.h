@@ -8,6 +8,8 @@
  *	                  wake-the-relay-at-commit
  *	  event.c         event rules shared by SQL API and decoder: topic and
  *	                  header validation, compact JSON, emit() message codec
+ *	  msgauth.c       signs and verifies the extension's logical messages
+ *	                  (used by sql_api.c and the decoder)
  *	  sql_api.c       SQL-callable C functions (emit, validation trigger)
  *	  capture.c       the capture trigger
  *	  relay_shmem.c   relay status in shared memory, outbox._relay_status()
@@ -29,6 +31,7 @@
 #define OUTBOX_SCHEMA_NAME		"outbox"
 #define OUTBOX_TABLE_NAME		"messages"
 #define OUTBOX_DEAD_LETTERS_NAME "dead_letters"
+#define OUTBOX_KEY_TABLE_NAME	"_message_key"
 
 /* GUCs (outbox.c) */
 extern int	outbox_max_message_size;	/* outbox.max_message_size, bytes */

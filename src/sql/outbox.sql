@@ -97,6 +97,31 @@ CREATE FUNCTION outbox._check_topic(topic text) RETURNS void
     AS 'MODULE_PATHNAME', 'outbox_check_topic_sql';
 
 -- ---------------------------------------------------------------------------
+-- Message authentication
+-- ---------------------------------------------------------------------------
+
+-- The key of the HMAC that every logical message written by emit(),
+-- redeliver() and redrive() carries (src/msgauth.h): the decoder skips
+-- "outbox" messages without a valid code, so pg_logical_emit_message(),
+-- which PUBLIC may call, cannot publish anything.  A user catalog table so
+-- that the decoder may read it under its historic snapshot; replicated and
+-- in base backups like any table; readable by its (superuser) owner only;
+-- not dumped, so a restored database gets a key of its own.
+CREATE TABLE outbox._message_key (
+    key bytea NOT NULL CHECK (pg_catalog.octet_length(key) = 32)
+) WITH (user_catalog_table = true);
+
+COMMENT ON TABLE outbox._message_key IS
+    'secret key authenticating the extension''s logical messages; never grant access';
+
+-- 32 bytes from pg_strong_random(), through two version 4 UUIDs (244 random
+-- bits, the version and variant nibbles being fixed).
+INSERT INTO outbox._message_key (key)
+SELECT pg_catalog.decode(pg_catalog.replace(
+           pg_catalog.gen_random_uuid()::text OPERATOR(pg_catalog.||)
+           pg_catalog.gen_random_uuid()::text, '-', ''), 'hex');
+
+-- ---------------------------------------------------------------------------
 -- Writing events
 -- ---------------------------------------------------------------------------
 
@@ -142,10 +167,12 @@ CREATE FUNCTION outbox._emit_stored(id bigint, attempts integer, topic text,
 -- Capture triggers
 -- ---------------------------------------------------------------------------
 
+-- Not SECURITY DEFINER: the row is turned into JSON (which can call the
+-- table's own types' casts and output functions) with the rights of the
+-- role writing the table.  Only the INSERT into outbox.messages runs as the
+-- owner of outbox.messages, and it runs nothing but the extension's code.
 CREATE FUNCTION outbox.capture_trigger() RETURNS trigger
     LANGUAGE C
-    SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'outbox_capture_trigger';
 
 CREATE FUNCTION outbox.capture(rel regclass, topic text,
