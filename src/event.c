@@ -38,6 +38,17 @@ static bool read_jsonb_field(const char **p, const char *end, Jsonb **jb);
 static bool jsonb_container_valid(const JsonbContainer *jc, uint32 len,
 								  int depth);
 
+/* Bytes of a header name quoted in an error. */
+#define OUTBOX_HEADER_NAME_SHOWN	64
+
+/* How much of a header name an error quotes: whole characters only. */
+static inline int
+shown_len(const char *name, int len)
+{
+	return len <= OUTBOX_HEADER_NAME_SHOWN ? len :
+		pg_mbcliplen(name, len, OUTBOX_HEADER_NAME_SHOWN);
+}
+
 /* Deepest jsonb nesting accepted in an emitted message's raw bytes. */
 #define OUTBOX_MAX_JSONB_DEPTH	1000
 
@@ -90,6 +101,7 @@ outbox_check_topic(const char *topic, int len)
 /*
  * Why headers are not an object of string values, or NULL if they are (or
  * are SQL NULL).  Names starting with "outbox-" are reserved for the relay.
+ * The reason names the header at fault; it is palloc'd.
  */
 const char *
 outbox_headers_problem(Jsonb *headers)
@@ -97,6 +109,8 @@ outbox_headers_problem(Jsonb *headers)
 	JsonbIterator *it;
 	JsonbValue	v;
 	JsonbIteratorToken tok;
+	const char *name = "";
+	int			name_len = 0;
 
 	if (headers == NULL)
 		return NULL;
@@ -108,15 +122,23 @@ outbox_headers_problem(Jsonb *headers)
 	{
 		if (tok == WJB_KEY)
 		{
-			if (v.val.string.len == 0)
+			name = v.val.string.val;
+			name_len = v.val.string.len;
+			if (name_len == 0)
 				return _("A header name must not be empty.");
-			if (v.val.string.len >= (int) strlen(OUTBOX_RESERVED_HEADER_PREFIX) &&
-				pg_strncasecmp(v.val.string.val, OUTBOX_RESERVED_HEADER_PREFIX,
+			if (name_len >= (int) strlen(OUTBOX_RESERVED_HEADER_PREFIX) &&
+				pg_strncasecmp(name, OUTBOX_RESERVED_HEADER_PREFIX,
 							   strlen(OUTBOX_RESERVED_HEADER_PREFIX)) == 0)
-				return _("Header names starting with \"outbox-\" are reserved for the relay.");
+				return psprintf(_("Header \"%.*s\": names starting with \"outbox-\" are reserved for the relay."),
+								shown_len(name, name_len), name);
 		}
 		else if (tok == WJB_VALUE && v.type != jbvString)
-			return _("Every header value must be a JSON string.");
+			return psprintf(_("Header \"%.*s\": the value is %s; every header value must be a JSON string."),
+							shown_len(name, name_len), name,
+							v.type == jbvNull ? "null" :
+							v.type == jbvNumeric ? "a number" :
+							v.type == jbvBool ? "a boolean" :
+							"an array or an object");
 	}
 	return NULL;
 }

@@ -55,6 +55,8 @@ typedef struct SinkTxn
 	struct SinkTxn *next;		/* next in commit order */
 	char		lsn_header[24]; /* outbox-lsn value, formatted once */
 	char		xid_header[12]; /* outbox-xid value, formatted once */
+	bool		has_source;		/* source_header is set */
+	char		source_header[OUTBOX_INSTALLATION_ID_LEN + 1];	/* outbox-source */
 } SinkTxn;
 
 /* One produced event. */
@@ -733,6 +735,8 @@ txn_for_event(OutboxSink *sink, const SinkEvent *ev)
 	snprintf(txn->lsn_header, sizeof(txn->lsn_header), "%X/%X",
 			 LSN_FORMAT_ARGS(ev->commit_lsn));
 	snprintf(txn->xid_header, sizeof(txn->xid_header), "%u", ev->xid);
+	/* read under the decoded transaction's snapshot: see identity.c */
+	txn->has_source = outbox_installation_id(txn->source_header);
 	if (sink->tail)
 		sink->tail->next = txn;
 	else
@@ -799,7 +803,7 @@ produce_event(OutboxSink *sink, const char *frame, Size len)
 		return;
 	}
 
-	hdrs = rd_kafka_headers_new(ev.nheaders + 3);
+	hdrs = rd_kafka_headers_new(ev.nheaders + 4);
 	cursor = ev.headers;
 	for (i = 0; i < ev.nheaders; i++)
 	{
@@ -818,6 +822,8 @@ produce_event(OutboxSink *sink, const char *frame, Size len)
 	}
 	rd_kafka_header_add(hdrs, "outbox-lsn", -1, txn->lsn_header, -1);
 	rd_kafka_header_add(hdrs, "outbox-xid", -1, txn->xid_header, -1);
+	if (txn->has_source)
+		rd_kafka_header_add(hdrs, OUTBOX_SOURCE_HEADER, -1, txn->source_header, -1);
 
 	for (;;)
 	{

@@ -50,6 +50,14 @@ extern int	outbox_retry_interval_ms;	/* outbox.retry_interval, ms */
  */
 extern void outbox_wake_relay_at_commit(void);
 
+/*
+ * identity.c: the installation id (outbox.installation), sent as Kafka
+ * header outbox-source; read under the caller's (historic) catalog snapshot.
+ */
+#define OUTBOX_INSTALLATION_ID_LEN	36	/* uuid as text */
+#define OUTBOX_SOURCE_HEADER		"outbox-source"
+extern bool outbox_installation_id(char *buf);
+
 /* relay_shmem.c */
 extern Size outbox_shmem_size(void);
 extern void outbox_shmem_init(void);

@@ -7,6 +7,8 @@
 #      2. pgTAP       (test/pgtap/) the SQL API's contract
 #      3. broker      (test/broker/smoke.sh) the local Kafka test broker
 #      4. end-to-end  (test/e2e/t/) relay, Kafka, faults
+#      5. docs        (test/doctest.pl) README's Quick start and the examples
+#                     in docs/, run as written, outputs checked
 #    Prints one line per suite and "outbox: N passed, N failed" at the end;
 #    exits non-zero if anything failed.
 #
@@ -28,7 +30,7 @@ build_install || { echo "outbox: 0 passed, 1 failed"; exit 1; }
 BIN=$(pg_bindir)
 PERL_LIB=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test/perl
 PG_REGRESS=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test/regress/pg_regress
-SUITES=${OUTBOX_SUITES:-packaging regress pgtap broker e2e}
+SUITES=${OUTBOX_SUITES:-packaging regress pgtap broker e2e docs}
 LOGDIR=$OUTBOX_BUILD/test-logs
 mkdir -p "$LOGDIR"
 chown postgres: "$LOGDIR"
@@ -128,6 +130,14 @@ for suite in $SUITES; do
 				tail -40 "$l"
 			done
 		fi
+		;;
+	docs)
+		log "documentation (README.md, docs/): examples run as written"
+		out=$LOGDIR/docs.out
+		run_logged "$out" prove -v "$OUTBOX_BUILD/test/doctest.pl"
+		st=$?
+		read -r t f < <(prove_counts "$out")
+		record docs $st $((t - f)) "$f"
 		;;
 	*)
 		echo "unknown suite $suite" >&2

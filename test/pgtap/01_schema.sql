@@ -53,7 +53,8 @@ SELECT ok((SELECT 'user_catalog_table=true' = ANY (reloptions) FROM pg_class
 SELECT table_privs_are('outbox', '_message_key', 'public', '{}'::text[], 'PUBLIC cannot read the key');
 SELECT columns_are('outbox', 'dead_letters', ARRAY[
     'id', 'message_id', 'topic', 'key', 'payload', 'headers', 'lsn', 'xid',
-    'commit_time', 'error_code', 'error', 'failed_at', 'redriven_at', 'redrives']);
+    'commit_time', 'error_code', 'error', 'failed_at', 'redriven_at', 'redrives',
+    'failures', 'redriven_xid']);
 SELECT col_is_pk('outbox', 'dead_letters', 'id', 'dead_letters.id is the primary key');
 SELECT col_type_is('outbox', 'dead_letters', 'message_id', 'bigint', 'dead_letters.message_id is bigint');
 SELECT col_type_is('outbox', 'dead_letters', 'topic', 'text', 'dead_letters.topic is text');
