@@ -1,5 +1,5 @@
 #
-# 100_service_while_blocked.pl
+# 102_service_while_blocked.pl
 #    The relay keeps serving reloads, status and Kafka while it waits:
 #    with outbox.max_in_flight = 5 and every broker down, 20 events make it
 #    wait inside the decoder; relay_status shows kafka_unreachable, errors
