@@ -22,8 +22,12 @@
  */
 #include "postgres.h"
 
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
-#include "commands/dbcommands.h"
+#include "catalog/pg_database.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -82,6 +86,39 @@ launcher_blocked(char *logged, Size logged_len, const char *fmt,...)
 	}
 }
 
+/*
+ * The OID of a database that accepts connections, by name, or InvalidOid.
+ * A plain heap scan of pg_database, as the autovacuum launcher does: a
+ * process connected to no database cannot build relcache entries for the
+ * catalog's indexes before the shared relcache init file exists.
+ */
+static Oid
+launcher_database_oid(const char *name)
+{
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	Oid			result = InvalidOid;
+
+	StartTransactionCommand();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while (HeapTupleIsValid(tup = heap_getnext(scan, ForwardScanDirection)))
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+
+		if (db->datallowconn && strcmp(NameStr(db->datname), name) == 0)
+		{
+			result = db->oid;
+			break;
+		}
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+	return result;
+}
+
 /* Start the relay if its database exists and a worker slot is free. */
 static void
 launcher_try_start(BackgroundWorkerHandle **handle, char *logged,
@@ -90,14 +127,11 @@ launcher_try_start(BackgroundWorkerHandle **handle, char *logged,
 	Oid			dboid;
 	BackgroundWorker bgw;
 
-	StartTransactionCommand();
-	dboid = get_database_oid(outbox_database, true);
-	CommitTransactionCommand();
-
+	dboid = launcher_database_oid(outbox_database);
 	if (!OidIsValid(dboid))
 	{
 		launcher_blocked(logged, logged_len,
-						 "database \"%s\" named by outbox.database does not exist; create it or set outbox.database and reload",
+						 "database \"%s\" named by outbox.database does not exist or does not allow connections; create it or set outbox.database and reload",
 						 outbox_database);
 		return;
 	}

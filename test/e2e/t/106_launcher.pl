@@ -20,9 +20,9 @@ my $broker = start_broker(topics => ["$topic:2"]);
 my $node = new_relay_node('launcher', $broker,
 	extra_conf => "outbox.database = 'shop'\n", no_wait => 1);
 
-is($node->safe_psql('postgres',
-	q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'outbox launcher'}),
-	'1', 'the launcher runs and shows as "outbox launcher"');
+ok(wait_for(sub { $node->safe_psql('postgres',
+	q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'outbox launcher'}) eq '1' }, 20),
+	'the launcher runs and shows as "outbox launcher"');
 ok(wait_for(sub { (relay_status($node) // {})->{state} eq 'misconfigured' }, 20),
 	'a missing database is a misconfigured state');
 like(relay_status($node)->{last_error}, qr/database "shop" .* does not exist/,
@@ -31,7 +31,7 @@ sleep(7);
 my $log = slurp_file($node->logfile);
 is(count_matches($log, qr/database "shop" named by outbox.database does not exist/), 1,
 	'said once in the log, not in a loop');
-unlike($log, qr/FATAL:  database "shop" does not exist/, 'no FATAL connection attempts');
+unlike($log, qr/FATAL/, 'no FATAL: no connection attempts, no launcher restarts');
 
 $node->safe_psql('postgres', 'CREATE DATABASE shop');
 $node->safe_psql('shop', 'CREATE EXTENSION outbox');
