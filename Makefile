@@ -20,7 +20,8 @@ OBJS = \
 	src/launcher.o \
 	src/relay_worker.o \
 	src/kafka_sink.o \
-	decoder/outbox_decoder.o
+	decoder/outbox_decoder.o \
+	decoder/wire.o
 PGFILEDESC	= "outbox - transactional outbox streamed from the WAL into Kafka"
 
 # Upgrade scripts, one per release step, named explicitly (never a wildcard:

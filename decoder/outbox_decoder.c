@@ -717,6 +717,7 @@ append_binary_event(StringInfo out, OutboxDecodingData *data,
 {
 	uint16		flags = 0;
 	int			pos;
+	int			start = out->len;
 
 	if (ev->has_id)
 		flags |= OUTBOX_WIRE_HAS_ID;
@@ -736,6 +737,7 @@ append_binary_event(StringInfo out, OutboxDecodingData *data,
 	append_uint32(out, data->xid);
 	append_uint64(out, (uint64) data->commit_time);
 	append_uint32(out, (uint32) ev->attempts);
+	Assert(out->len - start == OUTBOX_WIRE_OFF_TOPIC_LEN);
 
 	append_uint32(out, (uint32) ev->topic_len);
 	appendBinaryStringInfo(out, ev->topic, ev->topic_len);
