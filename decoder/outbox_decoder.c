@@ -717,7 +717,7 @@ append_binary_event(StringInfo out, OutboxDecodingData *data,
 {
 	uint16		flags = 0;
 	int			pos;
-	int			start = out->len;
+	int			start PG_USED_FOR_ASSERTS_ONLY = out->len;
 
 	if (ev->has_id)
 		flags |= OUTBOX_WIRE_HAS_ID;
