@@ -292,49 +292,89 @@ outbox_wire_parse_commit(const char *frame, Size len, XLogRecPtr *commit_lsn,
  * ---------------------------------------------------------------------
  */
 
+/*
+ * Set one property.  librdkafka's own message may quote the value (for
+ * example 'Invalid value "..." for configuration property "acks"'), and a
+ * value may be a password, so the error we return names the property only.
+ */
 static bool
 conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
 		 char **errstr)
 {
 	char		buf[512];
+	char		msg[SINK_LOG_LEN];
+	rd_kafka_conf_res_t res;
 
-	if (rd_kafka_conf_set(conf, name, value, buf, sizeof(buf)) != RD_KAFKA_CONF_OK)
-	{
-		*errstr = strdup(buf);
+	res = rd_kafka_conf_set(conf, name, value, buf, sizeof(buf));
+	if (res == RD_KAFKA_CONF_OK)
+		return true;
+	if (res == RD_KAFKA_CONF_UNKNOWN)
+		snprintf(msg, sizeof(msg), "unknown librdkafka property \"%s\"", name);
+	else
+		snprintf(msg, sizeof(msg),
+				 "invalid value for librdkafka property \"%s\" (the value is not shown)",
+				 name);
+	*errstr = strdup(msg);
+	return false;
+}
+
+/*
+ * Split the next item off *cursor at an unescaped separator (any of seps),
+ * into dst, which has room for the whole rest of the list.  With escapes,
+ * "\;" stands for ";" and "\\" for "\"; a backslash before anything else
+ * is kept as it is.  Returns false at the end of the list.
+ */
+static bool
+conf_next_item(const char **cursor, const char *seps, bool escapes, char *dst)
+{
+	const char *p = *cursor;
+
+	if (*p == '\0')
 		return false;
+	while (*p != '\0' && strchr(seps, *p) == NULL)
+	{
+		if (escapes && p[0] == '\\' && (p[1] == ';' || p[1] == '\\'))
+			p++;
+		*dst++ = *p++;
 	}
+	*dst = '\0';
+	if (*p != '\0')
+		p++;					/* the separator */
+	*cursor = p;
 	return true;
 }
 
 /*
- * Apply "name=value" items separated by any of seps.  Blank items and items
- * starting with '#' are skipped.
+ * Apply "name=value" items separated by any of seps (what separates them is
+ * named by "what", for messages).  Blank items and items starting with '#'
+ * are skipped.  No message ever quotes a value or an item that is not a
+ * well-formed "name=value": either may hold (part of) a password.
  */
 static bool
 conf_apply_list(rd_kafka_conf_t *conf, const char *list, const char *seps,
-				char **errstr)
+				bool escapes, const char *what, char **errstr)
 {
-	char	   *copy;
 	char	   *item;
-	char	   *save = NULL;
+	const char *cursor = list;
 	bool		ok = true;
+	int			n = 0;
 
 	if (list == NULL || list[0] == '\0')
 		return true;
-	copy = strdup(list);
-	if (copy == NULL)
+	item = malloc(strlen(list) + 1);
+	if (item == NULL)
 	{
 		*errstr = strdup("out of memory");
 		return false;
 	}
-	for (item = strtok_r(copy, seps, &save); item != NULL && ok;
-		 item = strtok_r(NULL, seps, &save))
+	while (ok && conf_next_item(&cursor, seps, escapes, item))
 	{
 		char	   *eq;
 		char	   *name = item;
 		char	   *value;
 		char	   *e;
 
+		n++;
 		while (*name == ' ' || *name == '\t' || *name == '\r')
 			name++;
 		if (*name == '\0' || *name == '#')
@@ -345,8 +385,8 @@ conf_apply_list(rd_kafka_conf_t *conf, const char *list, const char *seps,
 			char		buf[SINK_LOG_LEN];
 
 			snprintf(buf, sizeof(buf),
-					 "invalid librdkafka property \"%s\": expected name=value",
-					 name);
+					 "item %d of %s is not of the form name=value (its text is not shown)",
+					 n, what);
 			*errstr = strdup(buf);
 			ok = false;
 			break;
@@ -362,7 +402,7 @@ conf_apply_list(rd_kafka_conf_t *conf, const char *list, const char *seps,
 			*e = '\0';
 		ok = conf_set(conf, name, value, errstr);
 	}
-	free(copy);
+	free(item);
 	return ok;
 }
 
@@ -398,8 +438,10 @@ outbox_sink_create(const char *brokers, const char *file_properties,
 		!conf_set(conf, "socket.nagle.disable", "true", errstr) ||
 		!conf_set(conf, "queue.buffering.max.messages", num, errstr) ||
 		!conf_set(conf, "log.queue", "true", errstr) ||
-		!conf_apply_list(conf, file_properties, "\n", errstr) ||
-		!conf_apply_list(conf, guc_properties, ";", errstr))
+		!conf_apply_list(conf, file_properties, "\n", false,
+						 "outbox.kafka_config_file", errstr) ||
+		!conf_apply_list(conf, guc_properties, ";", true,
+						 "outbox.kafka_properties", errstr))
 	{
 		rd_kafka_conf_destroy(conf);
 		free(sink);
