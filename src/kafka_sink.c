@@ -42,6 +42,13 @@
 /* librdkafka log lines and errors kept between two polls. */
 #define SINK_LOG_SLOTS		32
 #define SINK_LOG_LEN		512
+/* Pauses before producing records again after a transient error. */
+#define SINK_RETRY_MIN_MS	100
+#define SINK_RETRY_MAX_MS	5000
+/* Longest wait for a topic's metadata before a retry. */
+#define SINK_METADATA_TIMEOUT_MS	1000
+/* Repeat the "still retrying" warning this often. */
+#define SINK_RETRY_REPORT_MS	60000
 
 /* A transaction with events, in commit order. */
 typedef struct SinkTxn
@@ -63,16 +70,20 @@ typedef struct SinkRecord
 	SinkTxn    *txn;			/* transaction it belongs to */
 	rd_kafka_resp_err_t err;	/* delivery result */
 	bool		reported;		/* delivery report seen */
-	struct SinkRecord *next_done;	/* completion or dead-letter list */
+	uint64		seq;			/* production order, kept across retries */
+	int			failures;		/* deliveries that failed and were retried */
+	struct SinkRecord *next_done;	/* completion, retry, held or dead list */
 	Size		len;			/* frame length */
 	char		frame[FLEXIBLE_ARRAY_MEMBER];	/* copy of the 'E' frame */
 } SinkRecord;
 
-/* A topic handle, cached per sink (see sink_topic()). */
+/* A topic handle, cached per sink (see topic_slot()). */
 typedef struct SinkTopic
 {
 	uint32		hash;			/* hash of name */
 	rd_kafka_topic_t *rkt;		/* handle, NULL for an empty slot */
+	TimestampTz failing_since;	/* first transient error since the last
+								 * acknowledgement, or 0 */
 	char		name[OUTBOX_TOPIC_MAX_LEN + 1];	/* topic name */
 } SinkTopic;
 
@@ -97,6 +108,21 @@ struct OutboxSink
 	SinkRecord *dead_head;		/* rejected, waiting for dead_letters */
 	SinkRecord *dead_tail;
 	int			ndead;			/* length of the dead list */
+	SinkRecord *retry_head;		/* failed transiently, to be produced again,
+								 * in production order */
+	int			nretry;			/* length of the retry list */
+	SinkRecord *held_head;		/* not produced yet: the stream is paused */
+	SinkRecord *held_tail;
+	uint64		nheld;			/* length of the held list */
+	Size		held_bytes;		/* their frame bytes */
+	uint64		next_seq;		/* next SinkRecord.seq */
+	TimestampTz retry_at;		/* when to produce the retry list again */
+	int			backoff_ms;		/* current pause between retries */
+	int			nfailing;		/* topics with failing_since set */
+	bool		paused;			/* records wait for a retry or its outcome:
+								 * new ones are held back */
+	bool		retry_reported; /* this episode was logged */
+	TimestampTz retry_reported_at;	/* when */
 	SinkDeadLetter *dead_array; /* handed to the caller */
 	int			dead_array_cap; /* allocated entries */
 	int			dead_handed;	/* entries handed out */
@@ -121,7 +147,12 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac,
 				   const char *buf);
 static void record_log(OutboxSink *sink, int level, bool is_error,
 					   const char *fmt,...) pg_attribute_printf(4, 5);
-static bool is_permanent_error(rd_kafka_resp_err_t err);
+static bool is_record_error(rd_kafka_resp_err_t err);
+static bool is_transient_error(rd_kafka_resp_err_t err);
+static void reject(OutboxSink *sink, SinkRecord *rec);
+static void send_record(OutboxSink *sink, SinkRecord *rec);
+static void resume_stream(OutboxSink *sink);
+static void poll_reports(OutboxSink *sink, int timeout_ms);
 static void settle(OutboxSink *sink);
 static void pop_settled(OutboxSink *sink);
 static SinkTxn *txn_for_event(OutboxSink *sink, const SinkEvent *ev);
@@ -590,27 +621,50 @@ on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
  */
 
 /*
- * Errors that no retry will cure for this record: it goes to dead_letters
- * and the stream goes on.  Anything else that reaches a delivery report
- * (librdkafka retries transient errors itself, forever with our
- * message.timeout.ms = 0) fails the producer, which the relay rebuilds
- * before resuming from the slot's confirmed position.
+ * Errors about the record itself: no retry will cure them.  Such a record
+ * goes to dead_letters at once (or blocks the stream, with
+ * outbox.on_permanent_error = block).
  */
 static bool
-is_permanent_error(rd_kafka_resp_err_t err)
+is_record_error(rd_kafka_resp_err_t err)
 {
 	switch (err)
 	{
 		case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
 		case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+		case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+		case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:	/* invalid topic name */
+		case RD_KAFKA_RESP_ERR__INVALID_ARG:
+			return true;
+		default:
+			return false;
+	}
+}
+
+/*
+ * Errors about the topic or partition that are usually transient: a missing
+ * ACL or topic that an operator adds, a topic being created, a leader that
+ * moves.  The record is produced again after a pause, holding back every
+ * later record, until outbox.dead_letter_after has passed since the topic's
+ * first such error.  Any other error that reaches a delivery report
+ * (librdkafka retries the rest itself, forever with our message.timeout.ms
+ * = 0) fails the producer, which the relay rebuilds before resuming from the
+ * slot's confirmed position.
+ */
+static bool
+is_transient_error(rd_kafka_resp_err_t err)
+{
+	switch (err)
+	{
 		case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
 		case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
 		case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
 		case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
-		case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
-		case RD_KAFKA_RESP_ERR_INVALID_RECORD:
 		case RD_KAFKA_RESP_ERR_POLICY_VIOLATION:
-		case RD_KAFKA_RESP_ERR__INVALID_ARG:
+		case RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE:
+		case RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION:
+		case RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS:
+		case RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND:
 			return true;
 		default:
 			return false;
@@ -641,9 +695,9 @@ static void
 wait_for_room(OutboxSink *sink, Size len)
 {
 	while (!sink->failed &&
-		   (sink->in_flight >= (uint64) outbox_max_in_flight ||
-			(sink->in_flight > 0 &&
-			 sink->in_flight_bytes + len > SINK_MAX_IN_FLIGHT_BYTES)))
+		   (sink->in_flight + sink->nheld >= (uint64) outbox_max_in_flight ||
+			(sink->in_flight + sink->nheld > 0 &&
+			 sink->in_flight_bytes + sink->held_bytes + len > SINK_MAX_IN_FLIGHT_BYTES)))
 	{
 		outbox_sink_poll(sink, 100);
 		CHECK_FOR_INTERRUPTS();
@@ -658,8 +712,8 @@ wait_for_room(OutboxSink *sink, Size len)
  * metadata refresh (up to a second) before the first record of each new
  * topic leaves, after every start and rebuild of the producer.
  */
-static rd_kafka_topic_t *
-sink_topic(OutboxSink *sink, const char *name, int len)
+static SinkTopic *
+topic_slot(OutboxSink *sink, const char *name, int len)
 {
 	uint32		hash = hash_bytes((const unsigned char *) name, len);
 	int			i;
@@ -699,17 +753,39 @@ sink_topic(OutboxSink *sink, const char *name, int len)
 		if (slot->rkt == NULL)
 			break;
 		if (slot->hash == hash && strcmp(slot->name, name) == 0)
-			return slot->rkt;
+			return slot;
 	}
 
 	slot->rkt = rd_kafka_topic_new(sink->rk, name, NULL);
 	if (slot->rkt == NULL)
 		return NULL;			/* invalid name: the caller dead-letters */
 	slot->hash = hash;
+	slot->failing_since = 0;
 	strlcpy(slot->name, name, sizeof(slot->name));
 	sink->ntopics++;
-	return slot->rkt;
+	return slot;
 }
+
+/*
+ * The topic slot of a record's event, or NULL for an invalid topic name.
+ * The pointer is good until the next topic is added.
+ */
+static SinkTopic *
+record_topic(OutboxSink *sink, SinkRecord *rec)
+{
+	SinkEvent	ev;
+	const char *problem;
+	char		topic[OUTBOX_TOPIC_MAX_LEN + 1];
+
+	if (!outbox_wire_parse_event(rec->frame, rec->len, &ev, &problem) ||
+		ev.topic_len > OUTBOX_TOPIC_MAX_LEN || ev.topic_len == 0)
+		return NULL;
+	memcpy(topic, ev.topic, ev.topic_len);
+	topic[ev.topic_len] = '\0';
+	return topic_slot(sink, topic, ev.topic_len);
+}
+
+
 
 /* The transaction an event belongs to: the newest one, or a new one. */
 static SinkTxn *
@@ -745,13 +821,6 @@ produce_event(OutboxSink *sink, const char *frame, Size len)
 	SinkRecord *rec;
 	SinkEvent	ev;
 	const char *problem;
-	char		topic[OUTBOX_TOPIC_MAX_LEN + 1];
-	char		num[64];
-	rd_kafka_headers_t *hdrs;
-	rd_kafka_resp_err_t err;
-	const char *cursor;
-	uint32		i;
-	rd_kafka_topic_t *rkt;
 	SinkTxn    *txn;
 
 	wait_for_room(sink, len);
@@ -765,10 +834,10 @@ produce_event(OutboxSink *sink, const char *frame, Size len)
 				 errmsg("out of memory for an in-flight event of %zu bytes", len)));
 	memset(rec, 0, offsetof(SinkRecord, frame));
 	rec->len = len;
+	rec->seq = sink->next_seq++;
 	memcpy(rec->frame, frame, len);
 	dlist_push_tail(&sink->records, &rec->node);
 
-	/* parsed once, in our copy, which librdkafka references until delivery */
 	if (!outbox_wire_parse_event(rec->frame, rec->len, &ev, &problem))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
@@ -778,21 +847,64 @@ produce_event(OutboxSink *sink, const char *frame, Size len)
 	rec->txn = txn;
 	txn->pending++;
 
+	/*
+	 * While records wait for a retry, later ones are held back unproduced,
+	 * or they could overtake them (resume_stream() produces them).
+	 */
+	if (sink->paused)
+	{
+		rec->next_done = NULL;
+		if (sink->held_tail)
+			sink->held_tail->next_done = rec;
+		else
+			sink->held_head = rec;
+		sink->held_tail = rec;
+		sink->nheld++;
+		sink->held_bytes += len;
+		return;
+	}
+	send_record(sink, rec);
+}
+
+/*
+ * Hand a record to librdkafka.  A record it refuses at once is dealt with
+ * like one that failed in its delivery report.
+ */
+static void
+send_record(OutboxSink *sink, SinkRecord *rec)
+{
+	SinkEvent	ev;
+	const char *problem;
+	char		topic[OUTBOX_TOPIC_MAX_LEN + 1];
+	char		num[64];
+	rd_kafka_headers_t *hdrs;
+	rd_kafka_resp_err_t err;
+	const char *cursor;
+	uint32		i;
+	SinkTopic  *slot;
+	SinkTxn    *txn = rec->txn;
+
+	/* parsed in our copy, which librdkafka references until delivery */
+	if (!outbox_wire_parse_event(rec->frame, rec->len, &ev, &problem))
+		elog(ERROR, "in-flight event frame went bad: %s", problem);
+	rec->reported = false;
+	rec->err = RD_KAFKA_RESP_ERR_NO_ERROR;
+
 	if (ev.topic_len > OUTBOX_TOPIC_MAX_LEN || ev.topic_len == 0)
 	{
 		rec->err = RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION;
-		push_dead(sink, rec);
+		reject(sink, rec);
 		return;
 	}
 	memcpy(topic, ev.topic, ev.topic_len);
 	topic[ev.topic_len] = '\0';
-	rkt = sink_topic(sink, topic, ev.topic_len);
-	if (rkt == NULL)
+	slot = topic_slot(sink, topic, ev.topic_len);
+	if (slot == NULL)
 	{
 		rec->err = rd_kafka_last_error();
-		if (!is_permanent_error(rec->err))
-			rec->err = RD_KAFKA_RESP_ERR__INVALID_ARG;
-		push_dead(sink, rec);
+		if (!is_record_error(rec->err))
+			rec->err = RD_KAFKA_RESP_ERR__INVALID_ARG;	/* the name is bad */
+		reject(sink, rec);
 		return;
 	}
 
@@ -819,7 +931,7 @@ produce_event(OutboxSink *sink, const char *frame, Size len)
 	for (;;)
 	{
 		err = rd_kafka_producev(sink->rk,
-								RD_KAFKA_V_RKT(rkt),
+								RD_KAFKA_V_RKT(slot->rkt),
 								RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
 								RD_KAFKA_V_MSGFLAGS(0),
 								RD_KAFKA_V_KEY(ev.key, ev.key_len),
@@ -830,7 +942,7 @@ produce_event(OutboxSink *sink, const char *frame, Size len)
 		if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
 			break;
 		/* librdkafka's own queue is full: serve reports and retry */
-		outbox_sink_poll(sink, 100);
+		poll_reports(sink, 100);
 		CHECK_FOR_INTERRUPTS();
 		if (!PostmasterIsAlive())
 			proc_exit(1);
@@ -839,23 +951,159 @@ produce_event(OutboxSink *sink, const char *frame, Size len)
 	if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
 	{
 		sink->in_flight++;
-		sink->in_flight_bytes += len;
+		sink->in_flight_bytes += rec->len;
 		return;
 	}
 
 	/* Not accepted: the headers are still ours. */
 	rd_kafka_headers_destroy(hdrs);
 	rec->err = err;
-	if (is_permanent_error(err))
-		push_dead(sink, rec);
-	else
+	reject(sink, rec);
+}
+
+/*
+ * A record failed (rec->err): dead-letter it, keep it for a retry, or fail
+ * the producer.
+ */
+static void
+reject(OutboxSink *sink, SinkRecord *rec)
+{
+	bool		block = (outbox_on_permanent_error == OUTBOX_ON_ERROR_BLOCK);
+	TimestampTz now;
+	SinkTopic  *slot;
+	SinkRecord **link;
+	bool		expired;
+
+	if (is_record_error(rec->err) && !block)
 	{
-		sink->failed = true;
-		snprintf(sink->failed_reason, sizeof(sink->failed_reason),
-				 "could not produce to topic \"%s\": %s", topic,
-				 rd_kafka_err2str(err));
-		txn->pending--;
+		push_dead(sink, rec);
+		return;
+	}
+	if (!is_record_error(rec->err) && !is_transient_error(rec->err))
+	{
+		if (!sink->failed)
+		{
+			sink->failed = true;
+			snprintf(sink->failed_reason, sizeof(sink->failed_reason),
+					 "delivery failed: %s", rd_kafka_err2str(rec->err));
+		}
+		/* leave txn->pending: nothing past it may be confirmed */
 		free_record(sink, rec);
+		return;
+	}
+
+	/* transient, or blocking: how long has the topic been failing? */
+	now = GetCurrentTimestamp();
+	slot = record_topic(sink, rec);
+	if (slot != NULL && slot->failing_since == 0)
+	{
+		slot->failing_since = now;
+		sink->nfailing++;
+	}
+	expired = !block && slot != NULL &&
+		TimestampDifferenceExceeds(slot->failing_since, now,
+								   outbox_dead_letter_after_ms);
+
+	/*
+	 * Past the topic's time, a record goes to dead_letters once it failed
+	 * again after a retry, which refreshes the topic's metadata: librdkafka
+	 * may fail a record at once on the remembered error of an earlier one.
+	 */
+	if (expired && (rec->failures > 0 || outbox_dead_letter_after_ms == 0))
+	{
+		push_dead(sink, rec);
+		return;
+	}
+
+	/* keep it for a retry, in production order */
+	rec->failures++;
+	for (link = &sink->retry_head; *link != NULL && (*link)->seq < rec->seq;
+		 link = &(*link)->next_done)
+		;
+	rec->next_done = *link;
+	*link = rec;
+	sink->nretry++;
+	sink->paused = true;
+	if (sink->retry_at == 0)
+	{
+		/* a topic past its time is only checked once more: no backoff */
+		sink->backoff_ms = (sink->backoff_ms == 0 || expired) ? SINK_RETRY_MIN_MS :
+			Min(sink->backoff_ms * 2, SINK_RETRY_MAX_MS);
+		sink->retry_at = TimestampTzPlusMilliseconds(now, sink->backoff_ms);
+	}
+}
+
+/*
+ * Ask the cluster for a topic's metadata now, so that a retry does not fail
+ * at once on what librdkafka remembers of the last error until its next
+ * periodic refresh (topic.metadata.refresh.interval.ms).
+ */
+static void
+refresh_topic(OutboxSink *sink, SinkTopic *slot)
+{
+	const struct rd_kafka_metadata *md = NULL;
+
+	if (rd_kafka_metadata(sink->rk, 0, slot->rkt, &md,
+						  SINK_METADATA_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR)
+		rd_kafka_metadata_destroy(md);
+}
+
+/*
+ * Produce the records waiting for a retry once their pause is over and
+ * every record produced before them has been reported; then, once the
+ * retried records have all been acknowledged, the held ones.  So a record
+ * is never overtaken by a later one on its partition, whatever happens.
+ */
+static void
+resume_stream(OutboxSink *sink)
+{
+	SinkRecord *rec;
+	SinkRecord *next;
+
+	if (sink->failed || sink->in_flight > 0)
+		return;
+
+	if (sink->retry_head != NULL)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+		SinkTopic  *last = NULL;
+
+		if (now < sink->retry_at)
+			return;
+		rec = sink->retry_head;
+		sink->retry_head = NULL;
+		sink->nretry = 0;
+		sink->retry_at = 0;
+		for (; rec != NULL && !sink->failed; rec = next)
+		{
+			SinkTopic  *slot = record_topic(sink, rec);
+
+			next = rec->next_done;
+			if (slot != NULL && slot != last)
+				refresh_topic(sink, slot);
+			last = slot;
+			send_record(sink, rec);
+		}
+		/* after a failure the rest are dropped with the producer */
+		return;
+	}
+
+	if (sink->paused)
+	{
+		/* the last retries went through: produce what was held back */
+		sink->paused = false;
+		sink->backoff_ms = 0;
+		sink->retry_reported = false;
+		while ((rec = sink->held_head) != NULL &&
+			   !sink->paused && !sink->failed)
+		{
+			sink->held_head = rec->next_done;
+			if (sink->held_head == NULL)
+				sink->held_tail = NULL;
+			sink->nheld--;
+			sink->held_bytes -= rec->len;
+			send_record(sink, rec);
+		}
 	}
 }
 
@@ -942,36 +1190,44 @@ settle(OutboxSink *sink)
 
 		if (rec->err == RD_KAFKA_RESP_ERR_NO_ERROR)
 		{
+			if (sink->nfailing > 0)
+			{
+				/* the topic works again: its dead-letter clock stops */
+				SinkTopic  *slot = record_topic(sink, rec);
+
+				if (slot != NULL && slot->failing_since != 0)
+				{
+					slot->failing_since = 0;
+					sink->nfailing--;
+				}
+			}
 			rec->txn->pending--;
 			sink->delivered++;
 			sink->last_delivered_commit_time = rec->txn->commit_time;
 			free_record(sink, rec);
 		}
-		else if (is_permanent_error(rec->err))
-			push_dead(sink, rec);
 		else
-		{
-			if (!sink->failed)
-			{
-				sink->failed = true;
-				snprintf(sink->failed_reason, sizeof(sink->failed_reason),
-						 "delivery failed: %s", rd_kafka_err2str(rec->err));
-			}
-			/* leave txn->pending: nothing past it may be confirmed */
-			free_record(sink, rec);
-		}
+			reject(sink, rec);
 	}
 	pop_settled(sink);
 }
 
-void
-outbox_sink_poll(OutboxSink *sink, int timeout_ms)
+/* Serve librdkafka's queue and work off what it reported. */
+static void
+poll_reports(OutboxSink *sink, int timeout_ms)
 {
 	rd_kafka_poll(sink->rk, timeout_ms);
 	/* rd_kafka_poll serves one event per call when it had to wait */
 	while (rd_kafka_poll(sink->rk, 0) > 0)
 		;
 	settle(sink);
+}
+
+void
+outbox_sink_poll(OutboxSink *sink, int timeout_ms)
+{
+	poll_reports(sink, timeout_ms);
+	resume_stream(sink);
 }
 
 XLogRecPtr
@@ -1098,6 +1354,42 @@ outbox_sink_report(OutboxSink *sink)
 		else
 			ereport(slot->level <= 4 ? LOG : DEBUG1,
 					(errmsg("outbox relay: librdkafka: %s", slot->text)));
+	}
+	if (sink->retry_head != NULL)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+
+		if (!sink->retry_reported ||
+			(outbox_on_permanent_error == OUTBOX_ON_ERROR_BLOCK &&
+			 TimestampDifferenceExceeds(sink->retry_reported_at, now,
+										SINK_RETRY_REPORT_MS)))
+		{
+			SinkRecord *rec = sink->retry_head;
+			SinkTopic  *slot = record_topic(sink, rec);
+			const char *topic = slot ? slot->name : "(invalid)";
+
+			if (outbox_on_permanent_error == OUTBOX_ON_ERROR_BLOCK)
+			{
+				ereport(WARNING,
+						(errmsg("outbox relay: blocked: Kafka refuses an event for topic \"%s\" (%s); retrying, later events wait",
+								topic, rd_kafka_err2name(rec->err)),
+						 errhint("outbox.on_permanent_error is \"block\": the event is never dead-lettered. Fix the cause, or set outbox.on_permanent_error to \"dead_letter\".")));
+				outbox_status_error("blocked: Kafka refuses an event for topic \"%s\" (%s); retrying, later events wait",
+									topic, rd_kafka_err2name(rec->err));
+			}
+			else
+			{
+				ereport(WARNING,
+						(errmsg("outbox relay: Kafka refused %d event(s) for topic \"%s\" (%s); retrying, later events wait",
+								sink->nretry, topic, rd_kafka_err2name(rec->err)),
+						 errdetail("Events still refused %d ms after the topic's first error go to outbox.dead_letters (outbox.dead_letter_after).",
+								   outbox_dead_letter_after_ms)));
+				outbox_status_error("Kafka refused %d event(s) for topic \"%s\" (%s); retrying, later events wait",
+									sink->nretry, topic, rd_kafka_err2name(rec->err));
+			}
+			sink->retry_reported = true;
+			sink->retry_reported_at = now;
+		}
 	}
 	if (sink->logs_dropped > 0)
 		ereport(LOG,

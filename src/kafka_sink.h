@@ -6,7 +6,11 @@
  * Events arrive as frames of decoder/wire.h, grouped by transaction in
  * commit order.  The sink produces each event to Kafka and tracks every
  * transaction until all of its events are settled: acknowledged by Kafka, or
- * rejected permanently and recorded as a dead letter.  The relay may confirm
+ * rejected permanently and recorded as a dead letter.  A record refused with
+ * an error that is usually transient is produced again after a pause, and
+ * no later record is produced meanwhile (per-key order); it becomes a dead
+ * letter only after outbox.dead_letter_after, or never with
+ * outbox.on_permanent_error = block.  The relay may confirm
  * a transaction's end LSN to the slot only once the transaction and all
  * transactions before it are settled (outbox_sink_settled_lsn()).
  *
