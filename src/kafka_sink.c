@@ -49,6 +49,8 @@
 #define SINK_METADATA_TIMEOUT_MS	1000
 /* Repeat the "still retrying" warning this often. */
 #define SINK_RETRY_REPORT_MS	60000
+/* Most bitmap bytes handed over a rewind (1 bit per event). */
+#define SINK_MAX_ACKED_BYTES	((Size) 16 * 1024 * 1024)
 
 /* A transaction with events, in commit order. */
 typedef struct SinkTxn
@@ -58,6 +60,11 @@ typedef struct SinkTxn
 	TimestampTz commit_time;	/* its commit time */
 	uint64		pending;		/* events not yet settled */
 	bool		complete;		/* commit frame seen */
+	uint32		nevents;		/* events seen: the next one's ordinal */
+	uint8	   *acked;			/* bit per ordinal: acknowledged by Kafka or
+								 * written to dead_letters; NULL if none */
+	uint32		acked_cap;		/* bytes allocated for acked */
+	uint32		nacked;			/* bits set in acked */
 	struct SinkTxn *next;		/* next in commit order */
 	char		lsn_header[24]; /* outbox-lsn value, formatted once */
 	char		xid_header[12]; /* outbox-xid value, formatted once */
@@ -71,6 +78,7 @@ typedef struct SinkRecord
 	rd_kafka_resp_err_t err;	/* delivery result */
 	bool		reported;		/* delivery report seen */
 	uint64		seq;			/* production order, kept across retries */
+	uint32		ordinal;		/* its place in its transaction, from 0 */
 	int			failures;		/* deliveries that failed and were retried */
 	struct SinkRecord *next_done;	/* completion, retry, held or dead list */
 	Size		len;			/* frame length */
@@ -94,6 +102,23 @@ typedef struct SinkLogSlot
 	bool		is_error;		/* from error_cb */
 	char		text[SINK_LOG_LEN]; /* message */
 } SinkLogSlot;
+
+/* What is known to be acknowledged of one unsettled transaction. */
+typedef struct SinkAckedTxn
+{
+	XLogRecPtr	commit_lsn;		/* the transaction */
+	uint8	   *bits;			/* SinkTxn.acked, taken over */
+	uint32		nbytes;			/* its size */
+	uint32		nacked;			/* bits set */
+} SinkAckedTxn;
+
+/* Handed from a sink to the next one over a rewind (kafka_sink.h). */
+struct SinkAcked
+{
+	int			ntxns;			/* entries, in commit order */
+	int			next;			/* first entry not yet matched or passed */
+	SinkAckedTxn txns[FLEXIBLE_ARRAY_MEMBER];
+};
 
 struct OutboxSink
 {
@@ -129,6 +154,9 @@ struct OutboxSink
 	XLogRecPtr	settled_lsn;	/* newest settled end LSN since last asked */
 	uint64		delivered;		/* acknowledged events */
 	uint64		dead_lettered;	/* dead-lettered events */
+	SinkAcked  *acked;			/* from the previous sink, or NULL */
+	uint64		skipped;		/* events not produced: acknowledged before */
+	uint64		skipped_reported;	/* skipped when last logged */
 	TimestampTz last_delivered_commit_time; /* of the newest acknowledged */
 	bool		failed;			/* producer must be rebuilt */
 	char		failed_reason[SINK_LOG_LEN];	/* why */
@@ -158,6 +186,7 @@ static void pop_settled(OutboxSink *sink);
 static SinkTxn *txn_for_event(OutboxSink *sink, const SinkEvent *ev);
 static void produce_event(OutboxSink *sink, const char *frame, Size len);
 static void free_record(OutboxSink *sink, SinkRecord *rec);
+static void adopt_acked(OutboxSink *sink, SinkTxn *txn);
 
 /* ---------------------------------------------------------------------
  * Wire parsing (decoder/wire.h)
@@ -439,7 +468,8 @@ conf_apply_list(rd_kafka_conf_t *conf, const char *list, const char *seps,
 
 OutboxSink *
 outbox_sink_create(const char *brokers, const char *file_properties,
-				   const char *guc_properties, int wake_fd, char **errstr)
+				   const char *guc_properties, SinkAcked *acked, int wake_fd,
+				   char **errstr)
 {
 	OutboxSink *sink;
 	rd_kafka_conf_t *conf;
@@ -454,6 +484,7 @@ outbox_sink_create(const char *brokers, const char *file_properties,
 	if (sink == NULL)
 	{
 		*errstr = strdup("out of memory");
+		outbox_sink_free_acked(acked);
 		return NULL;
 	}
 	dlist_init(&sink->records);
@@ -476,6 +507,7 @@ outbox_sink_create(const char *brokers, const char *file_properties,
 	{
 		rd_kafka_conf_destroy(conf);
 		free(sink);
+		outbox_sink_free_acked(acked);
 		return NULL;
 	}
 	rd_kafka_conf_set_opaque(conf, sink);
@@ -497,6 +529,7 @@ outbox_sink_create(const char *brokers, const char *file_properties,
 		rd_kafka_conf_destroy(conf);
 		*errstr = strdup(buf);
 		free(sink);
+		outbox_sink_free_acked(acked);
 		return NULL;
 	}
 
@@ -507,6 +540,18 @@ outbox_sink_create(const char *brokers, const char *file_properties,
 		mainq = rd_kafka_queue_get_main(sink->rk);
 		rd_kafka_queue_io_event_enable(mainq, wake_fd, "1", 1);
 		rd_kafka_queue_destroy(mainq);
+	}
+	sink->acked = acked;
+	if (acked != NULL)
+	{
+		uint64		events = 0;
+		int			i;
+
+		for (i = 0; i < acked->ntxns; i++)
+			events += acked->txns[i].nacked;
+		ereport(LOG,
+				(errmsg("outbox relay: %llu event(s) of %d unsettled transaction(s) were acknowledged before the rewind and will not be produced again",
+						(unsigned long long) events, acked->ntxns)));
 	}
 	return sink;
 }
@@ -541,8 +586,10 @@ outbox_sink_destroy(OutboxSink *sink)
 	while ((txn = sink->head) != NULL)
 	{
 		sink->head = txn->next;
+		free(txn->acked);
 		free(txn);
 	}
+	outbox_sink_free_acked(sink->acked);
 	free(sink->dead_array);
 	free(sink);
 }
@@ -787,6 +834,132 @@ record_topic(OutboxSink *sink, SinkRecord *rec)
 
 
 
+/* Remember that a transaction's event was acknowledged or dead-lettered. */
+static void
+txn_mark_acked(SinkTxn *txn, uint32 ordinal)
+{
+	uint32		byte = ordinal / 8;
+	uint8		bit = (uint8) (1 << (ordinal % 8));
+
+	if (byte >= txn->acked_cap)
+	{
+		uint32		cap = Max(txn->acked_cap * 2, 16);
+		uint8	   *bits;
+
+		while (cap <= byte)
+			cap *= 2;
+		bits = realloc(txn->acked, cap);
+		if (bits == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory")));
+		memset(bits + txn->acked_cap, 0, cap - txn->acked_cap);
+		txn->acked = bits;
+		txn->acked_cap = cap;
+	}
+	if ((txn->acked[byte] & bit) == 0)
+	{
+		txn->acked[byte] |= bit;
+		txn->nacked++;
+	}
+}
+
+static bool
+txn_is_acked(SinkTxn *txn, uint32 ordinal)
+{
+	uint32		byte = ordinal / 8;
+
+	return byte < txn->acked_cap &&
+		(txn->acked[byte] & (1 << (ordinal % 8))) != 0;
+}
+
+/*
+ * A new transaction: if the previous sink knew some of its events to be
+ * acknowledged, take that over.  Transactions arrive in commit order, so
+ * entries for earlier ones (settled, or confirmed by the slot) are dropped.
+ */
+static void
+adopt_acked(OutboxSink *sink, SinkTxn *txn)
+{
+	SinkAcked  *acked = sink->acked;
+
+	while (acked->next < acked->ntxns &&
+		   acked->txns[acked->next].commit_lsn < txn->commit_lsn)
+		free(acked->txns[acked->next++].bits);
+	if (acked->next < acked->ntxns &&
+		acked->txns[acked->next].commit_lsn == txn->commit_lsn)
+	{
+		SinkAckedTxn *a = &acked->txns[acked->next++];
+
+		txn->acked = a->bits;
+		txn->acked_cap = a->nbytes;
+		txn->nacked = a->nacked;
+		a->bits = NULL;
+	}
+	if (acked->next >= acked->ntxns)
+	{
+		free(acked);
+		sink->acked = NULL;
+	}
+}
+
+void
+outbox_sink_free_acked(SinkAcked *acked)
+{
+	int			i;
+
+	if (acked == NULL)
+		return;
+	for (i = acked->next; i < acked->ntxns; i++)
+		free(acked->txns[i].bits);
+	free(acked);
+}
+
+SinkAcked *
+outbox_sink_take_acked(OutboxSink *sink)
+{
+	SinkAcked  *acked;
+	SinkTxn    *txn;
+	int			n = 0;
+	Size		bytes = 0;
+
+	if (sink == NULL)
+		return NULL;
+	for (txn = sink->head; txn != NULL; txn = txn->next)
+	{
+		if (txn->nacked == 0)
+			continue;
+		if (bytes + txn->acked_cap > SINK_MAX_ACKED_BYTES)
+			break;
+		bytes += txn->acked_cap;
+		n++;
+	}
+	if (n == 0)
+		return NULL;
+	acked = malloc(offsetof(SinkAcked, txns) + n * sizeof(SinkAckedTxn));
+	if (acked == NULL)
+		return NULL;			/* only duplicates are at stake */
+	acked->ntxns = n;
+	acked->next = 0;
+	n = 0;
+	for (txn = sink->head; txn != NULL && n < acked->ntxns; txn = txn->next)
+	{
+		SinkAckedTxn *a;
+
+		if (txn->nacked == 0)
+			continue;
+		a = &acked->txns[n++];
+		a->commit_lsn = txn->commit_lsn;
+		a->bits = txn->acked;
+		a->nbytes = txn->acked_cap;
+		a->nacked = txn->nacked;
+		txn->acked = NULL;
+		txn->acked_cap = 0;
+		txn->nacked = 0;
+	}
+	return acked;
+}
+
 /* The transaction an event belongs to: the newest one, or a new one. */
 static SinkTxn *
 txn_for_event(OutboxSink *sink, const SinkEvent *ev)
@@ -807,6 +980,8 @@ txn_for_event(OutboxSink *sink, const SinkEvent *ev)
 	snprintf(txn->lsn_header, sizeof(txn->lsn_header), "%X/%X",
 			 LSN_FORMAT_ARGS(ev->commit_lsn));
 	snprintf(txn->xid_header, sizeof(txn->xid_header), "%u", ev->xid);
+	if (sink->acked != NULL)
+		adopt_acked(sink, txn);
 	if (sink->tail)
 		sink->tail->next = txn;
 	else
@@ -822,10 +997,28 @@ produce_event(OutboxSink *sink, const char *frame, Size len)
 	SinkEvent	ev;
 	const char *problem;
 	SinkTxn    *txn;
+	uint32		ordinal;
+
+	if (sink->failed)
+		return;					/* the relay rewinds; nothing to produce */
+	if (!outbox_wire_parse_event(frame, len, &ev, &problem))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("outbox relay received a malformed frame from the decoder: %s",
+						problem)));
+	txn = txn_for_event(sink, &ev);
+	ordinal = txn->nevents++;
+
+	/* acknowledged before a rewind: producing it again would only repeat it */
+	if (txn->acked != NULL && txn_is_acked(txn, ordinal))
+	{
+		sink->skipped++;
+		return;
+	}
 
 	wait_for_room(sink, len);
 	if (sink->failed)
-		return;					/* the relay rewinds; nothing to produce */
+		return;
 
 	rec = malloc(offsetof(SinkRecord, frame) + len);
 	if (rec == NULL)
@@ -837,13 +1030,7 @@ produce_event(OutboxSink *sink, const char *frame, Size len)
 	rec->seq = sink->next_seq++;
 	memcpy(rec->frame, frame, len);
 	dlist_push_tail(&sink->records, &rec->node);
-
-	if (!outbox_wire_parse_event(rec->frame, rec->len, &ev, &problem))
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("outbox relay received a malformed frame from the decoder: %s",
-						problem)));
-	txn = txn_for_event(sink, &ev);
+	rec->ordinal = ordinal;
 	rec->txn = txn;
 	txn->pending++;
 
@@ -1063,6 +1250,13 @@ resume_stream(OutboxSink *sink)
 	if (sink->failed || sink->in_flight > 0)
 		return;
 
+	if (sink->skipped != sink->skipped_reported && sink->acked == NULL)
+	{
+		ereport(LOG,
+				(errmsg("outbox relay: skipped %llu event(s) acknowledged before the rewind",
+						(unsigned long long) sink->skipped)));
+		sink->skipped_reported = sink->skipped;
+	}
 	if (sink->retry_head != NULL)
 	{
 		TimestampTz now = GetCurrentTimestamp();
@@ -1169,6 +1363,7 @@ pop_settled(OutboxSink *sink)
 		sink->head = txn->next;
 		if (sink->head == NULL)
 			sink->tail = NULL;
+		free(txn->acked);
 		free(txn);
 	}
 }
@@ -1201,6 +1396,7 @@ settle(OutboxSink *sink)
 					sink->nfailing--;
 				}
 			}
+			txn_mark_acked(rec->txn, rec->ordinal);
 			rec->txn->pending--;
 			sink->delivered++;
 			sink->last_delivered_commit_time = rec->txn->commit_time;
@@ -1306,6 +1502,7 @@ outbox_sink_dead_letters_written(OutboxSink *sink)
 
 		sink->dead_head = rec->next_done;
 		sink->ndead--;
+		txn_mark_acked(rec->txn, rec->ordinal);
 		rec->txn->pending--;
 		sink->dead_lettered++;
 		free_record(sink, rec);
@@ -1354,6 +1551,13 @@ outbox_sink_report(OutboxSink *sink)
 		else
 			ereport(slot->level <= 4 ? LOG : DEBUG1,
 					(errmsg("outbox relay: librdkafka: %s", slot->text)));
+	}
+	if (sink->skipped != sink->skipped_reported && sink->acked == NULL)
+	{
+		ereport(LOG,
+				(errmsg("outbox relay: skipped %llu event(s) acknowledged before the rewind",
+						(unsigned long long) sink->skipped)));
+		sink->skipped_reported = sink->skipped;
 	}
 	if (sink->retry_head != NULL)
 	{
