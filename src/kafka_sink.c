@@ -9,6 +9,14 @@
  * are kept in commit order; a transaction is settled when its commit frame
  * was seen and each of its events was acknowledged or dead-lettered.
  *
+ * A record refused with a usually transient error (unknown or unauthorized
+ * topic, leader moves) pauses the stream: nothing new is produced until the
+ * refused records, produced again in their original order after a backoff,
+ * are acknowledged, so no record overtakes an earlier one of its key
+ * (resume_stream()).  Each unsettled transaction keeps a bitmap of its
+ * acknowledged events, which outlives the producer over a rewind so that the
+ * next one does not produce them again (outbox_sink_take_acked()).
+ *
  * Callbacks (delivery reports, errors, logs) are served by rd_kafka_poll()
  * on the relay's own thread, but even so they only record what happened in
  * preallocated memory; logging, counting and freeing happen afterwards.
