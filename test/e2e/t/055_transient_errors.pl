@@ -8,7 +8,9 @@
 #        then the stream goes on;
 #    (c) outbox.on_permanent_error = block: never dead-lettered, the relay
 #        reports that it is blocked, and everything arrives in order once
-#        the cause is gone.
+#        the cause is gone;
+#    (d) block mode holds back a record error too, until the mode is
+#        switched back to dead_letter.
 #    Needs the mock broker's injected errors.
 #
 use strict;
@@ -121,6 +123,26 @@ like(broker_ctl($broker, 'clear_errors', 'Produce'), qr/^ok/, 'the cause is gone
 ok(wait_relay_idle($node, 60), 'relay caught up');
 is_deeply([ key_ids('k3') ], \@c, 'all three arrived once, in commit order');
 is(dead_count(), 2, 'no dead letter in block mode');
+
+# ---------------------------------------------------------------------
+# (d) Block mode holds back a record error too (a message too large for
+# the producer); switching to dead_letter lets the stream go on.
+# ---------------------------------------------------------------------
+my $big = $node->safe_psql(
+	'postgres', qq{
+SET outbox.max_message_size = '4MB';
+SELECT outbox.enqueue('$topic', 'k4', jsonb_build_object('fill', repeat('x', 2 * 1024 * 1024)));
+});
+my @d = enqueue_key('k4', 1);
+sleep(2);
+is(dead_count(), 2, 'block mode: the oversized event is not dead-lettered');
+is_deeply([ key_ids('k4') ], [], 'and the event after it waits');
+set_conf('outbox.on_permanent_error', 'dead_letter');
+ok(wait_relay_idle($node, 60), 'after switching to dead_letter, the relay caught up');
+is($node->safe_psql('postgres',
+	"SELECT error_code FROM outbox.dead_letters WHERE message_id = $big"),
+	'MSG_SIZE_TOO_LARGE', 'the oversized event was dead-lettered');
+is_deeply([ key_ids('k4') ], \@d, 'the event after it arrived');
 
 $node->stop;
 done_testing();
