@@ -53,17 +53,34 @@ SELECT try($$SELECT outbox.enqueue('t', NULL, '{}', '{"outbox-id": "1"}')$$);
 SELECT try($$SELECT outbox.enqueue('t', NULL, '{}', '{"OUTBOX-LSN": "1"}')$$);
 SELECT try($$SELECT outbox.enqueue('t', NULL, '{}', '{"outbox": "ok", "outboxy": "ok"}')$$);  -- legal
 
--- Size: topic + key + payload + headers as stored, against
--- outbox.max_message_size (1000000 bytes by default).
+-- Size: the Kafka record, against outbox.max_message_size (1000000 bytes by
+-- default): value as compact JSON, key, header names and values, plus at
+-- most 285 bytes of record overhead and the relay's outbox-* headers.
 SHOW outbox.max_message_size;
-SET outbox.max_message_size = 100;
-SELECT try($$SELECT outbox.enqueue('t', repeat('k', 99), NULL)$$);  -- 100 bytes: ok
-SELECT try($$SELECT outbox.enqueue('t', repeat('k', 100), NULL)$$);
-SELECT try($$SELECT outbox.enqueue('t', NULL, pg_catalog.jsonb_build_object('s', repeat('x', 200)))$$);
-SELECT try($$SELECT outbox.enqueue('t', NULL, NULL, pg_catalog.jsonb_build_object('h', repeat('x', 200)))$$);
-SELECT try($$SELECT outbox.emit('t', repeat('k', 100), NULL)$$);
--- A large compressed payload copied from another table is measured
--- without being expanded, and still rejected when too large.
+SET outbox.max_message_size = 385;
+SELECT try($$SELECT outbox.enqueue('t', repeat('k', 100), NULL)$$);  -- 385 bytes: ok
+SELECT try($$SELECT outbox.enqueue(repeat('t', 20), repeat('k', 100), NULL)$$);  -- the topic is not in the record
+SELECT try($$SELECT outbox.enqueue('t', repeat('k', 101), NULL)$$);
+SELECT try($$SELECT outbox.enqueue('t', NULL, pg_catalog.jsonb_build_object('s', repeat('x', 92)))$$);  -- {"s":"x..."}: 100 bytes, ok
+SELECT try($$SELECT outbox.enqueue('t', NULL, pg_catalog.jsonb_build_object('s', repeat('x', 93)))$$);
+SELECT try($$SELECT outbox.enqueue('t', NULL, NULL, pg_catalog.jsonb_build_object('h', repeat('x', 89)))$$);  -- 10 + 1 + 89: ok
+SELECT try($$SELECT outbox.enqueue('t', NULL, NULL, pg_catalog.jsonb_build_object('h', repeat('x', 90)))$$);
+SELECT try($$SELECT outbox.emit('t', repeat('k', 101), NULL)$$);
+-- Counted as the JSON text the relay sends, not as stored in jsonb: control
+-- characters are escaped as \u00XX (6 bytes each), and a numeric's text can
+-- be much longer than its binary form.
+SELECT pg_column_size(pg_catalog.jsonb_build_object('s', repeat(chr(1), 50))) < 100 AS small_in_jsonb;
+SELECT try($$SELECT outbox.enqueue('t', NULL, pg_catalog.jsonb_build_object('s', repeat(chr(1), 50)))$$);
+SELECT try($$SELECT outbox.emit('t', NULL, pg_catalog.jsonb_build_object('s', repeat(chr(1), 50)))$$);
+SELECT try($$SELECT outbox.enqueue('t', NULL, '{"n": 1e200}')$$);
+SET outbox.max_message_size = 329;  -- 285 + 44: exactly the JSON text's length
+SELECT try($$SELECT outbox.enqueue('t', NULL, '[1e10, "\"\\", true, null, {"a": [false]}]')$$);
+SET outbox.max_message_size = 328;
+SELECT try($$SELECT outbox.enqueue('t', NULL, '[1e10, "\"\\", true, null, {"a": [false]}]')$$);
+SET outbox.max_message_size = 385;
+SELECT try($$SELECT outbox.enqueue('t', NULL, '"a string"')$$);  -- a scalar: ok
+-- A large compressed payload copied from another table is measured and
+-- rejected when too large.
 CREATE TABLE src (j jsonb);
 INSERT INTO src SELECT pg_catalog.jsonb_build_object('s', repeat('abc', 100000));
 SELECT pg_column_size(j) < 100000 AS stored_compressed FROM src;

@@ -156,21 +156,140 @@ outbox_check_headers(Jsonb *headers)
 				 errhint("Pass headers as a JSON object of strings, for example '{\"trace-id\": \"abc\"}', or NULL.")));
 }
 
+/* Length of a JSON string literal as outbox_append_json_string() writes it. */
+static Size
+json_string_length(const char *s, int len)
+{
+	Size		n = (Size) len + 2;
+	int			i;
+
+	for (i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) s[i];
+
+		if (c == '"' || c == '\\' || c == '\b' || c == '\f' ||
+			c == '\n' || c == '\r' || c == '\t')
+			n += 1;
+		else if (c < 0x20)
+			n += 5;				/* \u00XX */
+	}
+	return n;
+}
+
+/* Length of a scalar as append_scalar() writes it. */
+static Size
+scalar_length(JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvNull:
+			return 4;
+		case jbvString:
+			return json_string_length(v->val.string.val, v->val.string.len);
+		case jbvNumeric:
+			{
+				/* a numeric's text can be far longer than its binary form */
+				char	   *s = DatumGetCString(DirectFunctionCall1(numeric_out,
+																	NumericGetDatum(v->val.numeric)));
+				Size		n = strlen(s);
+
+				pfree(s);
+				return n;
+			}
+		case jbvBool:
+			return v->val.boolean ? 4 : 5;
+		default:
+			elog(ERROR, "unexpected jsonb scalar type %d", (int) v->type);
+	}
+	return 0;					/* keep compiler quiet */
+}
+
 /*
- * The size an event counts against outbox.max_message_size: its topic, key,
- * payload and headers as stored.
+ * The length of outbox_append_compact_json()'s output for jb, computed
+ * without building the text: the same walk, counting instead of writing.
+ */
+Size
+outbox_compact_json_length(Jsonb *jb)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	bool		need_comma = false;
+	bool		raw_scalar = JB_ROOT_IS_SCALAR(jb);
+	Size		n = 0;
+
+	it = JsonbIteratorInit(&jb->root);
+	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+	{
+		switch (tok)
+		{
+			case WJB_BEGIN_ARRAY:
+				n += need_comma + (raw_scalar ? 0 : 1);
+				need_comma = false;
+				break;
+			case WJB_BEGIN_OBJECT:
+				n += need_comma + 1;
+				need_comma = false;
+				break;
+			case WJB_END_ARRAY:
+				n += raw_scalar ? 0 : 1;
+				need_comma = true;
+				break;
+			case WJB_END_OBJECT:
+				n += 1;
+				need_comma = true;
+				break;
+			case WJB_KEY:
+				n += need_comma +
+					json_string_length(v.val.string.val, v.val.string.len) + 1;
+				need_comma = false;
+				break;
+			case WJB_VALUE:
+			case WJB_ELEM:
+				n += need_comma + scalar_length(&v);
+				need_comma = true;
+				break;
+			default:
+				elog(ERROR, "unexpected jsonb iterator token %d", (int) tok);
+		}
+	}
+	return n;
+}
+
+/*
+ * The size an event counts against outbox.max_message_size: an upper
+ * estimate of the Kafka record batch that carries it alone, as the producer
+ * (message.max.bytes) and the broker (max.message.bytes) count it.  That is
+ * the value as the relay sends it (compact JSON text), the key, each header's
+ * name and value bytes, the relay's own outbox-* headers at their largest,
+ * and the record and batch framing (see OUTBOX_KAFKA_* in event.h).  The
+ * topic is not part of the record.  Headers must have been validated (an
+ * object of strings).
  */
 Size
 outbox_event_size(const OutboxEvent *ev)
 {
-	Size		size = ev->topic_len;
+	Size		size = OUTBOX_KAFKA_FIXED_OVERHEAD;
 
 	if (ev->key != NULL)
 		size += ev->key_len;
 	if (ev->payload != NULL)
-		size += VARSIZE_ANY_EXHDR(ev->payload);
-	if (ev->headers != NULL)
-		size += VARSIZE_ANY_EXHDR(ev->headers);
+		size += outbox_compact_json_length(ev->payload);
+	if (ev->headers != NULL && !JB_ROOT_IS_SCALAR(ev->headers))
+	{
+		JsonbIterator *it;
+		JsonbValue	v;
+		JsonbIteratorToken tok;
+
+		it = JsonbIteratorInit(&ev->headers->root);
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		{
+			if (tok == WJB_KEY)
+				size += OUTBOX_KAFKA_HEADER_OVERHEAD + v.val.string.len;
+			else if (tok == WJB_VALUE && v.type == jbvString)
+				size += v.val.string.len;
+		}
+	}
 	return size;
 }
 
@@ -188,7 +307,7 @@ outbox_check_event(const OutboxEvent *ev)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("outbox message is too large"),
-				 errdetail("The message for topic \"%s\" is %zu bytes; outbox.max_message_size is %d bytes.",
+				 errdetail("The Kafka record for topic \"%s\" would take up to %zu bytes (value as compact JSON, key, headers and record overhead); outbox.max_message_size is %d bytes.",
 						   pnstrdup(ev->topic, ev->topic_len), size,
 						   outbox_max_message_size),
 				 errhint("Split the event, or raise outbox.max_message_size together with the Kafka broker's message.max.bytes.")));

@@ -47,6 +47,25 @@
 /* Kafka's limit on topic name length. */
 #define OUTBOX_TOPIC_MAX_LEN	249
 
+/*
+ * What a Kafka record adds to an event's key, value and header bytes, at
+ * most, when it travels alone in a record batch (Kafka's message format v2):
+ * the batch header; the record's length, attributes, timestamp and offset
+ * deltas, key and value lengths and header count (varints at their largest);
+ * per header, its name and value lengths; and the relay's own headers with
+ * their largest values: outbox-id (int8), outbox-lsn ("XXXXXXXX/XXXXXXXX"),
+ * outbox-xid (uint32) and outbox-db (a database name).
+ */
+#define OUTBOX_KAFKA_BATCH_OVERHEAD		61
+#define OUTBOX_KAFKA_RECORD_OVERHEAD	(5 + 1 + 10 + 5 + 5 + 5 + 5)
+#define OUTBOX_KAFKA_HEADER_OVERHEAD	(5 + 5)
+#define OUTBOX_KAFKA_RELAY_HEADERS \
+	(4 * OUTBOX_KAFKA_HEADER_OVERHEAD + \
+	 (9 + 20) + (10 + 17) + (10 + 10) + (9 + NAMEDATALEN - 1))
+#define OUTBOX_KAFKA_FIXED_OVERHEAD \
+	(OUTBOX_KAFKA_BATCH_OVERHEAD + OUTBOX_KAFKA_RECORD_OVERHEAD + \
+	 OUTBOX_KAFKA_RELAY_HEADERS)
+
 /* One event, as read from a row or an emitted message.  Pointers borrow. */
 typedef struct OutboxEvent
 {
@@ -75,6 +94,8 @@ extern void outbox_check_event(const OutboxEvent *ev);
 
 /* Compact JSON text (no insignificant white space) of a jsonb value. */
 extern void outbox_append_compact_json(StringInfo out, Jsonb *jb);
+/* Its length in bytes, without building it. */
+extern Size outbox_compact_json_length(Jsonb *jb);
 /* A JSON string literal, escaped. */
 extern void outbox_append_json_string(StringInfo out, const char *s, int len);
 

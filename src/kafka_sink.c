@@ -9,6 +9,14 @@
  * are kept in commit order; a transaction is settled when its commit frame
  * was seen and each of its events was acknowledged or dead-lettered.
  *
+ * A record refused with a usually transient error (unknown or unauthorized
+ * topic, leader moves) pauses the stream: nothing new is produced until the
+ * refused records, produced again in their original order after a backoff,
+ * are acknowledged, so no record overtakes an earlier one of its key
+ * (resume_stream()).  Each unsettled transaction keeps a bitmap of its
+ * acknowledged events, which outlives the producer over a rewind so that the
+ * next one does not produce them again (outbox_sink_take_acked()).
+ *
  * Callbacks (delivery reports, errors, logs) are served by rd_kafka_poll()
  * on the relay's own thread, but even so they only record what happened in
  * preallocated memory; logging, counting and freeing happen afterwards.
@@ -42,6 +50,15 @@
 /* librdkafka log lines and errors kept between two polls. */
 #define SINK_LOG_SLOTS		32
 #define SINK_LOG_LEN		512
+/* Pauses before producing records again after a transient error. */
+#define SINK_RETRY_MIN_MS	100
+#define SINK_RETRY_MAX_MS	5000
+/* Longest wait for a topic's metadata before a retry. */
+#define SINK_METADATA_TIMEOUT_MS	1000
+/* Repeat the "still retrying" warning this often. */
+#define SINK_RETRY_REPORT_MS	60000
+/* Most bitmap bytes handed over a rewind (1 bit per event). */
+#define SINK_MAX_ACKED_BYTES	((Size) 16 * 1024 * 1024)
 
 /* A transaction with events, in commit order. */
 typedef struct SinkTxn
@@ -50,8 +67,12 @@ typedef struct SinkTxn
 	XLogRecPtr	commit_lsn;		/* its commit record */
 	TimestampTz commit_time;	/* its commit time */
 	uint64		pending;		/* events not yet settled */
-	uint32		nevents;		/* events received for it */
 	bool		complete;		/* commit frame seen */
+	uint32		nevents;		/* events seen: the next one's ordinal */
+	uint8	   *acked;			/* bit per ordinal: acknowledged by Kafka or
+								 * written to dead_letters; NULL if none */
+	uint32		acked_cap;		/* bytes allocated for acked */
+	uint32		nacked;			/* bits set in acked */
 	struct SinkTxn *next;		/* next in commit order */
 	char		lsn_header[24]; /* outbox-lsn value, formatted once */
 	char		xid_header[12]; /* outbox-xid value, formatted once */
@@ -66,16 +87,21 @@ typedef struct SinkRecord
 	SinkTxn    *txn;			/* transaction it belongs to */
 	rd_kafka_resp_err_t err;	/* delivery result */
 	bool		reported;		/* delivery report seen */
-	struct SinkRecord *next_done;	/* completion or dead-letter list */
+	uint64		seq;			/* production order, kept across retries */
+	uint32		ordinal;		/* its place in its transaction, from 0 */
+	int			failures;		/* deliveries that failed and were retried */
+	struct SinkRecord *next_done;	/* completion, retry, held or dead list */
 	Size		len;			/* frame length */
 	char		frame[FLEXIBLE_ARRAY_MEMBER];	/* copy of the 'E' frame */
 } SinkRecord;
 
-/* A topic handle, cached per sink (see sink_topic()). */
+/* A topic handle, cached per sink (see topic_slot()). */
 typedef struct SinkTopic
 {
 	uint32		hash;			/* hash of name */
 	rd_kafka_topic_t *rkt;		/* handle, NULL for an empty slot */
+	TimestampTz failing_since;	/* first transient error since the last
+								 * acknowledgement, or 0 */
 	char		name[OUTBOX_TOPIC_MAX_LEN + 1];	/* topic name */
 } SinkTopic;
 
@@ -86,6 +112,23 @@ typedef struct SinkLogSlot
 	bool		is_error;		/* from error_cb */
 	char		text[SINK_LOG_LEN]; /* message */
 } SinkLogSlot;
+
+/* What is known to be acknowledged of one unsettled transaction. */
+typedef struct SinkAckedTxn
+{
+	XLogRecPtr	commit_lsn;		/* the transaction */
+	uint8	   *bits;			/* SinkTxn.acked, taken over */
+	uint32		nbytes;			/* its size */
+	uint32		nacked;			/* bits set */
+} SinkAckedTxn;
+
+/* Handed from a sink to the next one over a rewind (kafka_sink.h). */
+struct SinkAcked
+{
+	int			ntxns;			/* entries, in commit order */
+	int			next;			/* first entry not yet matched or passed */
+	SinkAckedTxn txns[FLEXIBLE_ARRAY_MEMBER];
+};
 
 struct OutboxSink
 {
@@ -100,12 +143,30 @@ struct OutboxSink
 	SinkRecord *dead_head;		/* rejected, waiting for dead_letters */
 	SinkRecord *dead_tail;
 	int			ndead;			/* length of the dead list */
+	SinkRecord *retry_head;		/* failed transiently, to be produced again,
+								 * in production order */
+	int			nretry;			/* length of the retry list */
+	SinkRecord *held_head;		/* not produced yet: the stream is paused */
+	SinkRecord *held_tail;
+	uint64		nheld;			/* length of the held list */
+	Size		held_bytes;		/* their frame bytes */
+	uint64		next_seq;		/* next SinkRecord.seq */
+	TimestampTz retry_at;		/* when to produce the retry list again */
+	int			backoff_ms;		/* current pause between retries */
+	int			nfailing;		/* topics with failing_since set */
+	bool		paused;			/* records wait for a retry or its outcome:
+								 * new ones are held back */
+	bool		retry_reported; /* this episode was logged */
+	TimestampTz retry_reported_at;	/* when */
 	SinkDeadLetter *dead_array; /* handed to the caller */
 	int			dead_array_cap; /* allocated entries */
 	int			dead_handed;	/* entries handed out */
 	XLogRecPtr	settled_lsn;	/* newest settled end LSN since last asked */
 	uint64		delivered;		/* acknowledged events */
 	uint64		dead_lettered;	/* dead-lettered events */
+	SinkAcked  *acked;			/* from the previous sink, or NULL */
+	uint64		skipped;		/* events not produced: acknowledged before */
+	uint64		skipped_reported;	/* skipped when last logged */
 	TimestampTz last_delivered_commit_time; /* of the newest acknowledged */
 	bool		failed;			/* producer must be rebuilt */
 	bool		unreachable;	/* all brokers down, no delivery since */
@@ -127,61 +188,107 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac,
 				   const char *buf);
 static void record_log(OutboxSink *sink, int level, bool is_error,
 					   const char *fmt,...) pg_attribute_printf(4, 5);
-static bool is_permanent_error(rd_kafka_resp_err_t err);
+static bool is_record_error(rd_kafka_resp_err_t err);
+static bool is_transient_error(rd_kafka_resp_err_t err);
+static void reject(OutboxSink *sink, SinkRecord *rec);
+static void send_record(OutboxSink *sink, SinkRecord *rec);
+static void resume_stream(OutboxSink *sink);
+static void poll_reports(OutboxSink *sink, int timeout_ms);
 static void settle(OutboxSink *sink);
 static void pop_settled(OutboxSink *sink);
 static SinkTxn *txn_for_event(OutboxSink *sink, const SinkEvent *ev);
 static void produce_event(OutboxSink *sink, const char *frame, Size len);
 static void free_record(OutboxSink *sink, SinkRecord *rec);
+static void adopt_acked(OutboxSink *sink, SinkTxn *txn);
 
 /* ---------------------------------------------------------------------
  * Producer life cycle
  * ---------------------------------------------------------------------
  */
 
+/*
+ * Set one property.  librdkafka's own message may quote the value (for
+ * example 'Invalid value "..." for configuration property "acks"'), and a
+ * value may be a password, so the error we return names the property only.
+ */
 static bool
 conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
 		 char **errstr)
 {
 	char		buf[512];
+	char		msg[SINK_LOG_LEN];
+	rd_kafka_conf_res_t res;
 
-	if (rd_kafka_conf_set(conf, name, value, buf, sizeof(buf)) != RD_KAFKA_CONF_OK)
-	{
-		*errstr = strdup(buf);
+	res = rd_kafka_conf_set(conf, name, value, buf, sizeof(buf));
+	if (res == RD_KAFKA_CONF_OK)
+		return true;
+	if (res == RD_KAFKA_CONF_UNKNOWN)
+		snprintf(msg, sizeof(msg), "unknown librdkafka property \"%s\"", name);
+	else
+		snprintf(msg, sizeof(msg),
+				 "invalid value for librdkafka property \"%s\" (the value is not shown)",
+				 name);
+	*errstr = strdup(msg);
+	return false;
+}
+
+/*
+ * Split the next item off *cursor at an unescaped separator (any of seps),
+ * into dst, which has room for the whole rest of the list.  With escapes,
+ * "\;" stands for ";" and "\\" for "\"; a backslash before anything else
+ * is kept as it is.  Returns false at the end of the list.
+ */
+static bool
+conf_next_item(const char **cursor, const char *seps, bool escapes, char *dst)
+{
+	const char *p = *cursor;
+
+	if (*p == '\0')
 		return false;
+	while (*p != '\0' && strchr(seps, *p) == NULL)
+	{
+		if (escapes && p[0] == '\\' && (p[1] == ';' || p[1] == '\\'))
+			p++;
+		*dst++ = *p++;
 	}
+	*dst = '\0';
+	if (*p != '\0')
+		p++;					/* the separator */
+	*cursor = p;
 	return true;
 }
 
 /*
- * Apply "name=value" items separated by any of seps.  Blank items and items
- * starting with '#' are skipped.
+ * Apply "name=value" items separated by any of seps (what separates them is
+ * named by "what", for messages).  Blank items and items starting with '#'
+ * are skipped.  No message ever quotes a value or an item that is not a
+ * well-formed "name=value": either may hold (part of) a password.
  */
 static bool
 conf_apply_list(rd_kafka_conf_t *conf, const char *list, const char *seps,
-				char **errstr)
+				bool escapes, const char *what, char **errstr)
 {
-	char	   *copy;
 	char	   *item;
-	char	   *save = NULL;
+	const char *cursor = list;
 	bool		ok = true;
+	int			n = 0;
 
 	if (list == NULL || list[0] == '\0')
 		return true;
-	copy = strdup(list);
-	if (copy == NULL)
+	item = malloc(strlen(list) + 1);
+	if (item == NULL)
 	{
 		*errstr = strdup("out of memory");
 		return false;
 	}
-	for (item = strtok_r(copy, seps, &save); item != NULL && ok;
-		 item = strtok_r(NULL, seps, &save))
+	while (ok && conf_next_item(&cursor, seps, escapes, item))
 	{
 		char	   *eq;
 		char	   *name = item;
 		char	   *value;
 		char	   *e;
 
+		n++;
 		while (*name == ' ' || *name == '\t' || *name == '\r')
 			name++;
 		if (*name == '\0' || *name == '#')
@@ -192,8 +299,8 @@ conf_apply_list(rd_kafka_conf_t *conf, const char *list, const char *seps,
 			char		buf[SINK_LOG_LEN];
 
 			snprintf(buf, sizeof(buf),
-					 "invalid librdkafka property \"%s\": expected name=value",
-					 name);
+					 "item %d of %s is not of the form name=value (its text is not shown)",
+					 n, what);
 			*errstr = strdup(buf);
 			ok = false;
 			break;
@@ -209,13 +316,14 @@ conf_apply_list(rd_kafka_conf_t *conf, const char *list, const char *seps,
 			*e = '\0';
 		ok = conf_set(conf, name, value, errstr);
 	}
-	free(copy);
+	free(item);
 	return ok;
 }
 
 OutboxSink *
 outbox_sink_create(const char *brokers, const char *file_properties,
-				   const char *guc_properties, int wake_fd, char **errstr)
+				   const char *guc_properties, SinkAcked *acked, int wake_fd,
+				   char **errstr)
 {
 	OutboxSink *sink;
 	rd_kafka_conf_t *conf;
@@ -230,6 +338,7 @@ outbox_sink_create(const char *brokers, const char *file_properties,
 	if (sink == NULL)
 	{
 		*errstr = strdup("out of memory");
+		outbox_sink_free_acked(acked);
 		return NULL;
 	}
 	dlist_init(&sink->records);
@@ -245,11 +354,14 @@ outbox_sink_create(const char *brokers, const char *file_properties,
 		!conf_set(conf, "socket.nagle.disable", "true", errstr) ||
 		!conf_set(conf, "queue.buffering.max.messages", num, errstr) ||
 		!conf_set(conf, "log.queue", "true", errstr) ||
-		!conf_apply_list(conf, file_properties, "\n", errstr) ||
-		!conf_apply_list(conf, guc_properties, ";", errstr))
+		!conf_apply_list(conf, file_properties, "\n", false,
+						 "outbox.kafka_config_file", errstr) ||
+		!conf_apply_list(conf, guc_properties, ";", true,
+						 "outbox.kafka_properties", errstr))
 	{
 		rd_kafka_conf_destroy(conf);
 		free(sink);
+		outbox_sink_free_acked(acked);
 		return NULL;
 	}
 	rd_kafka_conf_set_opaque(conf, sink);
@@ -271,6 +383,7 @@ outbox_sink_create(const char *brokers, const char *file_properties,
 		rd_kafka_conf_destroy(conf);
 		*errstr = strdup(buf);
 		free(sink);
+		outbox_sink_free_acked(acked);
 		return NULL;
 	}
 
@@ -281,6 +394,18 @@ outbox_sink_create(const char *brokers, const char *file_properties,
 		mainq = rd_kafka_queue_get_main(sink->rk);
 		rd_kafka_queue_io_event_enable(mainq, wake_fd, "1", 1);
 		rd_kafka_queue_destroy(mainq);
+	}
+	sink->acked = acked;
+	if (acked != NULL)
+	{
+		uint64		events = 0;
+		int			i;
+
+		for (i = 0; i < acked->ntxns; i++)
+			events += acked->txns[i].nacked;
+		ereport(LOG,
+				(errmsg("outbox relay: %llu event(s) of %d unsettled transaction(s) were acknowledged before the rewind and will not be produced again",
+						(unsigned long long) events, acked->ntxns)));
 	}
 	return sink;
 }
@@ -315,8 +440,10 @@ outbox_sink_destroy(OutboxSink *sink)
 	while ((txn = sink->head) != NULL)
 	{
 		sink->head = txn->next;
+		free(txn->acked);
 		free(txn);
 	}
+	outbox_sink_free_acked(sink->acked);
 	free(sink->dead_array);
 	free(sink);
 }
@@ -397,27 +524,50 @@ on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
  */
 
 /*
- * Errors that no retry will cure for this record: it goes to dead_letters
- * and the stream goes on.  Anything else that reaches a delivery report
- * (librdkafka retries transient errors itself, forever with our
- * message.timeout.ms = 0) fails the producer, which the relay rebuilds
- * before resuming from the slot's confirmed position.
+ * Errors about the record itself: no retry will cure them.  Such a record
+ * goes to dead_letters at once (or blocks the stream, with
+ * outbox.on_permanent_error = block).
  */
 static bool
-is_permanent_error(rd_kafka_resp_err_t err)
+is_record_error(rd_kafka_resp_err_t err)
 {
 	switch (err)
 	{
 		case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
 		case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+		case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+		case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:	/* invalid topic name */
+		case RD_KAFKA_RESP_ERR__INVALID_ARG:
+			return true;
+		default:
+			return false;
+	}
+}
+
+/*
+ * Errors about the topic or partition that are usually transient: a missing
+ * ACL or topic that an operator adds, a topic being created, a leader that
+ * moves.  The record is produced again after a pause, holding back every
+ * later record, until outbox.dead_letter_after has passed since the topic's
+ * first such error.  Any other error that reaches a delivery report
+ * (librdkafka retries the rest itself, forever with our message.timeout.ms
+ * = 0) fails the producer, which the relay rebuilds before resuming from the
+ * slot's confirmed position.
+ */
+static bool
+is_transient_error(rd_kafka_resp_err_t err)
+{
+	switch (err)
+	{
 		case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
 		case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
 		case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
 		case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
-		case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
-		case RD_KAFKA_RESP_ERR_INVALID_RECORD:
 		case RD_KAFKA_RESP_ERR_POLICY_VIOLATION:
-		case RD_KAFKA_RESP_ERR__INVALID_ARG:
+		case RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE:
+		case RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION:
+		case RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS:
+		case RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND:
 			return true;
 		default:
 			return false;
@@ -453,9 +603,9 @@ static void
 wait_for_room(OutboxSink *sink, Size len)
 {
 	while (!sink->failed &&
-		   (sink->in_flight >= (uint64) outbox_max_in_flight ||
-			(sink->in_flight > 0 &&
-			 sink->in_flight_bytes + len > SINK_MAX_IN_FLIGHT_BYTES)))
+		   (sink->in_flight + sink->nheld >= (uint64) outbox_max_in_flight ||
+			(sink->in_flight + sink->nheld > 0 &&
+			 sink->in_flight_bytes + sink->held_bytes + len > SINK_MAX_IN_FLIGHT_BYTES)))
 	{
 		outbox_sink_poll(sink, 100);
 		CHECK_FOR_INTERRUPTS();
@@ -503,8 +653,8 @@ outbox_sink_probe(OutboxSink *sink, int timeout_ms)
  * metadata refresh (up to a second) before the first record of each new
  * topic leaves, after every start and rebuild of the producer.
  */
-static rd_kafka_topic_t *
-sink_topic(OutboxSink *sink, const char *name, int len)
+static SinkTopic *
+topic_slot(OutboxSink *sink, const char *name, int len)
 {
 	uint32		hash = hash_bytes((const unsigned char *) name, len);
 	int			i;
@@ -544,16 +694,164 @@ sink_topic(OutboxSink *sink, const char *name, int len)
 		if (slot->rkt == NULL)
 			break;
 		if (slot->hash == hash && strcmp(slot->name, name) == 0)
-			return slot->rkt;
+			return slot;
 	}
 
 	slot->rkt = rd_kafka_topic_new(sink->rk, name, NULL);
 	if (slot->rkt == NULL)
 		return NULL;			/* invalid name: the caller dead-letters */
 	slot->hash = hash;
+	slot->failing_since = 0;
 	strlcpy(slot->name, name, sizeof(slot->name));
 	sink->ntopics++;
-	return slot->rkt;
+	return slot;
+}
+
+/*
+ * The topic slot of a record's event, or NULL for an invalid topic name.
+ * The pointer is good until the next topic is added.
+ */
+static SinkTopic *
+record_topic(OutboxSink *sink, SinkRecord *rec)
+{
+	SinkEvent	ev;
+	const char *problem;
+	char		topic[OUTBOX_TOPIC_MAX_LEN + 1];
+
+	if (!outbox_wire_parse_event(rec->frame, rec->len, &ev, &problem) ||
+		ev.topic_len > OUTBOX_TOPIC_MAX_LEN || ev.topic_len == 0)
+		return NULL;
+	memcpy(topic, ev.topic, ev.topic_len);
+	topic[ev.topic_len] = '\0';
+	return topic_slot(sink, topic, ev.topic_len);
+}
+
+
+
+/* Remember that a transaction's event was acknowledged or dead-lettered. */
+static void
+txn_mark_acked(SinkTxn *txn, uint32 ordinal)
+{
+	uint32		byte = ordinal / 8;
+	uint8		bit = (uint8) (1 << (ordinal % 8));
+
+	if (byte >= txn->acked_cap)
+	{
+		uint32		cap = Max(txn->acked_cap * 2, 16);
+		uint8	   *bits;
+
+		while (cap <= byte)
+			cap *= 2;
+		bits = realloc(txn->acked, cap);
+		if (bits == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory")));
+		memset(bits + txn->acked_cap, 0, cap - txn->acked_cap);
+		txn->acked = bits;
+		txn->acked_cap = cap;
+	}
+	if ((txn->acked[byte] & bit) == 0)
+	{
+		txn->acked[byte] |= bit;
+		txn->nacked++;
+	}
+}
+
+static bool
+txn_is_acked(SinkTxn *txn, uint32 ordinal)
+{
+	uint32		byte = ordinal / 8;
+
+	return byte < txn->acked_cap &&
+		(txn->acked[byte] & (1 << (ordinal % 8))) != 0;
+}
+
+/*
+ * A new transaction: if the previous sink knew some of its events to be
+ * acknowledged, take that over.  Transactions arrive in commit order, so
+ * entries for earlier ones (settled, or confirmed by the slot) are dropped.
+ */
+static void
+adopt_acked(OutboxSink *sink, SinkTxn *txn)
+{
+	SinkAcked  *acked = sink->acked;
+
+	while (acked->next < acked->ntxns &&
+		   acked->txns[acked->next].commit_lsn < txn->commit_lsn)
+		free(acked->txns[acked->next++].bits);
+	if (acked->next < acked->ntxns &&
+		acked->txns[acked->next].commit_lsn == txn->commit_lsn)
+	{
+		SinkAckedTxn *a = &acked->txns[acked->next++];
+
+		txn->acked = a->bits;
+		txn->acked_cap = a->nbytes;
+		txn->nacked = a->nacked;
+		a->bits = NULL;
+	}
+	if (acked->next >= acked->ntxns)
+	{
+		free(acked);
+		sink->acked = NULL;
+	}
+}
+
+void
+outbox_sink_free_acked(SinkAcked *acked)
+{
+	int			i;
+
+	if (acked == NULL)
+		return;
+	for (i = acked->next; i < acked->ntxns; i++)
+		free(acked->txns[i].bits);
+	free(acked);
+}
+
+SinkAcked *
+outbox_sink_take_acked(OutboxSink *sink)
+{
+	SinkAcked  *acked;
+	SinkTxn    *txn;
+	int			n = 0;
+	Size		bytes = 0;
+
+	if (sink == NULL)
+		return NULL;
+	for (txn = sink->head; txn != NULL; txn = txn->next)
+	{
+		if (txn->nacked == 0)
+			continue;
+		if (bytes + txn->acked_cap > SINK_MAX_ACKED_BYTES)
+			break;
+		bytes += txn->acked_cap;
+		n++;
+	}
+	if (n == 0)
+		return NULL;
+	acked = malloc(offsetof(SinkAcked, txns) + n * sizeof(SinkAckedTxn));
+	if (acked == NULL)
+		return NULL;			/* only duplicates are at stake */
+	acked->ntxns = n;
+	acked->next = 0;
+	n = 0;
+	for (txn = sink->head; txn != NULL && n < acked->ntxns; txn = txn->next)
+	{
+		SinkAckedTxn *a;
+
+		if (txn->nacked == 0)
+			continue;
+		a = &acked->txns[n++];
+		a->commit_lsn = txn->commit_lsn;
+		a->bits = txn->acked;
+		a->nbytes = txn->acked_cap;
+		a->nacked = txn->nacked;
+		txn->acked = NULL;
+		txn->acked_cap = 0;
+		txn->nacked = 0;
+	}
+	return acked;
 }
 
 /* The transaction an event belongs to: the newest one, or a new one. */
@@ -578,6 +876,8 @@ txn_for_event(OutboxSink *sink, const SinkEvent *ev)
 	snprintf(txn->xid_header, sizeof(txn->xid_header), "%u", ev->xid);
 	/* read under the decoded transaction's snapshot: see identity.c */
 	txn->has_source = outbox_installation_id(txn->source_header);
+	if (sink->acked != NULL)
+		adopt_acked(sink, txn);
 	if (sink->tail)
 		sink->tail->next = txn;
 	else
@@ -592,18 +892,29 @@ produce_event(OutboxSink *sink, const char *frame, Size len)
 	SinkRecord *rec;
 	SinkEvent	ev;
 	const char *problem;
-	char		topic[OUTBOX_TOPIC_MAX_LEN + 1];
-	char		num[64];
-	rd_kafka_headers_t *hdrs;
-	rd_kafka_resp_err_t err;
-	const char *cursor;
-	uint32		i;
-	rd_kafka_topic_t *rkt;
 	SinkTxn    *txn;
+	uint32		ordinal;
+
+	if (sink->failed)
+		return;					/* the relay rewinds; nothing to produce */
+	if (!outbox_wire_parse_event(frame, len, &ev, &problem))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("outbox relay received a malformed frame from the decoder: %s",
+						problem)));
+	txn = txn_for_event(sink, &ev);
+	ordinal = txn->nevents++;
+
+	/* acknowledged before a rewind: producing it again would only repeat it */
+	if (txn->acked != NULL && txn_is_acked(txn, ordinal))
+	{
+		sink->skipped++;
+		return;
+	}
 
 	wait_for_room(sink, len);
 	if (sink->failed)
-		return;					/* the relay rewinds; nothing to produce */
+		return;
 
 	rec = malloc(offsetof(SinkRecord, frame) + len);
 	if (rec == NULL)
@@ -612,35 +923,71 @@ produce_event(OutboxSink *sink, const char *frame, Size len)
 				 errmsg("out of memory for an in-flight event of %zu bytes", len)));
 	memset(rec, 0, offsetof(SinkRecord, frame));
 	rec->len = len;
+	rec->seq = sink->next_seq++;
 	memcpy(rec->frame, frame, len);
 	dlist_push_tail(&sink->records, &rec->node);
-
-	/* parsed once, in our copy, which librdkafka references until delivery */
-	if (!outbox_wire_parse_event(rec->frame, rec->len, &ev, &problem))
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("outbox relay received a malformed frame from the decoder: %s",
-						problem)));
-	txn = txn_for_event(sink, &ev);
+	rec->ordinal = ordinal;
 	rec->txn = txn;
 	txn->pending++;
-	txn->nevents++;
+
+	/*
+	 * While records wait for a retry, later ones are held back unproduced,
+	 * or they could overtake them (resume_stream() produces them).
+	 */
+	if (sink->paused)
+	{
+		rec->next_done = NULL;
+		if (sink->held_tail)
+			sink->held_tail->next_done = rec;
+		else
+			sink->held_head = rec;
+		sink->held_tail = rec;
+		sink->nheld++;
+		sink->held_bytes += len;
+		return;
+	}
+	send_record(sink, rec);
+}
+
+/*
+ * Hand a record to librdkafka.  A record it refuses at once is dealt with
+ * like one that failed in its delivery report.
+ */
+static void
+send_record(OutboxSink *sink, SinkRecord *rec)
+{
+	SinkEvent	ev;
+	const char *problem;
+	char		topic[OUTBOX_TOPIC_MAX_LEN + 1];
+	char		num[64];
+	rd_kafka_headers_t *hdrs;
+	rd_kafka_resp_err_t err;
+	const char *cursor;
+	uint32		i;
+	SinkTopic  *slot;
+	SinkTxn    *txn = rec->txn;
+
+	/* parsed in our copy, which librdkafka references until delivery */
+	if (!outbox_wire_parse_event(rec->frame, rec->len, &ev, &problem))
+		elog(ERROR, "in-flight event frame went bad: %s", problem);
+	rec->reported = false;
+	rec->err = RD_KAFKA_RESP_ERR_NO_ERROR;
 
 	if (ev.topic_len > OUTBOX_TOPIC_MAX_LEN || ev.topic_len == 0)
 	{
 		rec->err = RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION;
-		push_dead(sink, rec);
+		reject(sink, rec);
 		return;
 	}
 	memcpy(topic, ev.topic, ev.topic_len);
 	topic[ev.topic_len] = '\0';
-	rkt = sink_topic(sink, topic, ev.topic_len);
-	if (rkt == NULL)
+	slot = topic_slot(sink, topic, ev.topic_len);
+	if (slot == NULL)
 	{
 		rec->err = rd_kafka_last_error();
-		if (!is_permanent_error(rec->err))
-			rec->err = RD_KAFKA_RESP_ERR__INVALID_ARG;
-		push_dead(sink, rec);
+		if (!is_record_error(rec->err))
+			rec->err = RD_KAFKA_RESP_ERR__INVALID_ARG;	/* the name is bad */
+		reject(sink, rec);
 		return;
 	}
 
@@ -669,7 +1016,7 @@ produce_event(OutboxSink *sink, const char *frame, Size len)
 	for (;;)
 	{
 		err = rd_kafka_producev(sink->rk,
-								RD_KAFKA_V_RKT(rkt),
+								RD_KAFKA_V_RKT(slot->rkt),
 								RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
 								RD_KAFKA_V_MSGFLAGS(0),
 								RD_KAFKA_V_KEY(ev.key, ev.key_len),
@@ -680,7 +1027,7 @@ produce_event(OutboxSink *sink, const char *frame, Size len)
 		if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
 			break;
 		/* librdkafka's own queue is full: serve reports and retry */
-		outbox_sink_poll(sink, 100);
+		poll_reports(sink, 100);
 		CHECK_FOR_INTERRUPTS();
 		if (!PostmasterIsAlive())
 			proc_exit(1);
@@ -689,23 +1036,166 @@ produce_event(OutboxSink *sink, const char *frame, Size len)
 	if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
 	{
 		sink->in_flight++;
-		sink->in_flight_bytes += len;
+		sink->in_flight_bytes += rec->len;
 		return;
 	}
 
 	/* Not accepted: the headers are still ours. */
 	rd_kafka_headers_destroy(hdrs);
 	rec->err = err;
-	if (is_permanent_error(err))
-		push_dead(sink, rec);
-	else
+	reject(sink, rec);
+}
+
+/*
+ * A record failed (rec->err): dead-letter it, keep it for a retry, or fail
+ * the producer.
+ */
+static void
+reject(OutboxSink *sink, SinkRecord *rec)
+{
+	bool		block = (outbox_on_permanent_error == OUTBOX_ON_ERROR_BLOCK);
+	TimestampTz now;
+	SinkTopic  *slot;
+	SinkRecord **link;
+	bool		expired;
+
+	if (is_record_error(rec->err) && !block)
 	{
-		sink->failed = true;
-		snprintf(sink->failed_reason, sizeof(sink->failed_reason),
-				 "could not produce to topic \"%s\": %s", topic,
-				 rd_kafka_err2str(err));
-		txn->pending--;
+		push_dead(sink, rec);
+		return;
+	}
+	if (!is_record_error(rec->err) && !is_transient_error(rec->err))
+	{
+		if (!sink->failed)
+		{
+			sink->failed = true;
+			snprintf(sink->failed_reason, sizeof(sink->failed_reason),
+					 "delivery failed: %s", rd_kafka_err2str(rec->err));
+		}
+		/* leave txn->pending: nothing past it may be confirmed */
 		free_record(sink, rec);
+		return;
+	}
+
+	/* transient, or blocking: how long has the topic been failing? */
+	now = GetCurrentTimestamp();
+	slot = record_topic(sink, rec);
+	if (slot != NULL && slot->failing_since == 0)
+	{
+		slot->failing_since = now;
+		sink->nfailing++;
+	}
+	expired = !block && slot != NULL &&
+		TimestampDifferenceExceeds(slot->failing_since, now,
+								   outbox_dead_letter_after_ms);
+
+	/*
+	 * Past the topic's time, a record goes to dead_letters once it failed
+	 * again after a retry, which refreshes the topic's metadata: librdkafka
+	 * may fail a record at once on the remembered error of an earlier one.
+	 */
+	if (expired && (rec->failures > 0 || outbox_dead_letter_after_ms == 0))
+	{
+		push_dead(sink, rec);
+		return;
+	}
+
+	/* keep it for a retry, in production order */
+	rec->failures++;
+	for (link = &sink->retry_head; *link != NULL && (*link)->seq < rec->seq;
+		 link = &(*link)->next_done)
+		;
+	rec->next_done = *link;
+	*link = rec;
+	sink->nretry++;
+	sink->paused = true;
+	if (sink->retry_at == 0)
+	{
+		/* a topic past its time is only checked once more: no backoff */
+		sink->backoff_ms = (sink->backoff_ms == 0 || expired) ? SINK_RETRY_MIN_MS :
+			Min(sink->backoff_ms * 2, SINK_RETRY_MAX_MS);
+		sink->retry_at = TimestampTzPlusMilliseconds(now, sink->backoff_ms);
+	}
+}
+
+/*
+ * Ask the cluster for a topic's metadata now, so that a retry does not fail
+ * at once on what librdkafka remembers of the last error until its next
+ * periodic refresh (topic.metadata.refresh.interval.ms).
+ */
+static void
+refresh_topic(OutboxSink *sink, SinkTopic *slot)
+{
+	const struct rd_kafka_metadata *md = NULL;
+
+	if (rd_kafka_metadata(sink->rk, 0, slot->rkt, &md,
+						  SINK_METADATA_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR)
+		rd_kafka_metadata_destroy(md);
+}
+
+/*
+ * Produce the records waiting for a retry once their pause is over and
+ * every record produced before them has been reported; then, once the
+ * retried records have all been acknowledged, the held ones.  So a record
+ * is never overtaken by a later one on its partition, whatever happens.
+ */
+static void
+resume_stream(OutboxSink *sink)
+{
+	SinkRecord *rec;
+	SinkRecord *next;
+
+	if (sink->failed || sink->in_flight > 0)
+		return;
+
+	if (sink->skipped != sink->skipped_reported && sink->acked == NULL)
+	{
+		ereport(LOG,
+				(errmsg("outbox relay: skipped %llu event(s) acknowledged before the rewind",
+						(unsigned long long) sink->skipped)));
+		sink->skipped_reported = sink->skipped;
+	}
+	if (sink->retry_head != NULL)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+		SinkTopic  *last = NULL;
+
+		if (now < sink->retry_at)
+			return;
+		rec = sink->retry_head;
+		sink->retry_head = NULL;
+		sink->nretry = 0;
+		sink->retry_at = 0;
+		for (; rec != NULL && !sink->failed; rec = next)
+		{
+			SinkTopic  *slot = record_topic(sink, rec);
+
+			next = rec->next_done;
+			if (slot != NULL && slot != last)
+				refresh_topic(sink, slot);
+			last = slot;
+			send_record(sink, rec);
+		}
+		/* after a failure the rest are dropped with the producer */
+		return;
+	}
+
+	if (sink->paused)
+	{
+		/* the last retries went through: produce what was held back */
+		sink->paused = false;
+		sink->backoff_ms = 0;
+		sink->retry_reported = false;
+		while ((rec = sink->held_head) != NULL &&
+			   !sink->paused && !sink->failed)
+		{
+			sink->held_head = rec->next_done;
+			if (sink->held_head == NULL)
+				sink->held_tail = NULL;
+			sink->nheld--;
+			sink->held_bytes -= rec->len;
+			send_record(sink, rec);
+		}
 	}
 }
 
@@ -776,6 +1266,7 @@ pop_settled(OutboxSink *sink)
 		sink->head = txn->next;
 		if (sink->head == NULL)
 			sink->tail = NULL;
+		free(txn->acked);
 		free(txn);
 	}
 }
@@ -798,36 +1289,45 @@ settle(OutboxSink *sink)
 		if (rec->err == RD_KAFKA_RESP_ERR_NO_ERROR)
 		{
 			sink->unreachable = false;
+			if (sink->nfailing > 0)
+			{
+				/* the topic works again: its dead-letter clock stops */
+				SinkTopic  *slot = record_topic(sink, rec);
+
+				if (slot != NULL && slot->failing_since != 0)
+				{
+					slot->failing_since = 0;
+					sink->nfailing--;
+				}
+			}
+			txn_mark_acked(rec->txn, rec->ordinal);
 			rec->txn->pending--;
 			sink->delivered++;
 			sink->last_delivered_commit_time = rec->txn->commit_time;
 			free_record(sink, rec);
 		}
-		else if (is_permanent_error(rec->err))
-			push_dead(sink, rec);
 		else
-		{
-			if (!sink->failed)
-			{
-				sink->failed = true;
-				snprintf(sink->failed_reason, sizeof(sink->failed_reason),
-						 "delivery failed: %s", rd_kafka_err2str(rec->err));
-			}
-			/* leave txn->pending: nothing past it may be confirmed */
-			free_record(sink, rec);
-		}
+			reject(sink, rec);
 	}
 	pop_settled(sink);
 }
 
-void
-outbox_sink_poll(OutboxSink *sink, int timeout_ms)
+/* Serve librdkafka's queue and work off what it reported. */
+static void
+poll_reports(OutboxSink *sink, int timeout_ms)
 {
 	rd_kafka_poll(sink->rk, timeout_ms);
 	/* rd_kafka_poll serves one event per call when it had to wait */
 	while (rd_kafka_poll(sink->rk, 0) > 0)
 		;
 	settle(sink);
+}
+
+void
+outbox_sink_poll(OutboxSink *sink, int timeout_ms)
+{
+	poll_reports(sink, timeout_ms);
+	resume_stream(sink);
 }
 
 XLogRecPtr
@@ -906,6 +1406,7 @@ outbox_sink_dead_letters_written(OutboxSink *sink)
 
 		sink->dead_head = rec->next_done;
 		sink->ndead--;
+		txn_mark_acked(rec->txn, rec->ordinal);
 		rec->txn->pending--;
 		sink->dead_lettered++;
 		free_record(sink, rec);
@@ -954,6 +1455,49 @@ outbox_sink_report(OutboxSink *sink)
 		else
 			ereport(slot->level <= 4 ? LOG : DEBUG1,
 					(errmsg("outbox relay: librdkafka: %s", slot->text)));
+	}
+	if (sink->skipped != sink->skipped_reported && sink->acked == NULL)
+	{
+		ereport(LOG,
+				(errmsg("outbox relay: skipped %llu event(s) acknowledged before the rewind",
+						(unsigned long long) sink->skipped)));
+		sink->skipped_reported = sink->skipped;
+	}
+	if (sink->retry_head != NULL)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+
+		if (!sink->retry_reported ||
+			(outbox_on_permanent_error == OUTBOX_ON_ERROR_BLOCK &&
+			 TimestampDifferenceExceeds(sink->retry_reported_at, now,
+										SINK_RETRY_REPORT_MS)))
+		{
+			SinkRecord *rec = sink->retry_head;
+			SinkTopic  *slot = record_topic(sink, rec);
+			const char *topic = slot ? slot->name : "(invalid)";
+
+			if (outbox_on_permanent_error == OUTBOX_ON_ERROR_BLOCK)
+			{
+				ereport(WARNING,
+						(errmsg("outbox relay: blocked: Kafka refuses an event for topic \"%s\" (%s); retrying, later events wait",
+								topic, rd_kafka_err2name(rec->err)),
+						 errhint("outbox.on_permanent_error is \"block\": the event is never dead-lettered. Fix the cause, or set outbox.on_permanent_error to \"dead_letter\".")));
+				outbox_status_error("blocked: Kafka refuses an event for topic \"%s\" (%s); retrying, later events wait",
+									topic, rd_kafka_err2name(rec->err));
+			}
+			else
+			{
+				ereport(WARNING,
+						(errmsg("outbox relay: Kafka refused %d event(s) for topic \"%s\" (%s); retrying, later events wait",
+								sink->nretry, topic, rd_kafka_err2name(rec->err)),
+						 errdetail("Events still refused %d ms after the topic's first error go to outbox.dead_letters (outbox.dead_letter_after).",
+								   outbox_dead_letter_after_ms)));
+				outbox_status_error("Kafka refused %d event(s) for topic \"%s\" (%s); retrying, later events wait",
+									sink->nretry, topic, rd_kafka_err2name(rec->err));
+			}
+			sink->retry_reported = true;
+			sink->retry_reported_at = now;
+		}
 	}
 	if (sink->logs_dropped > 0)
 		ereport(LOG,

@@ -6,7 +6,11 @@
  * Events arrive as frames of decoder/wire.h, grouped by transaction in
  * commit order.  The sink produces each event to Kafka and tracks every
  * transaction until all of its events are settled: acknowledged by Kafka, or
- * rejected permanently and recorded as a dead letter.  The relay may confirm
+ * rejected permanently and recorded as a dead letter.  A record refused with
+ * an error that is usually transient is produced again after a pause, and
+ * no later record is produced meanwhile (per-key order); it becomes a dead
+ * letter only after outbox.dead_letter_after, or never with
+ * outbox.on_permanent_error = block.  The relay may confirm
  * a transaction's end LSN to the slot only once the transaction and all
  * transactions before it are settled (outbox_sink_settled_lsn()).
  *
@@ -32,6 +36,18 @@
 
 typedef struct OutboxSink OutboxSink;
 
+/*
+ * What a sink knew to be acknowledged (or dead-lettered) of the transactions
+ * it had not settled yet: one bit per event, by the event's ordinal in its
+ * transaction.  A rewind decodes from the slot's confirmed position again,
+ * so the first transactions it sees may be partly in Kafka already; the
+ * next sink takes this over and does not produce those events again.
+ * Acknowledgements within a transaction need not be a prefix (its events go
+ * to several partitions, each acknowledged on its own), hence a bitmap.
+ * Bounded: 1 bit per event of unsettled transactions, at most 16 MB.
+ */
+typedef struct SinkAcked SinkAcked;
+
 /* A decoded event, parsed from an 'E' frame (decoder/wire.h). */
 typedef OutboxWireEvent SinkEvent;
 
@@ -48,15 +64,22 @@ typedef struct SinkDeadLetter
 /*
  * Create a producer for the given bootstrap servers.  Extra librdkafka
  * properties come as "name=value" lines (file_properties, '#' comments) and
- * as "name=value" items separated by ';' (guc_properties); later ones win.
- * Returns NULL and a malloc'd message in *errstr on bad configuration.
- * wake_fd (or -1) is written to whenever librdkafka queues a delivery report
- * or an error for rd_kafka_poll().
+ * as "name=value" items separated by ';' (guc_properties, where "\;" and
+ * "\\" escape); later ones win.  acked (or NULL) comes from the previous
+ * sink's outbox_sink_take_acked() and is taken over, also on failure.
+ * Returns NULL and a malloc'd message in *errstr on bad configuration; the
+ * message never quotes a property value.  wake_fd (or -1) is written to
+ * whenever librdkafka queues a delivery report or an error for
+ * rd_kafka_poll().
  */
 extern OutboxSink *outbox_sink_create(const char *brokers,
 									  const char *file_properties,
 									  const char *guc_properties,
+									  SinkAcked *acked,
 									  int wake_fd, char **errstr);
+/* Take what is known acknowledged of unsettled transactions (or NULL). */
+extern SinkAcked *outbox_sink_take_acked(OutboxSink *sink);
+extern void outbox_sink_free_acked(SinkAcked *acked);
 extern void outbox_sink_destroy(OutboxSink *sink);
 
 /* Add one frame ('E' or 'C') from the decoder.  May block for backpressure. */

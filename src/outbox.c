@@ -33,6 +33,14 @@ char	   *outbox_kafka_properties = NULL;
 char	   *outbox_kafka_config_file = NULL;
 int			outbox_max_in_flight = 100000;
 int			outbox_retry_interval_ms = 1000;
+int			outbox_dead_letter_after_ms = 300000;
+int			outbox_on_permanent_error = OUTBOX_ON_ERROR_DEAD_LETTER;
+
+static const struct config_enum_entry on_permanent_error_options[] = {
+	{"dead_letter", OUTBOX_ON_ERROR_DEAD_LETTER, false},
+	{"block", OUTBOX_ON_ERROR_BLOCK, false},
+	{NULL, 0, false}
+};
 
 /* Did the current transaction write an event? */
 static bool wake_relay_at_commit = false;
@@ -123,6 +131,23 @@ _PG_init(void)
 							1000, 10, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("outbox.dead_letter_after",
+							gettext_noop("How long the relay retries an event whose topic or partition Kafka refuses before it writes the event to outbox.dead_letters."),
+							gettext_noop("Applies to errors that are usually transient (authorization, unknown topic or partition, leader moves). The time counts from the topic's first such error; errors that concern the record itself (too large, invalid) do not wait."),
+							&outbox_dead_letter_after_ms,
+							300000, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("outbox.on_permanent_error",
+							 gettext_noop("What the relay does with an event Kafka keeps refusing: dead_letter or block."),
+							 gettext_noop("dead_letter writes it to outbox.dead_letters and goes on; block retries it forever and holds back every later event, so that per-key order is never broken."),
+							 &outbox_on_permanent_error,
+							 OUTBOX_ON_ERROR_DEAD_LETTER,
+							 on_permanent_error_options,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("outbox");
 

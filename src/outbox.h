@@ -43,6 +43,15 @@ extern char *outbox_kafka_properties;	/* outbox.kafka_properties (secret) */
 extern char *outbox_kafka_config_file;	/* outbox.kafka_config_file */
 extern int	outbox_max_in_flight;	/* outbox.max_in_flight, events */
 extern int	outbox_retry_interval_ms;	/* outbox.retry_interval, ms */
+extern int	outbox_dead_letter_after_ms;	/* outbox.dead_letter_after, ms */
+extern int	outbox_on_permanent_error;	/* outbox.on_permanent_error */
+
+/* Values of outbox.on_permanent_error. */
+typedef enum OutboxOnError
+{
+	OUTBOX_ON_ERROR_DEAD_LETTER,	/* write to outbox.dead_letters, go on */
+	OUTBOX_ON_ERROR_BLOCK		/* retry forever, hold back later events */
+} OutboxOnError;
 
 /*
  * Ask for the relay worker to be woken when the current transaction commits

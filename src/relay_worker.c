@@ -137,6 +137,7 @@ typedef struct RelayState
 {
 	LogicalDecodingContext *ctx;	/* open decoding context, or NULL */
 	OutboxSink *sink;			/* producer, or NULL */
+	SinkAcked  *acked;			/* from the last sink, for the next one */
 	int			pipe_rd;		/* librdkafka wake-up pipe, read end */
 	int			pipe_wr;		/* write end, given to librdkafka */
 	MemoryContext loop_cxt;		/* reset every loop iteration */
@@ -700,8 +701,9 @@ relay_start_sink(void)
 		return false;
 	}
 	relay.sink = outbox_sink_create(outbox_kafka_brokers, file_props,
-									outbox_kafka_properties, relay.pipe_wr,
-									&errstr);
+									outbox_kafka_properties, relay.acked,
+									relay.pipe_wr, &errstr);
+	relay.acked = NULL;			/* taken over by the sink */
 	if (relay.sink == NULL)
 	{
 		pfree(file_props);
@@ -999,6 +1001,8 @@ relay_destroy_sink(void)
 	outbox_sink_stats(relay.sink, &delivered, &dead_lettered, &last_commit, &oldest);
 	relay.delivered_base += delivered;
 	relay.dead_lettered_base += dead_lettered;
+	/* events known acknowledged are not produced again after a rewind */
+	relay.acked = outbox_sink_take_acked(relay.sink);
 	outbox_sink_destroy(relay.sink);
 	relay.sink = NULL;
 }

@@ -97,9 +97,10 @@ messages_columns(FunctionCallInfo fcinfo, Relation rel)
  * break the event rules, and wake the relay at commit for new rows.
  *
  * It runs for every row, so it detoasts only what it must read: topic and
- * key stay packed (short values are read in place), the headers are read in
- * full, and a compressed or out-of-line payload is measured from its toast
- * header and expanded only to report that it is too large.
+ * key stay packed (short values are read in place); headers and payload are
+ * read in full, because the size that counts is that of the Kafka record
+ * (compact JSON text, see outbox_event_size()), which the stored jsonb size
+ * does not bound: escapes and numerics can print much longer.
  */
 Datum
 outbox_messages_check(PG_FUNCTION_ARGS)
@@ -111,8 +112,6 @@ outbox_messages_check(PG_FUNCTION_ARGS)
 	OutboxEvent ev;
 	Datum		d;
 	bool		isnull;
-	Datum		payload = (Datum) 0;
-	bool		payload_toasted = false;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
@@ -159,36 +158,12 @@ outbox_messages_check(PG_FUNCTION_ARGS)
 		ev.headers = DatumGetJsonbP(d);
 
 	/*
-	 * Only the payload's size matters here.  A packed or plain payload is
-	 * measured in place (VARSIZE_ANY works on both); a compressed or
-	 * out-of-line one by its toast header.
+	 * The payload is measured as the compact JSON text Kafka will get, which
+	 * needs the jsonb itself: a compressed or out-of-line one is expanded.
 	 */
 	d = heap_getattr(tuple, cols->payload, tupdesc, &isnull);
 	if (!isnull)
-	{
-		struct varlena *v = (struct varlena *) DatumGetPointer(d);
-
-		if (VARATT_IS_EXTERNAL(v) || VARATT_IS_COMPRESSED(v))
-		{
-			payload = d;
-			payload_toasted = true;
-		}
-		else
-			ev.payload = (Jsonb *) v;
-	}
-
-	if (payload_toasted)
-	{
-		Size		raw = toast_raw_datum_size(payload) - VARHDRSZ;
-
-		/*
-		 * Checking the event without its payload checks topic and headers;
-		 * the size is fine if the payload fits in what is left.  Otherwise
-		 * expand the payload so that the size error names the real size.
-		 */
-		if (outbox_event_size(&ev) + raw > (Size) outbox_max_message_size)
-			ev.payload = DatumGetJsonbP(payload);
-	}
+		ev.payload = DatumGetJsonbP(d);
 
 	outbox_check_event(&ev);
 

@@ -19,8 +19,11 @@ my $t_big = unique_topic('big');
 my $t_ok = unique_topic('fine');
 my $t_denied = unique_topic('denied');
 my $broker = start_broker(topics => [ "$t_big:3", "$t_ok:3" ]);
+# outbox.dead_letter_after = 0: a denied topic is dead-lettered at its first
+# error, as this test wants; 055_transient_errors.pl tests the retries.
 my $node = new_relay_node('dead_letters', $broker,
-	kafka_properties => 'topic.metadata.refresh.interval.ms=1000');
+	kafka_properties => 'topic.metadata.refresh.interval.ms=1000',
+	extra_conf => "outbox.dead_letter_after = 0\n");
 
 sub dead_letters
 {
