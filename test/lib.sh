@@ -9,6 +9,10 @@
 OUTBOX_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUTBOX_BUILD=${OUTBOX_BUILD_DIR:-/tmp/outbox-build}
 PG_MAJOR=${PG_MAJOR:-15}
+# The server's installation; OUTBOX_PG_ROOT may name a relocated copy of
+# /usr (PostgreSQL's binaries find their files relative to themselves), so
+# that several trees can be built and tested side by side.
+PG_LIBDIR=${OUTBOX_PG_ROOT:-}/usr/lib/postgresql/$PG_MAJOR
 
 # Debian packages the build, the tests and the demo need.
 OUTBOX_PACKAGES=(
@@ -49,7 +53,7 @@ install_deps() {
 }
 
 pg_bindir() {
-	"/usr/lib/postgresql/$PG_MAJOR/bin/pg_config" --bindir
+	"$PG_LIBDIR/bin/pg_config" --bindir
 }
 
 # Copy the tree to $OUTBOX_BUILD (owned by postgres), build it there and
@@ -62,7 +66,7 @@ build_install() {
 		--exclude=./results --exclude='*.o' --exclude='*.so' --exclude='*.bc' -cf - .) |
 		(cd "$OUTBOX_BUILD" && tar -xf -)
 	chown -R postgres:postgres "$OUTBOX_BUILD"
-	local pgc="/usr/lib/postgresql/$PG_MAJOR/bin/pg_config"
+	local pgc="$PG_LIBDIR/bin/pg_config"
 	runuser -u postgres -- make -C "$OUTBOX_BUILD" -s PG_CONFIG="$pgc" clean >/dev/null
 	if ! runuser -u postgres -- make -C "$OUTBOX_BUILD" -s PG_CONFIG="$pgc" \
 		> "$OUTBOX_BUILD/build.log" 2>&1; then

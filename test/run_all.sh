@@ -28,8 +28,8 @@ install_deps || exit 1
 build_install || { echo "outbox: 0 passed, 1 failed"; exit 1; }
 
 BIN=$(pg_bindir)
-PERL_LIB=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test/perl
-PG_REGRESS=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test/regress/pg_regress
+PERL_LIB=$PG_LIBDIR/lib/pgxs/src/test/perl
+PG_REGRESS=$PG_LIBDIR/lib/pgxs/src/test/regress/pg_regress
 SUITES=${OUTBOX_SUITES:-packaging regress pgtap broker e2e docs}
 LOGDIR=$OUTBOX_BUILD/test-logs
 mkdir -p "$LOGDIR"
