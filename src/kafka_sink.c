@@ -133,6 +133,7 @@ struct SinkAcked
 struct OutboxSink
 {
 	rd_kafka_t *rk;				/* the producer */
+	char		database[NAMEDATALEN];	/* outbox-db header value */
 	dlist_head	records;		/* every live SinkRecord */
 	SinkTxn    *head;			/* oldest unsettled transaction */
 	SinkTxn    *tail;			/* newest transaction */
@@ -617,6 +618,12 @@ wait_for_room(OutboxSink *sink, Size len)
 }
 
 void
+outbox_sink_set_database(OutboxSink *sink, const char *database)
+{
+	strlcpy(sink->database, database, sizeof(sink->database));
+}
+
+void
 outbox_sink_set_wait_hook(OutboxSink *sink, void (*hook) (void *), void *arg)
 {
 	sink->wait_hook = hook;
@@ -1012,6 +1019,8 @@ send_record(OutboxSink *sink, SinkRecord *rec)
 	rd_kafka_header_add(hdrs, "outbox-xid", -1, txn->xid_header, -1);
 	if (txn->has_source)
 		rd_kafka_header_add(hdrs, OUTBOX_SOURCE_HEADER, -1, txn->source_header, -1);
+	if (sink->database[0] != '\0')
+		rd_kafka_header_add(hdrs, "outbox-db", -1, sink->database, -1);
 
 	for (;;)
 	{

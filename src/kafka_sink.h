@@ -85,6 +85,9 @@ extern void outbox_sink_destroy(OutboxSink *sink);
 /* Add one frame ('E' or 'C') from the decoder.  May block for backpressure. */
 extern void outbox_sink_add_frame(OutboxSink *sink, const char *frame, Size len);
 
+/* The database name every record carries as header outbox-db. */
+extern void outbox_sink_set_database(OutboxSink *sink, const char *database);
+
 /*
  * A function the sink calls while it waits for room inside
  * outbox_sink_add_frame(), after serving librdkafka's queue; it may throw

@@ -67,6 +67,7 @@
 #include "access/xlogreader.h"
 #include "access/xlogutils.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -159,6 +160,7 @@ typedef struct RelayState
 	bool		dead_letters_blocked;	/* did the last write fail? */
 	TimestampTz dead_letters_retry; /* when to try again */
 	int			dead_letters_backoff_ms;	/* current backoff */
+	char		dbname[NAMEDATALEN];	/* the relayed database's name */
 	uint64		delivered_base; /* delivered by producers already destroyed */
 	uint64		dead_lettered_base; /* likewise for dead letters */
 } RelayState;
@@ -232,12 +234,20 @@ outbox_relay_main(Datum main_arg)
 	relay.pipe_rd = fds[0];
 	relay.pipe_wr = fds[1];
 
-	outbox_status_begin(outbox_database, outbox_slot_name);
+	{
+		MemoryContext cxt = relay_begin_xact();
+		char	   *name = get_database_name(MyDatabaseId);
+
+		strlcpy(relay.dbname, name ? name : "", sizeof(relay.dbname));
+		relay_commit_xact(cxt);
+	}
+
+	outbox_status_begin(relay.dbname, outbox_slot_name);
 	before_shmem_exit(relay_on_exit, (Datum) 0);
 
 	ereport(LOG,
 			(errmsg("outbox relay started for database \"%s\", slot \"%s\"",
-					outbox_database, outbox_slot_name)));
+					relay.dbname, outbox_slot_name)));
 
 	PG_TRY();
 	{
@@ -601,7 +611,7 @@ relay_acquire_slot(void)
 	{
 		relay_blocked("misconfigured", WARNING,
 					  "replication slot \"%s\" is not an \"outbox\" slot of database \"%s\" (it uses plugin \"%s\"); drop it or set outbox.slot_name",
-					  outbox_slot_name, outbox_database, NameStr(plugin));
+					  outbox_slot_name, relay.dbname, NameStr(plugin));
 		return false;
 	}
 	if (invalidated)
@@ -728,6 +738,7 @@ relay_stream(void)
 	if (!relay_start_sink())
 		return RELAY_RESTART;
 	outbox_sink_set_wait_hook(relay.sink, relay_wait_hook, NULL);
+	outbox_sink_set_database(relay.sink, relay.dbname);
 
 	/*
 	 * Only now is a blocked state over: relay_ready() and the slot may well
@@ -962,7 +973,7 @@ relay_check_extension(void)
 	{
 		ereport(LOG,
 				(errmsg("outbox relay: extension \"outbox\" is not installed in database \"%s\"; the slot is ready and events will be relayed once CREATE EXTENSION outbox has run",
-						outbox_database)));
+						relay.dbname)));
 		strlcpy(relay.logged_state, "waiting_for_extension", sizeof(relay.logged_state));
 	}
 	else if (relay.have_extension && !had)

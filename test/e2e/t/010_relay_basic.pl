@@ -61,6 +61,7 @@ is($r->{headers}{trace}, 't-1', 'event headers become record headers');
 like($r->{headers}{'outbox-lsn'}, qr{^[0-9A-F]+/[0-9A-F]+$},
 	'outbox-lsn header is an LSN');
 like($r->{headers}{'outbox-xid'}, qr{^\d+$}, 'outbox-xid header is an xid');
+is($r->{headers}{'outbox-db'}, 'postgres', 'outbox-db header names the database');
 is($r->{partition}, java_partition('customer-1', 8),
 	'partition is murmur2(key) like the Java client');
 is($by_id{2}{partition}, java_partition('customer-2', 8),
