@@ -3,7 +3,7 @@
 #    The launcher starts the relay.  A database named by outbox.database
 #    that does not exist is a calm misconfigured state (one log line, no
 #    restart loop), and the relay starts by itself once the database is
-#    created.
+#    created.  A slot that cannot be created is calm too.
 #
 use strict;
 use warnings;
@@ -44,5 +44,20 @@ $node->safe_psql('shop', "SELECT outbox.enqueue('$topic', 'k', '{\"n\": 1}')");
 my @recs;
 ok(wait_for(sub { @recs = consume($broker, $topic); @recs == 1 }, 30),
 	'an event of database shop is delivered');
+
+# A slot that cannot be created (no replication slots at all) is a calm
+# misconfigured state too, not a worker exiting every 5 s.
+my $noslots = new_relay_node('launcher_noslots', $broker,
+	extra_conf => "max_replication_slots = 0\n", no_wait => 1);
+ok(wait_for(sub { (relay_status($noslots) // {})->{state} eq 'misconfigured' }, 30),
+	'a slot that cannot be created: misconfigured');
+like(relay_status($noslots)->{last_error}, qr/could not create replication slot .*max_replication_slots/,
+	'last_error says why, naming max_replication_slots');
+my $pid = relay_pid($noslots);
+sleep(7);
+is(relay_pid($noslots), $pid, 'the relay keeps its process (no crash loop)');
+is(count_matches(slurp_file($noslots->logfile), qr/could not create replication slot/), 1,
+	'logged once');
+$noslots->stop;
 
 done_testing();
