@@ -1231,7 +1231,8 @@ relay_write_dead_letters(void)
 {
 	SinkDeadLetter *dls;
 	int			n;
-	MemoryContext cxt = CurrentMemoryContext;
+	MemoryContext cxt;
+	MemoryContext old;
 	char	   *failure = NULL;
 	int64		first_id;
 	char	   *first_topic;
@@ -1247,7 +1248,9 @@ relay_write_dead_letters(void)
 	if (relay.dead_letters_blocked && now < relay.dead_letters_retry)
 		return;
 
-	/* in the caller's (per-loop) context, not SPI's */
+	/* everything here lives in the per-loop context, not SPI's */
+	old = MemoryContextSwitchTo(relay.loop_cxt);
+	cxt = relay.loop_cxt;
 	first_id = dls[0].event.id;
 	first_topic = pnstrdup(dls[0].event.topic, dls[0].event.topic_len);
 	first_error = dls[0].error;
@@ -1290,6 +1293,7 @@ relay_write_dead_letters(void)
 		relay.dead_letters_retry = TimestampTzPlusMilliseconds(now,
 															   relay.dead_letters_backoff_ms);
 		relay_set_state();
+		MemoryContextSwitchTo(old);
 		return;
 	}
 
@@ -1306,6 +1310,7 @@ relay_write_dead_letters(void)
 						n, first_topic, first_error);
 	outbox_sink_dead_letters_written(relay.sink);
 	relay_set_state();
+	MemoryContextSwitchTo(old);
 }
 
 /* ---------------------------------------------------------------------
