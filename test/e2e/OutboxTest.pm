@@ -11,7 +11,10 @@
 # so old data in a real cluster never interferes.  Tests that need to break
 # the broker (down/up, injected errors) skip those parts against a real
 # cluster unless OUTBOX_TEST_KAFKA_STOP_CMD / OUTBOX_TEST_KAFKA_START_CMD say
-# how to stop and start it.
+# how to stop and start it.  With OUTBOX_TEST_KAFKA_DIR naming a cluster
+# started by test/kafka/kafka.sh, start_broker() creates the topics a test
+# declares (auto topic creation may be off there), and kafka_cluster() gives
+# the real-only fault tests its node count and a way to drive its nodes.
 #
 # test/e2e/OutboxTest.pm
 #
@@ -38,12 +41,13 @@ our @EXPORT = qw(
   check_per_key_order summarize_duplicates relay_pid wait_for
   consume_lines table_ids check_delivery proc_memory start_writer
   start_pgbench log_position log_since count_matches verify_topic
-  enqueue_script
+  enqueue_script kafka_cluster kafka_sh
 );
 
 my $ROOT   = abs_path(dirname(__FILE__) . '/../..');
 my $BROKER = "$ROOT/test/broker/kafka_mock_broker";
 my $CONSUME = "$ROOT/test/broker/kafka_consume";
+my $KAFKA_SH = "$ROOT/test/kafka/kafka.sh";
 
 my @brokers_started;
 
@@ -67,7 +71,21 @@ sub start_broker
 
 	if (real_kafka())
 	{
-		return { bootstrap => real_kafka(), real => 1 };
+		my $b = { bootstrap => real_kafka(), real => 1 };
+		my $k = kafka_cluster();
+		if ($k)
+		{
+			$b->{kafka} = $k;
+			for my $spec (@{ $opts{topics} // [] })
+			{
+				# "name:partitions[:config=value,...]"
+				my ($name, $parts, $configs) = split /:/, $spec, 3;
+				kafka_sh('create-topic', $k->{dir}, $name, $parts // 4,
+					$k->{rf}, $k->{min_isr},
+					split(/,/, $configs // ''));
+			}
+		}
+		return $b;
 	}
 
 	my $dir = PostgreSQL::Test::Utils::tempdir();
@@ -93,6 +111,37 @@ sub start_broker
 		dir => $dir, real => 0 };
 	push @brokers_started, $b;
 	return $b;
+}
+
+# The real cluster started by test/kafka/kafka.sh (OUTBOX_TEST_KAFKA_DIR):
+# {dir, nodes, rf, min_isr}, or undef.
+sub kafka_cluster
+{
+	my $dir = $ENV{OUTBOX_TEST_KAFKA_DIR};
+	return undef unless real_kafka() && $dir && -f "$dir/cluster.env";
+	my %env = map { /^(\w+)=(.*)$/ ? ($1, $2) : () }
+	  split /\n/, slurp_file("$dir/cluster.env");
+	my $nodes = $env{NODES} // 1;
+	return {
+		dir => $dir,
+		nodes => $nodes,
+		rf => $nodes >= 3 ? 3 : 1,
+		min_isr => $nodes >= 3 ? 2 : 1,
+		auto_create => ($env{AUTO_CREATE} // 'true') eq 'true',
+	};
+}
+
+# Run test/kafka/kafka.sh with these arguments; returns its output (chomped),
+# dies if it fails.
+sub kafka_sh
+{
+	my (@args) = @_;
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ 'bash', $KAFKA_SH, @args ], '<', \undef, '>', \$out,
+		'2>', \$err)
+	  or die "kafka.sh @args failed: $err";
+	chomp $out;
+	return $out;
 }
 
 # Can this test stop and start the broker?
