@@ -10,6 +10,10 @@
 #      5. e2e-kafka   the end-to-end tests that make sense on a real broker,
 #                     on a real single-node Apache Kafka (test/kafka/kafka.sh,
 #                     auto topic creation off), including broker down/up
+#      6. e2e-kafka3  real-only fault tests (test/e2e/t/2*_real_*.pl) on a
+#                     real 3-node cluster: RF 3, min.insync.replicas 2;
+#                     leader SIGKILL, controller SIGKILL, a frozen broker,
+#                     all brokers down 30 s
 #    Prints one line per suite and "outbox: N passed, N failed" at the end;
 #    exits non-zero if anything failed.
 #
@@ -195,6 +199,28 @@ for suite in $SUITES; do
 		fi
 		stop_kafkas
 		echo "e2e-kafka took $((SECONDS - t0))s (Kafka start, tests, stop)"
+		;;
+	e2e-kafka3)
+		log "real-only fault tests on a real 3-node Apache Kafka (RF 3, min.insync.replicas 2)"
+		t0=$SECONDS
+		if ! install_kafka_deps || ! start_kafka kdir --nodes 3 --no-auto-create; then
+			record e2e-kafka3 1 0 1
+			stop_kafkas
+			continue
+		fi
+		echo "Kafka (3 nodes) started in $((SECONDS - t0))s at $(cat "$kdir/bootstrap")"
+		OUTBOX_TEST_KAFKA_BROKERS=$(cat "$kdir/bootstrap") OUTBOX_TEST_KAFKA_PROPERTIES= \
+			run_e2e e2e-kafka3 "${OUTBOX_E2E_KAFKA3_TESTS:-2*_real_*.pl}" \
+			OUTBOX_TEST_KAFKA_DIR="$kdir"
+		if [ $? -ne 0 ]; then
+			for l in "$kdir"/n*/logs/server.log; do
+				echo "--- tail of $l"
+				grep -E 'ERROR|WARN' "$l" | tail -15
+			done
+		fi
+		bash "$KAFKA_SH" status "$kdir"
+		stop_kafkas
+		echo "e2e-kafka3 took $((SECONDS - t0))s (Kafka start, tests, stop)"
 		;;
 	*)
 		echo "unknown suite $suite" >&2

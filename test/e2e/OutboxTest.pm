@@ -41,7 +41,7 @@ our @EXPORT = qw(
   check_per_key_order summarize_duplicates relay_pid wait_for
   consume_lines table_ids check_delivery proc_memory start_writer
   start_pgbench log_position log_since count_matches verify_topic
-  enqueue_script kafka_cluster kafka_sh
+  enqueue_script kafka_cluster kafka_sh real_fault_scenario
 );
 
 my $ROOT   = abs_path(dirname(__FILE__) . '/../..');
@@ -142,6 +142,70 @@ sub kafka_sh
 	  or die "kafka.sh @args failed: $err";
 	chomp $out;
 	return $out;
+}
+
+# A fault test on a real 3-node cluster from test/kafka/kafka.sh (skips the
+# whole test otherwise): a topic of 6 partitions, replication factor 3,
+# min.insync.replicas 2 (the relay's idempotent producer uses acks=all);
+# writers run transactions over 20 keys; once the relay has delivered some,
+# $fault->($ctx) breaks and repairs the cluster ($ctx: broker, kafka, topic,
+# node, busiest => the partition most keys map to); the writers go on a
+# little, stop, and the topic is checked: nothing lost, nothing unexpected,
+# per-key order of first occurrences; duplicates are counted and reported.
+sub real_fault_scenario
+{
+	my ($name, $fault, %opts) = @_;
+	my $k = kafka_cluster();
+	plan skip_all =>
+	  'needs a real 3-node Kafka (test/kafka/kafka.sh start --nodes 3; run_all.sh suite e2e-kafka3)'
+	  unless $k && $k->{nodes} >= 3;
+
+	my $partitions = 6;
+	my $keys = 20;
+	my $topic = unique_topic($name);
+	my $b = start_broker(topics => ["$topic:$partitions"]);
+	my $node = new_relay_node($name, $b,
+		kafka_properties => $opts{kafka_properties} // '');
+	my %load;
+	$load{ java_partition("key-$_", $partitions) }++ for 0 .. $keys - 1;
+	my ($busiest) = sort { $load{$b} <=> $load{$a} || $a <=> $b } keys %load;
+
+	my @writers = map {
+		start_writer($node, $topic, events => 3, keys => $keys,
+			pause => 0.005, name => "$name-$_")
+	} 1 .. 2;
+	ok(wait_for(sub { (relay_status($node)->{delivered} // 0) >= 300 }, 60),
+		"$name: relay delivering before the fault");
+
+	my $t0 = time();
+	my $before = relay_status($node)->{delivered};
+	$fault->({ broker => $b, kafka => $k, topic => $topic, node => $node,
+		busiest => $busiest });
+	diag(sprintf('%s: fault and repair took %.1f s; %d events delivered before',
+		$name, time() - $t0, $before));
+
+	# the relay delivers again after the repair
+	my $mark = relay_status($node)->{delivered};
+	my $t1 = time();
+	ok(wait_for(sub { relay_status($node)->{delivered} > $mark + 100 }, 120),
+		"$name: relay delivering after the repair");
+	diag(sprintf('%s: 100 more events acknowledged %.1f s after the repair',
+		$name, time() - $t1));
+	sleep(2);
+	my @res = map { $_->stop } @writers;
+	diag(sprintf('%s: writer batches ok %d, failed %d', $name,
+		(map { my $f = $_; my $s = 0; $s += $_->{$f} for @res; $s }
+		  qw(batches_ok batches_failed))));
+	ok(wait_relay_idle($node, 180), "$name: relay caught up");
+	my $s = relay_status($node);
+	is($s->{state}, 'streaming', "$name: still streaming");
+	is($s->{dead_lettered}, 0, "$name: nothing dead-lettered");
+	my $d = verify_topic($node, $b, $topic, $name, timeout_ms => 180_000);
+	diag(sprintf('%s: RESULT lost %d, duplicates %d, per-key reorders %d',
+		$name, scalar(@{ $d->{missing} }), $d->{duplicates},
+		scalar(check_per_key_order(@{ $d->{records} }))));
+	$node->stop;
+	return $d;
 }
 
 # Can this test stop and start the broker?

@@ -18,11 +18,11 @@
 #        D/client.properties (librdkafka name=value lines) and
 #        D/client.properties.semi (the same joined with ";").
 #    kafka.sh create-topic D NAME PARTITIONS RF [MIN_ISR] [k=v ...]
-#    kafka.sh stop-node D N      SIGTERM, wait for the exit
-#    kafka.sh kill-node D N      SIGKILL
-#    kafka.sh freeze-node D N    SIGSTOP
-#    kafka.sh resume-node D N    SIGCONT
-#    kafka.sh start-node D N     start a stopped or killed node again
+#    kafka.sh stop-node D N...   SIGTERM, wait for the exit
+#    kafka.sh kill-node D N...   SIGKILL
+#    kafka.sh freeze-node D N... SIGSTOP
+#    kafka.sh resume-node D N... SIGCONT
+#    kafka.sh start-node D N...  start stopped or killed nodes again
 #    kafka.sh leader D TOPIC PARTITION   node id of the partition's leader
 #    kafka.sh controller D       node id of the active controller
 #    kafka.sh status D           one line per node: id, pid, state, ports
@@ -446,12 +446,19 @@ cmd_signal_node() {
 	kill -"$sig" "$pid"
 }
 
+# start-node D N [N...]: launch them all, then wait for each (a node of a
+# 3-node cluster cannot answer before a majority of controllers is up).
 cmd_start_node() {
-	local dir=$1 n=$2
+	local dir=$1 n
+	shift
 	load_cluster "$dir"
 	fetch
-	launch_node "$dir" "$n"
-	wait_brokers "$(node_bootstrap "$dir" "$n")" 1 120 || die "node $n did not answer within 120s"
+	for n in "$@"; do
+		launch_node "$dir" "$n"
+	done
+	for n in "$@"; do
+		wait_brokers "$(node_bootstrap "$dir" "$n")" 1 120 || die "node $n did not answer within 120s"
+	done
 }
 
 cmd_leader() {
@@ -525,11 +532,20 @@ start) cmd_start "$@" ;;
 	as_owner "$1" "$cmd" "$@"
 	case $cmd in
 	create-topic) cmd_create_topic "$@" ;;
-	stop-node) cmd_stop_node "$1" "$2" TERM ;;
-	kill-node) cmd_stop_node "$1" "$2" KILL ;;
-	freeze-node) cmd_signal_node "$1" "$2" STOP ;;
-	resume-node) cmd_signal_node "$1" "$2" CONT ;;
-	start-node) cmd_start_node "$1" "$2" ;;
+	stop-node | kill-node | freeze-node | resume-node)
+		[ $# -ge 2 ] || die "usage: $cmd D N [N...]"
+		d=$1
+		shift
+		for n in "$@"; do
+			case $cmd in
+			stop-node) cmd_stop_node "$d" "$n" TERM ;;
+			kill-node) cmd_stop_node "$d" "$n" KILL ;;
+			freeze-node) cmd_signal_node "$d" "$n" STOP ;;
+			resume-node) cmd_signal_node "$d" "$n" CONT ;;
+			esac
+		done
+		;;
+	start-node) [ $# -ge 2 ] || die "usage: start-node D N [N...]"; cmd_start_node "$@" ;;
 	leader) cmd_leader "$@" ;;
 	controller) cmd_controller "$1" ;;
 	status) cmd_status "$1" ;;

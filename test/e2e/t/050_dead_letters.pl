@@ -18,7 +18,14 @@ use Test::More;
 my $t_big = unique_topic('big');
 my $t_ok = unique_topic('fine');
 my $t_denied = unique_topic('denied');
-my $broker = start_broker(topics => [ "$t_big:3", "$t_ok:3" ]);
+# On a real Kafka started by test/kafka/kafka.sh: a topic whose broker-side
+# limit (max.message.bytes, the per-topic message.max.bytes) is 64 kB, and a
+# topic that does not exist (auto topic creation off).
+my $t_small = unique_topic('small_limit');
+my $t_missing = unique_topic('missing');
+my $kafka = real_kafka() ? kafka_cluster() : undef;
+my $broker = start_broker(topics => [ "$t_big:3", "$t_ok:3",
+	$kafka ? ("$t_small:1:max.message.bytes=65536") : () ]);
 my $node = new_relay_node('dead_letters', $broker,
 	kafka_properties => 'topic.metadata.refresh.interval.ms=1000');
 
@@ -168,6 +175,62 @@ SKIP:
 	diag("redrives needed: $redrives");
 	is(scalar(@got), 1, 'once');
 	is(decode_json($got[0]{value})->{n}, 'poison-1', 'with its payload');
+}
+
+# ---------------------------------------------------------------------
+# (c) Real Kafka only: a record under the producer's limit that the broker
+# rejects (topic max.message.bytes 64 kB), and (d) a topic that does not
+# exist on a cluster with auto topic creation off.
+# ---------------------------------------------------------------------
+SKIP:
+{
+	skip 'broker-side limits need a real Kafka from test/kafka/kafka.sh', 12
+	  unless $kafka;
+
+	my $dl_before = relay_status($node)->{dead_lettered};
+	my $small_before = $node->safe_psql('postgres',
+		"SELECT outbox.enqueue('$t_small', 'k', '{\"n\": \"before\"}')");
+	ok(wait_relay_idle($node), 'small-limit topic: first event delivered');
+	my $too_big = $node->safe_psql('postgres',
+		"SELECT outbox.enqueue('$t_small', 'k', jsonb_build_object('n', 'too-big', 'fill', repeat('y', 100000)))");
+	ok(wait_for(sub { dead_letters("message_id = $too_big") >= 1 }, 60),
+		'a 100 kB record the broker refuses was dead-lettered');
+	my ($d) = dead_letters("message_id = $too_big");
+	is($d->{error_code}, 'MSG_SIZE_TOO_LARGE', 'error_code from the broker');
+	diag("broker's error: $d->{error}");
+	my $small_after = $node->safe_psql('postgres',
+		"SELECT outbox.enqueue('$t_small', 'k', '{\"n\": \"after\"}')");
+	ok(wait_relay_idle($node), 'relay caught up');
+	is_deeply([ map { $_->{headers}{'outbox-id'} } consume($broker, $t_small) ],
+		[ $small_before, $small_after ],
+		'the events before and after it arrived, in order, and nothing else');
+
+	SKIP:
+	{
+		skip 'the cluster creates topics on demand', 7 if $kafka->{auto_create};
+		my $ok_before = $node->safe_psql('postgres',
+			"SELECT outbox.enqueue('$t_ok', 'missing-test', '{\"n\": \"m1\"}')");
+		my $lost = $node->safe_psql('postgres',
+			"SELECT outbox.enqueue('$t_missing', 'k', '{\"n\": \"nowhere\"}')");
+		my $ok_after = $node->safe_psql('postgres',
+			"SELECT outbox.enqueue('$t_ok', 'missing-test', '{\"n\": \"m2\"}')");
+		my $end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+		ok(wait_for(sub { dead_letters("message_id = $lost") >= 1 }, 120),
+			'the event for a topic that does not exist was dead-lettered');
+		my ($m) = dead_letters("message_id = $lost");
+		like($m->{error_code}, qr/^_?UNKNOWN_TOPIC/, "error_code: $m->{error_code}");
+		is($m->{topic}, $t_missing, 'topic recorded');
+		ok(wait_relay_idle($node), 'relay caught up');
+		is($node->safe_psql('postgres',
+			qq{SELECT confirmed_lsn >= '$end' FROM outbox.relay_status}),
+			't', 'the slot moved past it');
+		my @ok_ids = grep { $_ eq $ok_before || $_ eq $ok_after }
+		  map { $_->{headers}{'outbox-id'} } consume($broker, $t_ok);
+		is_deeply(\@ok_ids, [ $ok_before, $ok_after ],
+			'the other topic\'s events around it arrived, in order');
+		is(relay_status($node)->{dead_lettered}, $dl_before + 2,
+			'relay_status counts both dead letters');
+	}
 }
 
 $node->stop;
