@@ -115,6 +115,7 @@ stop_kafkas() {
 	local d
 	for d in "${KAFKA_DIRS[@]}"; do
 		bash "$KAFKA_SH" stop "$d" >/dev/null 2>&1 || true
+		[ -n "${OUTBOX_KEEP_KAFKA_DIR:-}" ] || rm -rf "$d"
 	done
 	KAFKA_DIRS=()
 }

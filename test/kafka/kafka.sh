@@ -508,7 +508,8 @@ cmd_stop() {
 	local t0=$SECONDS
 	for pid in "${pids[@]}"; do
 		while kill -0 "$pid" 2>/dev/null; do
-			if [ $((SECONDS - t0)) -ge 20 ]; then
+			# the last nodes of a quorum wait for the others in vain
+			if [ $((SECONDS - t0)) -ge 10 ]; then
 				kill -KILL "$pid" 2>/dev/null || true
 			fi
 			sleep 0.1

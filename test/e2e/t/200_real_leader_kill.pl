@@ -11,6 +11,7 @@ use FindBin;
 use lib "$FindBin::RealBin/..";
 use OutboxTest;
 use Test::More;
+use Time::HiRes qw(time);
 
 real_fault_scenario(
 	'leader_kill',
@@ -20,9 +21,19 @@ real_fault_scenario(
 		my $leader = kafka_sh('leader', $dir, $c->{topic}, $c->{busiest});
 		diag("SIGKILL node $leader, leader of partition $c->{busiest}");
 		kafka_sh('kill-node', $dir, $leader);
-		sleep(5);
-		my $new = kafka_sh('leader', $dir, $c->{topic}, $c->{busiest});
-		isnt($new, $leader, "partition $c->{busiest} has a new leader ($new)");
+		# the controller fences the dead broker when its session times out
+		# (broker.session.timeout.ms, 9 s by default), then moves leadership
+		my $t0 = time();
+		my $new;
+		ok( wait_for(
+				sub {
+					$new = eval { kafka_sh('leader', $dir, $c->{topic}, $c->{busiest}) };
+					defined $new && $new =~ /^\d+$/ && $new != $leader;
+				},
+				60),
+			"partition $c->{busiest} got a new leader");
+		diag(sprintf('new leader %s after %.1f s', $new // '?', time() - $t0));
+		sleep(3);
 		kafka_sh('start-node', $dir, $leader);
 	});
 
