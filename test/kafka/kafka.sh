@@ -13,7 +13,8 @@
 #                   [--message-max-bytes N] [--sasl-ssl] [--timeout S]
 #        format and start the nodes on free ports; writes D/bootstrap
 #        (host:port,...) once every broker answers.  --sasl-ssl adds a
-#        SASL_SSL listener (SCRAM-SHA-256, user "outbox", a throw-away CA and
+#        SASL_SSL listener (SASL/PLAIN, user "outbox" with a random password,
+#        a throw-away CA and
 #        certificate made with openssl) and writes D/bootstrap_sasl,
 #        D/client.properties (librdkafka name=value lines) and
 #        D/client.properties.semi (the same joined with ";").
@@ -44,7 +45,7 @@ KAFKA_DIR=$(dirname "$KAFKA_SH")
 POM=$KAFKA_DIR/pom.xml
 JAVA=${JAVA:-java}
 HEAP=${OUTBOX_KAFKA_HEAP:--Xmx384m -Xms128m}
-SCRAM_USER=outbox
+SASL_USER=outbox
 
 die() { echo "kafka.sh: $*" >&2; exit 1; }
 say() { echo "kafka.sh: $*" >&2; }
@@ -210,9 +211,10 @@ unclean.leader.election.enable=false
 EOF
 	[ -n "$MAX_BYTES" ] && echo "message.max.bytes=$MAX_BYTES" >>"$f"
 	if [ -n "$sport" ]; then
+		chmod 600 "$f"
 		cat >>"$f" <<EOF
-sasl.enabled.mechanisms=SCRAM-SHA-256
-listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$SASL_USER="$(cat "$dir/tls/sasl.pass")";
 listener.name.sasl_ssl.ssl.keystore.type=PKCS12
 listener.name.sasl_ssl.ssl.keystore.location=$dir/tls/server.p12
 listener.name.sasl_ssl.ssl.keystore.password=$(cat "$dir/tls/store.pass")
@@ -325,11 +327,9 @@ SASL=$SASL
 AUTO_CREATE=$AUTO_CREATE
 MAX_BYTES=$MAX_BYTES
 EOF
-	local scram=()
 	if [ $SASL = 1 ]; then
-		openssl rand -hex 16 >"$dir/tls/scram.pass"
-		chmod 600 "$dir/tls/scram.pass"
-		scram=(--add-scram "SCRAM-SHA-256=[name=$SCRAM_USER,password=$(cat "$dir/tls/scram.pass")]")
+		openssl rand -hex 16 >"$dir/tls/sasl.pass"
+		chmod 600 "$dir/tls/sasl.pass"
 	fi
 	for i in $(seq 1 "$NODES"); do
 		local b=$(((i - 1) * 3))
@@ -340,7 +340,7 @@ EOF
 	local pids=()
 	for i in $(seq 1 "$NODES"); do
 		tool kafka.tools.StorageTool format -t "$cluster_id" \
-			-c "$dir/n$i/server.properties" "${scram[@]}" \
+			-c "$dir/n$i/server.properties" \
 			>"$dir/n$i/logs/format.log" 2>&1 &
 		pids+=($!)
 	done
@@ -368,9 +368,9 @@ EOF
 		done
 		cat >"$dir/client.properties" <<EOF
 security.protocol=SASL_SSL
-sasl.mechanisms=SCRAM-SHA-256
-sasl.username=$SCRAM_USER
-sasl.password=$(cat "$dir/tls/scram.pass")
+sasl.mechanisms=PLAIN
+sasl.username=$SASL_USER
+sasl.password=$(cat "$dir/tls/sasl.pass")
 ssl.ca.location=$dir/tls/ca.pem
 EOF
 		chmod 600 "$dir/client.properties"
