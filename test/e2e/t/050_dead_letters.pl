@@ -184,7 +184,7 @@ SKIP:
 # ---------------------------------------------------------------------
 SKIP:
 {
-	skip 'broker-side limits need a real Kafka from test/kafka/kafka.sh', 12
+	skip 'broker-side limits need a real Kafka from test/kafka/kafka.sh', 17
 	  unless $kafka;
 
 	my $dl_before = relay_status($node)->{dead_lettered};
@@ -204,6 +204,37 @@ SKIP:
 	is_deeply([ map { $_->{headers}{'outbox-id'} } consume($broker, $t_small) ],
 		[ $small_before, $small_after ],
 		'the events before and after it arrived, in order, and nothing else');
+
+	# The same three events in one transaction: the producer may put them
+	# in one batch, which the broker then refuses as a whole.
+	my ($b2, $big2, $a2) = split /\n/, $node->safe_psql('postgres', qq{
+BEGIN;
+SELECT outbox.enqueue('$t_small', 'k', '{"n": "before-2"}');
+SELECT outbox.enqueue('$t_small', 'k', jsonb_build_object('n', 'too-big-2', 'fill', repeat('y', 100000)));
+SELECT outbox.enqueue('$t_small', 'k', '{"n": "after-2"}');
+COMMIT;});
+	ok(wait_for(sub { dead_letters("message_id = $big2") >= 1 }, 60),
+		'one transaction: the oversized event was dead-lettered');
+	ok(wait_relay_idle($node), 'relay caught up');
+	my @innocent = dead_letters("message_id IN ($b2, $a2)");
+	my @arrived = grep { $_ eq $b2 || $_ eq $a2 }
+	  map { $_->{headers}{'outbox-id'} } consume($broker, $t_small);
+	diag('one transaction: events around the oversized one dead-lettered: '
+		  . scalar(@innocent) . ', arrived in Kafka: ' . scalar(@arrived)
+		  . (@innocent ? " ($innocent[0]{error_code})" : ''));
+	TODO:
+	{
+		local $TODO = 'librdkafka does not split a batch the broker refuses as too large; '
+		  . 'records batched with an oversized one are dead-lettered with it';
+		is(scalar(@innocent), 0,
+			'one transaction: only the oversized event was dead-lettered');
+		is_deeply(\@arrived, [ $b2, $a2 ],
+			'one transaction: the events around it arrived, in order');
+	}
+	# every event is in Kafka or in dead_letters
+	is(scalar(@arrived) + scalar(@innocent), 2,
+		'one transaction: the events around it are in Kafka or in dead_letters');
+	$dl_before = relay_status($node)->{dead_lettered};
 
 	SKIP:
 	{
@@ -228,8 +259,8 @@ SKIP:
 		  map { $_->{headers}{'outbox-id'} } consume($broker, $t_ok);
 		is_deeply(\@ok_ids, [ $ok_before, $ok_after ],
 			'the other topic\'s events around it arrived, in order');
-		is(relay_status($node)->{dead_lettered}, $dl_before + 2,
-			'relay_status counts both dead letters');
+		is(relay_status($node)->{dead_lettered}, $dl_before + 1,
+			'relay_status counts its dead letter');
 	}
 }
 
