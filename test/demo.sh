@@ -26,6 +26,7 @@ for arg in "$@"; do
 	esac
 done
 
+DEMO_T0=$SECONDS
 require_root
 install_deps
 [ $MOCK -eq 1 ] || install_kafka_deps
@@ -183,4 +184,4 @@ if [ $KEEP -eq 1 ]; then
 		echo "stop Kafka with: bash $KAFKA_SH stop $WORK/kafka"
 	fi
 fi
-log "done: the events above went through $KAFKA_KIND"
+log "done in $((SECONDS - DEMO_T0)) s: the events above went through $KAFKA_KIND"
