@@ -144,8 +144,10 @@ node_pid() {
 	echo "$pid"
 }
 
+# Is something listening on 127.0.0.1:PORT (or, per ss, on any address)?
 port_bound() {
-	(echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+	(echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+	command -v ss >/dev/null && ss -Hltn "sport = :$1" 2>/dev/null | grep -q .
 }
 
 # N free ports on 127.0.0.1, distinct, from a random start.
@@ -155,7 +157,7 @@ free_ports() {
 	while [ $got -lt "$want" ]; do
 		port=$((port + 1))
 		[ $port -gt 60000 ] && port=20001
-		if ! port_bound $port && ! ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; then
+		if ! port_bound $port; then
 			echo $port
 			got=$((got + 1))
 		fi
@@ -432,7 +434,7 @@ cmd_stop_node() {
 wait_ports_free() {
 	local dir=$1 n=$2 p t0=$SECONDS
 	for p in $(cat "$dir/n$n/ports"); do
-		while ss -Hltn "sport = :$p" 2>/dev/null | grep -q .; do
+		while port_bound "$p"; do
 			[ $((SECONDS - t0)) -ge 30 ] && die "port $p of node $n still bound"
 			sleep 0.1
 		done
