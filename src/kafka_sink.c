@@ -50,10 +50,13 @@ typedef struct SinkTxn
 	XLogRecPtr	commit_lsn;		/* its commit record */
 	TimestampTz commit_time;	/* its commit time */
 	uint64		pending;		/* events not yet settled */
+	uint32		nevents;		/* events received for it */
 	bool		complete;		/* commit frame seen */
 	struct SinkTxn *next;		/* next in commit order */
 	char		lsn_header[24]; /* outbox-lsn value, formatted once */
 	char		xid_header[12]; /* outbox-xid value, formatted once */
+	bool		has_source;		/* source_header is set */
+	char		source_header[OUTBOX_INSTALLATION_ID_LEN + 1];	/* outbox-source */
 } SinkTxn;
 
 /* One produced event. */
@@ -105,6 +108,9 @@ struct OutboxSink
 	uint64		dead_lettered;	/* dead-lettered events */
 	TimestampTz last_delivered_commit_time; /* of the newest acknowledged */
 	bool		failed;			/* producer must be rebuilt */
+	bool		unreachable;	/* all brokers down, no delivery since */
+	void		(*wait_hook) (void *);	/* run while waiting for room */
+	void	   *wait_arg;		/* its argument */
 	char		failed_reason[SINK_LOG_LEN];	/* why */
 	SinkTopic  *topics;			/* open-addressing table of topic handles */
 	int			topics_size;	/* slots, a power of two */
@@ -530,6 +536,8 @@ on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 				 "fatal producer error %s: %s", rd_kafka_err2name(orig), fatal);
 		return;
 	}
+	if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+		sink->unreachable = true;
 	record_log(sink, 3, true, "%s: %s",
 			   rd_kafka_err2name((rd_kafka_resp_err_t) err), reason);
 }
@@ -594,7 +602,12 @@ free_record(OutboxSink *sink, SinkRecord *rec)
 	free(rec);
 }
 
-/* Wait, serving delivery reports, until there is room for one more event. */
+/*
+ * Wait, serving delivery reports, until there is room for one more event.
+ * This runs inside the decoder's write callback; the relay's wait hook
+ * keeps everything else going meanwhile (reloads, status, errors) and may
+ * leave the decoder altogether (see relay_worker.c).
+ */
 static void
 wait_for_room(OutboxSink *sink, Size len)
 {
@@ -607,7 +620,40 @@ wait_for_room(OutboxSink *sink, Size len)
 		CHECK_FOR_INTERRUPTS();
 		if (!PostmasterIsAlive())
 			proc_exit(1);
+		if (sink->wait_hook)
+			sink->wait_hook(sink->wait_arg);
 	}
+}
+
+void
+outbox_sink_set_wait_hook(OutboxSink *sink, void (*hook) (void *), void *arg)
+{
+	sink->wait_hook = hook;
+	sink->wait_arg = arg;
+}
+
+bool
+outbox_sink_unreachable(OutboxSink *sink)
+{
+	return sink->unreachable;
+}
+
+/*
+ * While the cluster is marked unreachable, ask it for metadata (waiting at
+ * most timeout_ms): an answer means a broker is back, even when nothing is
+ * in flight to prove it.
+ */
+void
+outbox_sink_probe(OutboxSink *sink, int timeout_ms)
+{
+	const struct rd_kafka_metadata *md = NULL;
+
+	if (!sink->unreachable)
+		return;
+	if (rd_kafka_metadata(sink->rk, 0, NULL, &md, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR)
+		sink->unreachable = false;
+	if (md != NULL)
+		rd_kafka_metadata_destroy(md);
 }
 
 /*
@@ -689,6 +735,8 @@ txn_for_event(OutboxSink *sink, const SinkEvent *ev)
 	snprintf(txn->lsn_header, sizeof(txn->lsn_header), "%X/%X",
 			 LSN_FORMAT_ARGS(ev->commit_lsn));
 	snprintf(txn->xid_header, sizeof(txn->xid_header), "%u", ev->xid);
+	/* read under the decoded transaction's snapshot: see identity.c */
+	txn->has_source = outbox_installation_id(txn->source_header);
 	if (sink->tail)
 		sink->tail->next = txn;
 	else
@@ -735,6 +783,7 @@ produce_event(OutboxSink *sink, const char *frame, Size len)
 	txn = txn_for_event(sink, &ev);
 	rec->txn = txn;
 	txn->pending++;
+	txn->nevents++;
 
 	if (ev.topic_len > OUTBOX_TOPIC_MAX_LEN || ev.topic_len == 0)
 	{
@@ -754,7 +803,7 @@ produce_event(OutboxSink *sink, const char *frame, Size len)
 		return;
 	}
 
-	hdrs = rd_kafka_headers_new(ev.nheaders + 3);
+	hdrs = rd_kafka_headers_new(ev.nheaders + 4);
 	cursor = ev.headers;
 	for (i = 0; i < ev.nheaders; i++)
 	{
@@ -773,6 +822,8 @@ produce_event(OutboxSink *sink, const char *frame, Size len)
 	}
 	rd_kafka_header_add(hdrs, "outbox-lsn", -1, txn->lsn_header, -1);
 	rd_kafka_header_add(hdrs, "outbox-xid", -1, txn->xid_header, -1);
+	if (txn->has_source)
+		rd_kafka_header_add(hdrs, OUTBOX_SOURCE_HEADER, -1, txn->source_header, -1);
 
 	for (;;)
 	{
@@ -847,6 +898,11 @@ outbox_sink_add_frame(OutboxSink *sink, const char *frame, Size len)
 			elog(ERROR, "commit frame at %X/%X without its events",
 				 LSN_FORMAT_ARGS(commit_lsn));
 		}
+		if (!sink->failed && txn->nevents != nevents)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("outbox relay received %u events for the transaction committed at %X/%X, but its commit frame counts %u",
+							txn->nevents, LSN_FORMAT_ARGS(commit_lsn), nevents)));
 		txn->complete = true;
 		pop_settled(sink);
 		return;
@@ -900,6 +956,7 @@ settle(OutboxSink *sink)
 
 		if (rec->err == RD_KAFKA_RESP_ERR_NO_ERROR)
 		{
+			sink->unreachable = false;
 			rec->txn->pending--;
 			sink->delivered++;
 			sink->last_delivered_commit_time = rec->txn->commit_time;

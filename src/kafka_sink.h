@@ -86,6 +86,21 @@ extern void outbox_sink_destroy(OutboxSink *sink);
 /* Add one frame ('E' or 'C') from the decoder.  May block for backpressure. */
 extern void outbox_sink_add_frame(OutboxSink *sink, const char *frame, Size len);
 
+/*
+ * A function the sink calls while it waits for room inside
+ * outbox_sink_add_frame(), after serving librdkafka's queue; it may throw
+ * to leave the decoder.
+ */
+extern void outbox_sink_set_wait_hook(OutboxSink *sink, void (*hook) (void *),
+									  void *arg);
+
+/*
+ * Did librdkafka report every broker down with no successful delivery
+ * since?  outbox_sink_probe() asks the cluster for metadata to clear it.
+ */
+extern bool outbox_sink_unreachable(OutboxSink *sink);
+extern void outbox_sink_probe(OutboxSink *sink, int timeout_ms);
+
 /* Serve librdkafka's queue for up to timeout_ms and settle completions. */
 extern void outbox_sink_poll(OutboxSink *sink, int timeout_ms);
 

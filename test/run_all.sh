@@ -14,6 +14,8 @@
 #                     real 3-node cluster: RF 3, min.insync.replicas 2;
 #                     leader SIGKILL, controller SIGKILL, a frozen broker,
 #                     all brokers down 30 s
+#      7. docs        (test/doctest.pl) README's Quick start and the examples
+#                     in docs/, run as written, outputs checked
 #    Prints one line per suite and "outbox: N passed, N failed" at the end;
 #    exits non-zero if anything failed.
 #
@@ -37,7 +39,7 @@ build_install || { echo "outbox: 0 passed, 1 failed"; exit 1; }
 BIN=$(pg_bindir)
 PERL_LIB=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test/perl
 PG_REGRESS=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test/regress/pg_regress
-SUITES=${OUTBOX_SUITES:-packaging regress pgtap broker e2e e2e-kafka}
+SUITES=${OUTBOX_SUITES:-packaging regress pgtap broker e2e e2e-kafka docs}
 # The end-to-end tests that make sense on a real Kafka; the others need the
 # mock's injected errors for most of what they check.
 E2E_KAFKA_TESTS=${OUTBOX_E2E_KAFKA_TESTS:-${OUTBOX_E2E_TESTS:-010_* 020_* 030_* 040_* 050_* 060_* 070_* 080_* 090_*}}
@@ -222,6 +224,14 @@ for suite in $SUITES; do
 		bash "$KAFKA_SH" status "$kdir"
 		stop_kafkas
 		echo "e2e-kafka3 took $((SECONDS - t0))s (Kafka start, tests, stop)"
+		;;
+	docs)
+		log "documentation (README.md, docs/): examples run as written"
+		out=$LOGDIR/docs.out
+		run_logged "$out" prove -v "$OUTBOX_BUILD/test/doctest.pl"
+		st=$?
+		read -r t f < <(prove_counts "$out")
+		record docs $st $((t - f)) "$f"
 		;;
 	*)
 		echo "unknown suite $suite" >&2
