@@ -27,6 +27,9 @@
 #      OUTBOX_E2E_TESTS             subset of end-to-end tests (file globs),
 #                                   for e2e and e2e-kafka
 #      OUTBOX_E2E_KAFKA_TESTS       the e2e-kafka tests (default below)
+#      OUTBOX_E2E_KAFKA3_TESTS      the e2e-kafka3 tests (default 2*_real_*.pl)
+#      OUTBOX_KEEP_KAFKA_DIR        keep the real clusters' directories
+#                                   (logs, data) in /tmp/outbox-kafka.*
 #
 set -uo pipefail
 
@@ -39,7 +42,7 @@ build_install || { echo "outbox: 0 passed, 1 failed"; exit 1; }
 BIN=$(pg_bindir)
 PERL_LIB=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test/perl
 PG_REGRESS=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test/regress/pg_regress
-SUITES=${OUTBOX_SUITES:-packaging regress pgtap broker e2e e2e-kafka docs}
+SUITES=${OUTBOX_SUITES:-packaging regress pgtap broker e2e e2e-kafka e2e-kafka3 docs}
 # The end-to-end tests that make sense on a real Kafka; the others need the
 # mock's injected errors for most of what they check.
 E2E_KAFKA_TESTS=${OUTBOX_E2E_KAFKA_TESTS:-${OUTBOX_E2E_TESTS:-010_* 020_* 030_* 040_* 050_* 060_* 070_* 080_* 090_*}}
