@@ -2,22 +2,34 @@
 #
 # test/demo.sh
 #    The main job, end to end on one machine: install and build outbox, start
-#    the local Kafka test broker and a PostgreSQL cluster running the relay,
+#    a real single-node Apache Kafka (test/kafka/kafka.sh, resolved with
+#    Maven; the first run downloads it) and a PostgreSQL cluster running the relay,
 #    write sample orders in transactions (some rolled back, two committing
 #    in the opposite order from their inserts), and show their events
 #    arriving in Kafka in commit order, then outbox.relay_status.
 #
 #    --keep   leave PostgreSQL and the broker running and print how to reach them
+#    --mock   use the local test broker (librdkafka's mock cluster, 3 brokers)
+#             instead of a real Kafka: for machines without Java
 #
 set -euo pipefail
 
 . "$(dirname "$0")/lib.sh"
 
 KEEP=0
-[ "${1:-}" = "--keep" ] && KEEP=1
+MOCK=0
+for arg in "$@"; do
+	case $arg in
+	--keep) KEEP=1 ;;
+	--mock) MOCK=1 ;;
+	*) echo "usage: $0 [--keep] [--mock]" >&2; exit 2 ;;
+	esac
+done
 
+DEMO_T0=$SECONDS
 require_root
 install_deps
+[ $MOCK -eq 1 ] || install_kafka_deps
 build_install
 
 BIN=$(pg_bindir)
@@ -25,11 +37,13 @@ WORK=$(mktemp -d /tmp/outbox-demo.XXXXXX)
 chown postgres: "$WORK"
 PORT=$(free_port 54320)
 BROKER_PID=
+KAFKA_SH=$OUTBOX_BUILD/test/kafka/kafka.sh
 
 cleanup() {
 	if [ $KEEP -eq 0 ]; then
 		runuser -u postgres -- "$BIN/pg_ctl" -D "$WORK/pg" -m fast stop >/dev/null 2>&1 || true
 		[ -n "$BROKER_PID" ] && kill "$BROKER_PID" 2>/dev/null || true
+		[ $MOCK -eq 1 ] || bash "$KAFKA_SH" stop "$WORK/kafka" >/dev/null 2>&1 || true
 		rm -rf "$WORK"
 	fi
 }
@@ -39,14 +53,31 @@ psql_demo() {
 	runuser -u postgres -- "$BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$WORK" -p "$PORT" -d shop "$@"
 }
 
-log "starting the local Kafka test broker (librdkafka mock cluster, 3 brokers)"
-"$OUTBOX_BUILD/test/broker/kafka_mock_broker" --brokers 3 --topic orders:1 \
-	--topic order_rows:4 --bootstrap-file "$WORK/bootstrap" --control "$WORK/broker.sock" \
-	> "$WORK/broker.log" 2>&1 &
-BROKER_PID=$!
-for _ in $(seq 100); do [ -s "$WORK/bootstrap" ] && break; sleep 0.1; done
-BOOTSTRAP=$(cat "$WORK/bootstrap")
-echo "bootstrap servers: $BOOTSTRAP"
+if [ $MOCK -eq 1 ]; then
+	log "starting the local Kafka test broker (librdkafka mock cluster, 3 brokers; --mock)"
+	"$OUTBOX_BUILD/test/broker/kafka_mock_broker" --brokers 3 --topic orders:1 \
+		--topic order_rows:4 --bootstrap-file "$WORK/bootstrap" --control "$WORK/broker.sock" \
+		> "$WORK/broker.log" 2>&1 &
+	BROKER_PID=$!
+	for _ in $(seq 100); do [ -s "$WORK/bootstrap" ] && break; sleep 0.1; done
+	BOOTSTRAP=$(cat "$WORK/bootstrap")
+	KAFKA_KIND="the local test broker (mock)"
+else
+	log "starting a real Apache Kafka $(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$OUTBOX_BUILD/test/kafka/pom.xml") (single node, KRaft; test/kafka/kafka.sh)"
+	mkdir -p "$WORK/kafka"
+	chown postgres: "$WORK/kafka"
+	t0=$SECONDS
+	BOOTSTRAP=$(bash "$KAFKA_SH" start --dir "$WORK/kafka" --nodes 1 --no-auto-create 2>"$WORK/kafka-start.log") || {
+		cat "$WORK/kafka-start.log" >&2
+		echo "Kafka did not start (use --mock for the local test broker)" >&2
+		exit 1
+	}
+	echo "Apache Kafka up in $((SECONDS - t0)) s"
+	bash "$KAFKA_SH" create-topic "$WORK/kafka" orders 1 1
+	bash "$KAFKA_SH" create-topic "$WORK/kafka" order_rows 4 1
+	KAFKA_KIND="a real Apache Kafka (single node)"
+fi
+echo "bootstrap servers: $BOOTSTRAP ($KAFKA_KIND)"
 
 log "starting PostgreSQL with the outbox relay (port $PORT)"
 runuser -u postgres -- "$BIN/initdb" -D "$WORK/pg" -A trust >/dev/null
@@ -146,5 +177,11 @@ psql_demo -x -c "SELECT * FROM outbox.relay_status"
 
 if [ $KEEP -eq 1 ]; then
 	echo
-	echo "left running: psql -h $WORK -p $PORT -d shop (as postgres); broker $BOOTSTRAP (pid $BROKER_PID)"
+	if [ $MOCK -eq 1 ]; then
+		echo "left running: psql -h $WORK -p $PORT -d shop (as postgres); broker $BOOTSTRAP (pid $BROKER_PID)"
+	else
+		echo "left running: psql -h $WORK -p $PORT -d shop (as postgres); Kafka $BOOTSTRAP"
+		echo "stop Kafka with: bash $KAFKA_SH stop $WORK/kafka"
+	fi
 fi
+log "done in $((SECONDS - DEMO_T0)) s: the events above went through $KAFKA_KIND"

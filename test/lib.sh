@@ -52,6 +52,15 @@ install_deps() {
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# Java and Maven for the real Kafka of test/kafka (not needed with the mock).
+install_kafka_deps() {
+	command -v java >/dev/null && command -v mvn >/dev/null && return 0
+	log "installing Java and Maven for a real Kafka"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless maven >/dev/null
+}
+
 pg_bindir() {
 	"$PG_LIBDIR/bin/pg_config" --bindir
 }

@@ -6,8 +6,15 @@
 #      1. pg_regress  (sql/, expected/) SQL API and decoder output
 #      2. pgTAP       (test/pgtap/) the SQL API's contract
 #      3. broker      (test/broker/smoke.sh) the local Kafka test broker
-#      4. end-to-end  (test/e2e/t/) relay, Kafka, faults
-#      5. docs        (test/doctest.pl) README's Quick start and the examples
+#      4. end-to-end  (test/e2e/t/) relay, Kafka, faults, on the mock broker
+#      5. e2e-kafka   the end-to-end tests that make sense on a real broker,
+#                     on a real single-node Apache Kafka (test/kafka/kafka.sh,
+#                     auto topic creation off), including broker down/up
+#      6. e2e-kafka3  real-only fault tests (test/e2e/t/2*_real_*.pl) on a
+#                     real 3-node cluster: RF 3, min.insync.replicas 2;
+#                     leader SIGKILL, controller SIGKILL, a frozen broker,
+#                     all brokers down 30 s
+#      7. docs        (test/doctest.pl) README's Quick start and the examples
 #                     in docs/, run as written, outputs checked
 #    Prints one line per suite and "outbox: N passed, N failed" at the end;
 #    exits non-zero if anything failed.
@@ -17,7 +24,12 @@
 #                                   real Kafka instead of the mock broker
 #      OUTBOX_TEST_KAFKA_PROPERTIES librdkafka properties for it (a=b;c=d)
 #      OUTBOX_SUITES                subset to run, e.g. "regress pgtap"
-#      OUTBOX_E2E_TESTS             subset of end-to-end tests (file globs)
+#      OUTBOX_E2E_TESTS             subset of end-to-end tests (file globs),
+#                                   for e2e and e2e-kafka
+#      OUTBOX_E2E_KAFKA_TESTS       the e2e-kafka tests (default below)
+#      OUTBOX_E2E_KAFKA3_TESTS      the e2e-kafka3 tests (default 2*_real_*.pl)
+#      OUTBOX_KEEP_KAFKA_DIR        keep the real clusters' directories
+#                                   (logs, data) in /tmp/outbox-kafka.*
 #
 set -uo pipefail
 
@@ -30,7 +42,11 @@ build_install || { echo "outbox: 0 passed, 1 failed"; exit 1; }
 BIN=$(pg_bindir)
 PERL_LIB=$PG_LIBDIR/lib/pgxs/src/test/perl
 PG_REGRESS=$PG_LIBDIR/lib/pgxs/src/test/regress/pg_regress
-SUITES=${OUTBOX_SUITES:-packaging regress pgtap broker e2e docs}
+SUITES=${OUTBOX_SUITES:-packaging regress pgtap broker e2e e2e-kafka e2e-kafka3 docs}
+# The end-to-end tests that make sense on a real Kafka; the others need the
+# mock's injected errors for most of what they check.
+E2E_KAFKA_TESTS=${OUTBOX_E2E_KAFKA_TESTS:-${OUTBOX_E2E_TESTS:-010_* 020_* 030_* 040_* 050_* 060_* 070_* 080_* 090_*}}
+KAFKA_SH=$OUTBOX_BUILD/test/kafka/kafka.sh
 LOGDIR=$OUTBOX_BUILD/test-logs
 mkdir -p "$LOGDIR"
 chown postgres: "$LOGDIR"
@@ -66,6 +82,64 @@ run_logged() {
 	"$@" > "$out" 2>&1
 	local st=$?
 	cat "$out"
+	return $st
+}
+
+# run_e2e NAME PATTERNS [VAR=VALUE...]: the TAP tests matching PATTERNS
+# as postgres, with the extra environment; records the suite.
+run_e2e() {
+	local name=$1 patterns=$2 pat st t f l
+	shift 2
+	local out=$LOGDIR/$name.out tests=()
+	for pat in $patterns; do
+		tests+=("$OUTBOX_BUILD"/test/e2e/t/$pat)
+	done
+	(cd "$OUTBOX_BUILD/test/e2e" && rm -rf tmp_check &&
+		runuser -u postgres -- env PATH="$BIN:$PATH" PG_REGRESS="$PG_REGRESS" \
+			OUTBOX_TEST_KAFKA_BROKERS="${OUTBOX_TEST_KAFKA_BROKERS:-}" \
+			OUTBOX_TEST_KAFKA_PROPERTIES="${OUTBOX_TEST_KAFKA_PROPERTIES:-}" \
+			"$@" \
+			prove -v --timer -I "$PERL_LIB" "${tests[@]}") > "$out" 2>&1
+	st=$?
+	grep -vE '^ok [0-9]+|^\[[0-9:.]+\] ok' "$out" | tail -150
+	read -r t f < <(prove_counts "$out")
+	record "$name" $st $((t - f)) "$f"
+	if [ $st -ne 0 ]; then
+		for l in "$OUTBOX_BUILD"/test/e2e/tmp_check/log/*.log; do
+			[ -f "$l" ] || continue
+			echo "--- tail of $l"
+			tail -40 "$l"
+		done
+	fi
+	return $st
+}
+
+# Real Kafka clusters started here, stopped whatever happens.
+KAFKA_DIRS=()
+stop_kafkas() {
+	local d
+	for d in "${KAFKA_DIRS[@]}"; do
+		bash "$KAFKA_SH" stop "$d" >/dev/null 2>&1 || true
+		[ -n "${OUTBOX_KEEP_KAFKA_DIR:-}" ] || rm -rf "$d"
+	done
+	KAFKA_DIRS=()
+}
+trap stop_kafkas EXIT
+trap 'stop_kafkas; exit 130' INT TERM
+
+# start_kafka DIR-VAR ARGS...: start a real cluster (as postgres, so the
+# tests can stop and start its nodes) in a new directory stored in DIR-VAR.
+start_kafka() {
+	local var=$1 d
+	shift
+	d=$(mktemp -d /tmp/outbox-kafka.XXXXXX)
+	chown postgres: "$d"
+	chmod 755 "$d"
+	KAFKA_DIRS+=("$d")
+	printf -v "$var" %s "$d"
+	bash "$KAFKA_SH" start --dir "$d" "$@" > "$LOGDIR/kafka-start.out" 2>&1
+	local st=$?
+	cat "$LOGDIR/kafka-start.out"
 	return $st
 }
 
@@ -109,27 +183,50 @@ for suite in $SUITES; do
 		;;
 	e2e)
 		log "end-to-end (${OUTBOX_TEST_KAFKA_BROKERS:+real Kafka at }${OUTBOX_TEST_KAFKA_BROKERS:-mock broker})"
-		out=$LOGDIR/e2e.out
-		tests=()
-		for pat in ${OUTBOX_E2E_TESTS:-*.pl}; do
-			tests+=("$OUTBOX_BUILD"/test/e2e/t/$pat)
-		done
-		(cd "$OUTBOX_BUILD/test/e2e" && rm -rf tmp_check &&
-			runuser -u postgres -- env PATH="$BIN:$PATH" PG_REGRESS="$PG_REGRESS" \
-				OUTBOX_TEST_KAFKA_BROKERS="${OUTBOX_TEST_KAFKA_BROKERS:-}" \
-				OUTBOX_TEST_KAFKA_PROPERTIES="${OUTBOX_TEST_KAFKA_PROPERTIES:-}" \
-				prove -v --timer -I "$PERL_LIB" "${tests[@]}") > "$out" 2>&1
-		st=$?
-		grep -vE '^ok [0-9]+|^\[[0-9:.]+\] ok' "$out" | tail -150
-		read -r t f < <(prove_counts "$out")
-		record e2e $st $((t - f)) "$f"
-		if [ $st -ne 0 ]; then
-			for l in "$OUTBOX_BUILD"/test/e2e/tmp_check/log/*.log; do
-				[ -f "$l" ] || continue
+		run_e2e e2e "${OUTBOX_E2E_TESTS:-*.pl}"
+		;;
+	e2e-kafka)
+		log "end-to-end on a real Apache Kafka (single node, auto topic creation off)"
+		t0=$SECONDS
+		if ! install_kafka_deps || ! start_kafka kdir --nodes 1 --no-auto-create; then
+			record e2e-kafka 1 0 1
+			stop_kafkas
+			continue
+		fi
+		echo "Kafka started in $((SECONDS - t0))s at $(cat "$kdir/bootstrap")"
+		OUTBOX_TEST_KAFKA_BROKERS=$(cat "$kdir/bootstrap") OUTBOX_TEST_KAFKA_PROPERTIES= \
+			run_e2e e2e-kafka "$E2E_KAFKA_TESTS" \
+			OUTBOX_TEST_KAFKA_DIR="$kdir" \
+			OUTBOX_TEST_KAFKA_STOP_CMD="bash $KAFKA_SH stop-node $kdir 1" \
+			OUTBOX_TEST_KAFKA_START_CMD="bash $KAFKA_SH start-node $kdir 1"
+		if [ $? -ne 0 ]; then
+			echo "--- tail of Kafka's log"
+			tail -40 "$kdir/n1/logs/server.log"
+		fi
+		stop_kafkas
+		echo "e2e-kafka took $((SECONDS - t0))s (Kafka start, tests, stop)"
+		;;
+	e2e-kafka3)
+		log "real-only fault tests on a real 3-node Apache Kafka (RF 3, min.insync.replicas 2)"
+		t0=$SECONDS
+		if ! install_kafka_deps || ! start_kafka kdir --nodes 3 --no-auto-create; then
+			record e2e-kafka3 1 0 1
+			stop_kafkas
+			continue
+		fi
+		echo "Kafka (3 nodes) started in $((SECONDS - t0))s at $(cat "$kdir/bootstrap")"
+		OUTBOX_TEST_KAFKA_BROKERS=$(cat "$kdir/bootstrap") OUTBOX_TEST_KAFKA_PROPERTIES= \
+			run_e2e e2e-kafka3 "${OUTBOX_E2E_KAFKA3_TESTS:-2*_real_*.pl}" \
+			OUTBOX_TEST_KAFKA_DIR="$kdir"
+		if [ $? -ne 0 ]; then
+			for l in "$kdir"/n*/logs/server.log; do
 				echo "--- tail of $l"
-				tail -40 "$l"
+				grep -E 'ERROR|WARN' "$l" | tail -15
 			done
 		fi
+		bash "$KAFKA_SH" status "$kdir"
+		stop_kafkas
+		echo "e2e-kafka3 took $((SECONDS - t0))s (Kafka start, tests, stop)"
 		;;
 	docs)
 		log "documentation (README.md, docs/): examples run as written"

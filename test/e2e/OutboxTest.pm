@@ -11,7 +11,10 @@
 # so old data in a real cluster never interferes.  Tests that need to break
 # the broker (down/up, injected errors) skip those parts against a real
 # cluster unless OUTBOX_TEST_KAFKA_STOP_CMD / OUTBOX_TEST_KAFKA_START_CMD say
-# how to stop and start it.
+# how to stop and start it.  With OUTBOX_TEST_KAFKA_DIR naming a cluster
+# started by test/kafka/kafka.sh, start_broker() creates the topics a test
+# declares (auto topic creation may be off there), and kafka_cluster() gives
+# the real-only fault tests its node count and a way to drive its nodes.
 #
 # test/e2e/OutboxTest.pm
 #
@@ -38,12 +41,13 @@ our @EXPORT = qw(
   check_per_key_order summarize_duplicates relay_pid wait_for
   consume_lines table_ids check_delivery proc_memory start_writer
   start_pgbench log_position log_since count_matches verify_topic
-  enqueue_script
+  enqueue_script kafka_cluster kafka_sh real_fault_scenario
 );
 
 my $ROOT   = abs_path(dirname(__FILE__) . '/../..');
 my $BROKER = "$ROOT/test/broker/kafka_mock_broker";
 my $CONSUME = "$ROOT/test/broker/kafka_consume";
+my $KAFKA_SH = "$ROOT/test/kafka/kafka.sh";
 
 my @brokers_started;
 
@@ -67,7 +71,21 @@ sub start_broker
 
 	if (real_kafka())
 	{
-		return { bootstrap => real_kafka(), real => 1 };
+		my $b = { bootstrap => real_kafka(), real => 1 };
+		my $k = kafka_cluster();
+		if ($k)
+		{
+			$b->{kafka} = $k;
+			for my $spec (@{ $opts{topics} // [] })
+			{
+				# "name:partitions[:config=value,...]"
+				my ($name, $parts, $configs) = split /:/, $spec, 3;
+				kafka_sh('create-topic', $k->{dir}, $name, $parts // 4,
+					$k->{rf}, $k->{min_isr},
+					split(/,/, $configs // ''));
+			}
+		}
+		return $b;
 	}
 
 	my $dir = PostgreSQL::Test::Utils::tempdir();
@@ -93,6 +111,101 @@ sub start_broker
 		dir => $dir, real => 0 };
 	push @brokers_started, $b;
 	return $b;
+}
+
+# The real cluster started by test/kafka/kafka.sh (OUTBOX_TEST_KAFKA_DIR):
+# {dir, nodes, rf, min_isr}, or undef.
+sub kafka_cluster
+{
+	my $dir = $ENV{OUTBOX_TEST_KAFKA_DIR};
+	return undef unless real_kafka() && $dir && -f "$dir/cluster.env";
+	my %env = map { /^(\w+)=(.*)$/ ? ($1, $2) : () }
+	  split /\n/, slurp_file("$dir/cluster.env");
+	my $nodes = $env{NODES} // 1;
+	return {
+		dir => $dir,
+		nodes => $nodes,
+		rf => $nodes >= 3 ? 3 : 1,
+		min_isr => $nodes >= 3 ? 2 : 1,
+		auto_create => ($env{AUTO_CREATE} // 'true') eq 'true',
+	};
+}
+
+# Run test/kafka/kafka.sh with these arguments; returns its output (chomped),
+# dies if it fails.
+sub kafka_sh
+{
+	my (@args) = @_;
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ 'bash', $KAFKA_SH, @args ], '<', \undef, '>', \$out,
+		'2>', \$err)
+	  or die "kafka.sh @args failed: $err";
+	chomp $out;
+	return $out;
+}
+
+# A fault test on a real 3-node cluster from test/kafka/kafka.sh (skips the
+# whole test otherwise): a topic of 6 partitions, replication factor 3,
+# min.insync.replicas 2 (the relay's idempotent producer uses acks=all);
+# writers run transactions over 20 keys; once the relay has delivered some,
+# $fault->($ctx) breaks and repairs the cluster ($ctx: broker, kafka, topic,
+# node, busiest => the partition most keys map to); the writers go on a
+# little, stop, and the topic is checked: nothing lost, nothing unexpected,
+# per-key order of first occurrences; duplicates are counted and reported.
+sub real_fault_scenario
+{
+	my ($name, $fault, %opts) = @_;
+	my $k = kafka_cluster();
+	plan skip_all =>
+	  'needs a real 3-node Kafka (test/kafka/kafka.sh start --nodes 3; run_all.sh suite e2e-kafka3)'
+	  unless $k && $k->{nodes} >= 3;
+
+	my $partitions = 6;
+	my $keys = 20;
+	my $topic = unique_topic($name);
+	my $b = start_broker(topics => ["$topic:$partitions"]);
+	my $node = new_relay_node($name, $b,
+		kafka_properties => $opts{kafka_properties} // '');
+	my %load;
+	$load{ java_partition("key-$_", $partitions) }++ for 0 .. $keys - 1;
+	my ($busiest) = sort { $load{$b} <=> $load{$a} || $a <=> $b } keys %load;
+
+	my @writers = map {
+		start_writer($node, $topic, events => 3, keys => $keys,
+			pause => 0.005, name => "$name-$_")
+	} 1 .. 2;
+	ok(wait_for(sub { (relay_status($node)->{delivered} // 0) >= 300 }, 60),
+		"$name: relay delivering before the fault");
+
+	my $t0 = time();
+	my $before = relay_status($node)->{delivered};
+	$fault->({ broker => $b, kafka => $k, topic => $topic, node => $node,
+		busiest => $busiest });
+	diag(sprintf('%s: fault and repair took %.1f s; %d events delivered before',
+		$name, time() - $t0, $before));
+
+	# the relay delivers again after the repair
+	my $mark = relay_status($node)->{delivered};
+	my $t1 = time();
+	ok(wait_for(sub { relay_status($node)->{delivered} > $mark + 100 }, 120),
+		"$name: relay delivering after the repair");
+	diag(sprintf('%s: 100 more events acknowledged %.1f s after the repair',
+		$name, time() - $t1));
+	sleep(2);
+	my @res = map { $_->stop } @writers;
+	diag(sprintf('%s: writer batches ok %d, failed %d', $name,
+		(map { my $f = $_; my $s = 0; $s += $_->{$f} for @res; $s }
+		  qw(batches_ok batches_failed))));
+	ok(wait_relay_idle($node, 180), "$name: relay caught up");
+	my $s = relay_status($node);
+	is($s->{state}, 'streaming', "$name: still streaming");
+	is($s->{dead_lettered}, 0, "$name: nothing dead-lettered");
+	my $d = verify_topic($node, $b, $topic, $name, timeout_ms => 180_000);
+	diag(sprintf('%s: RESULT lost %d, duplicates %d, per-key reorders %d',
+		$name, scalar(@{ $d->{missing} }), $d->{duplicates},
+		scalar(check_per_key_order(@{ $d->{records} }))));
+	$node->stop;
+	return $d;
 }
 
 # Can this test stop and start the broker?

@@ -66,8 +66,9 @@ $h->finish;
 is($h->result(0), 0, 'pgbench ran without errors') or diag($err);
 my ($tps) = $out =~ /tps = ([\d.]+)/;
 my ($txns) = $out =~ /number of transactions actually processed: (\d+)/;
-diag(sprintf('pgbench: %d transactions, %.0f tps, 6 clients (rate-limited: the mock keeps ~5 MiB per partition)', $txns // 0,
-	$tps // 0));
+diag(sprintf('pgbench: %d transactions, %.0f tps, 6 clients (rate-limited to 800 tps%s)',
+	$txns // 0, $tps // 0,
+	$broker->{real} ? ', on a real Kafka' : ': the mock keeps ~5 MiB per partition'));
 
 ok(wait_relay_idle($node), 'relay caught up');
 my $caught_up = time() - $t0;
