@@ -90,6 +90,7 @@ typedef struct SinkRecord
 	uint64		seq;			/* production order, kept across retries */
 	uint32		ordinal;		/* its place in its transaction, from 0 */
 	int			failures;		/* deliveries that failed and were retried */
+	bool		alone;			/* retry it in a request of its own */
 	struct SinkRecord *next_done;	/* completion, retry, held or dead list */
 	Size		len;			/* frame length */
 	char		frame[FLEXIBLE_ARRAY_MEMBER];	/* copy of the 'E' frame */
@@ -190,6 +191,7 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac,
 static void record_log(OutboxSink *sink, int level, bool is_error,
 					   const char *fmt,...) pg_attribute_printf(4, 5);
 static bool is_record_error(rd_kafka_resp_err_t err);
+static bool is_size_error(rd_kafka_resp_err_t err);
 static bool is_transient_error(rd_kafka_resp_err_t err);
 static void reject(OutboxSink *sink, SinkRecord *rec);
 static void send_record(OutboxSink *sink, SinkRecord *rec);
@@ -527,8 +529,15 @@ on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 /*
  * Errors about the record itself: no retry will cure them.  Such a record
  * goes to dead_letters at once (or blocks the stream, with
- * outbox.on_permanent_error = block).
+ * outbox.on_permanent_error = block), except for the size errors below.
  */
+static bool
+is_size_error(rd_kafka_resp_err_t err)
+{
+	return err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ||
+		err == RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE;
+}
+
 static bool
 is_record_error(rd_kafka_resp_err_t err)
 {
@@ -1066,9 +1075,17 @@ reject(OutboxSink *sink, SinkRecord *rec)
 	TimestampTz now;
 	SinkTopic  *slot;
 	SinkRecord **link;
-	bool		expired;
+	bool		expired = false;
 
-	if (is_record_error(rec->err) && !block)
+	/*
+	 * A broker refuses a whole batch when one record of it is too large, so
+	 * the records batched with it fail too.  The first time, every such
+	 * record is retried alone, one request each, in order: only the one
+	 * that is too large by itself fails again and goes to dead_letters.
+	 */
+	if (is_size_error(rec->err) && rec->failures == 0 && !block)
+		rec->alone = true;
+	else if (is_record_error(rec->err) && !block)
 	{
 		push_dead(sink, rec);
 		return;
@@ -1088,6 +1105,8 @@ reject(OutboxSink *sink, SinkRecord *rec)
 
 	/* transient, or blocking: how long has the topic been failing? */
 	now = GetCurrentTimestamp();
+	if (rec->alone)
+		goto retry;
 	slot = record_topic(sink, rec);
 	if (slot != NULL && slot->failing_since == 0)
 	{
@@ -1110,6 +1129,7 @@ reject(OutboxSink *sink, SinkRecord *rec)
 	}
 
 	/* keep it for a retry, in production order */
+retry:
 	rec->failures++;
 	for (link = &sink->retry_head; *link != NULL && (*link)->seq < rec->seq;
 		 link = &(*link)->next_done)
@@ -1180,9 +1200,19 @@ resume_stream(OutboxSink *sink)
 			SinkTopic  *slot = record_topic(sink, rec);
 
 			next = rec->next_done;
-			if (slot != NULL && slot != last)
+			if (slot != NULL && slot != last && !rec->alone)
 				refresh_topic(sink, slot);
 			last = slot;
+			if (rec->alone)
+			{
+				/* one request of its own: the rest wait for its report */
+				rec->alone = false;
+				sink->retry_head = next;
+				for (; next != NULL; next = next->next_done)
+					sink->nretry++;
+				send_record(sink, rec);
+				return;
+			}
 			send_record(sink, rec);
 		}
 		/* after a failure the rest are dropped with the producer */
