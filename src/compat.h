@@ -52,14 +52,15 @@
 #endif
 
 /*
- * This backend's index in ProcGlobal->allProcs (for GetPGProcByNumber()):
- * PGPROC lost its pgprocno field in 17, which has MyProcNumber instead.
+ * This process's index in ProcGlobal->allProcs: PGPROC lost its pgprocno
+ * field in 17, which computes the index from the pointer instead.  (Not
+ * MyProcNumber: read where the relay needs it, it did not match, and the
+ * wake-up at commit went to another process's latch.)
  */
-#if PG_VERSION_NUM >= 170000
-#include "storage/procnumber.h"
-#define outbox_my_procno()	((uint32) MyProcNumber)
-#else
 #include "storage/proc.h"
+#if PG_VERSION_NUM >= 170000
+#define outbox_my_procno()	((uint32) GetNumberFromPGProc(MyProc))
+#else
 #define outbox_my_procno()	((uint32) MyProc->pgprocno)
 #endif
 
