@@ -7,6 +7,8 @@
 #      2. pgTAP       (test/pgtap/) the SQL API's contract
 #      3. broker      (test/broker/smoke.sh) the local Kafka test broker
 #      4. end-to-end  (test/e2e/t/) relay, Kafka, faults
+#      5. matrix      (test/pgmatrix.sh) the core suites on PostgreSQL 17 and
+#                     18 in Debian chroots; only when named in OUTBOX_SUITES
 #    Prints one line per suite and "outbox: N passed, N failed" at the end;
 #    exits non-zero if anything failed.
 #
@@ -16,6 +18,8 @@
 #      OUTBOX_TEST_KAFKA_PROPERTIES librdkafka properties for it (a=b;c=d)
 #      OUTBOX_SUITES                subset to run, e.g. "regress pgtap"
 #      OUTBOX_E2E_TESTS             subset of end-to-end tests (file globs)
+#      OUTBOX_MATRIX_VERSIONS       major versions of the matrix suite
+#                                   (default "17 18")
 #
 set -uo pipefail
 
@@ -128,6 +132,18 @@ for suite in $SUITES; do
 				tail -40 "$l"
 			done
 		fi
+		;;
+	matrix)
+		log "version matrix: PostgreSQL ${OUTBOX_MATRIX_VERSIONS:-17 18}"
+		out=$LOGDIR/matrix.out
+		# shellcheck disable=SC2086
+		bash "$OUTBOX_ROOT/test/pgmatrix.sh" ${OUTBOX_MATRIX_VERSIONS:-17 18} 2>&1 | tee "$out"
+		st=${PIPESTATUS[0]}
+		# One line per version: "pgN: N passed, N failed (T s)".
+		while read -r name p _ f _; do
+			record "${name%:}" 0 "$p" "$f"
+		done < <(grep -E '^pg[0-9]+: [0-9]+ passed, [0-9]+ failed' "$out")
+		grep -qE '^pg[0-9]+: ' "$out" || record matrix "$st" 0 1
 		;;
 	*)
 		echo "unknown suite $suite" >&2
