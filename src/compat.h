@@ -53,9 +53,7 @@
 
 /*
  * This process's index in ProcGlobal->allProcs: PGPROC lost its pgprocno
- * field in 17, which computes the index from the pointer instead.  (Not
- * MyProcNumber: read where the relay needs it, it did not match, and the
- * wake-up at commit went to another process's latch.)
+ * field in 17, which computes the index from the pointer instead.
  */
 #include "storage/proc.h"
 #if PG_VERSION_NUM >= 170000
