@@ -163,6 +163,12 @@ prepare_root() {
 			return 1
 	fi
 	tmp=$root.tmp
+	# A root made for another package list: keep its base system.
+	if [ -d "$root" ] && [ ! -e "$tmp" ]; then
+		mv "$root" "$tmp"
+		rm -f "$tmp/.outbox-pgmatrix"
+		touch "$tmp/.debootstrap-done"
+	fi
 	# Reuse an unfinished root only when its packages are the only thing missing.
 	if [ -e "$tmp" ] && [ ! -f "$tmp/.debootstrap-done" ]; then
 		rm -rf --one-file-system "$tmp"
