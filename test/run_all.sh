@@ -137,7 +137,9 @@ for suite in $SUITES; do
 		log "version matrix: PostgreSQL ${OUTBOX_MATRIX_VERSIONS:-17 18}"
 		out=$LOGDIR/matrix.out
 		# shellcheck disable=SC2086
-		bash "$OUTBOX_ROOT/test/pgmatrix.sh" ${OUTBOX_MATRIX_VERSIONS:-17 18} 2>&1 | tee "$out"
+		# A version run on the host builds in its own directory, not in ours.
+		OUTBOX_BUILD_DIR=$OUTBOX_BUILD.matrix \
+			bash "$OUTBOX_ROOT/test/pgmatrix.sh" ${OUTBOX_MATRIX_VERSIONS:-17 18} 2>&1 | tee "$out"
 		st=${PIPESTATUS[0]}
 		# One line per version: "pgN: N passed, N failed (T s)".
 		while read -r name p _ f _; do
