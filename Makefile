@@ -12,23 +12,31 @@ MODULE_big	= outbox
 OBJS = \
 	src/outbox.o \
 	src/event.o \
+	src/msgauth.o \
 	src/sql_api.o \
 	src/capture.o \
+	src/identity.o \
 	src/relay_shmem.o \
+	src/launcher.o \
 	src/relay_worker.o \
 	src/kafka_sink.o \
-	decoder/outbox_decoder.o
+	decoder/outbox_decoder.o \
+	decoder/wire.o
 PGFILEDESC	= "outbox - transactional outbox streamed from the WAL into Kafka"
 
 # Upgrade scripts, one per release step, named explicitly (never a wildcard:
 # sql/ also holds the regression tests).
-UPGRADE_SCRIPTS	=
+UPGRADE_SCRIPTS	= src/sql/outbox--0.1.0--0.2.0.sql
+# Install scripts of earlier releases, frozen as released (the upgrade test
+# installs the oldest and updates along the chain).
+OLD_INSTALL_SCRIPTS = src/sql/outbox--0.1.0.sql
 DATA_built	= sql/$(EXTENSION)--$(EXTVERSION).sql
-DATA		= $(UPGRADE_SCRIPTS)
+DATA		= $(OLD_INSTALL_SCRIPTS) $(UPGRADE_SCRIPTS)
 
 # pg_regress suites (sql/NAME.sql, expected/NAME.out), run against a
 # temporary instance configured for logical decoding.
-REGRESS_API		= api_enqueue api_validation api_emit api_capture api_confirm api_security
+REGRESS_API		= api_enqueue api_validation api_emit api_capture api_confirm api_security api_hostile \
+			  api_lifecycle
 REGRESS_DECODER	= decoder_basic decoder_txn decoder_2pc decoder_emit decoder_options
 REGRESS		= $(REGRESS_API) $(REGRESS_DECODER) upgrade
 REGRESS_OPTS	= --temp-instance=tmp_check --temp-config=test/regress.conf
@@ -56,7 +64,7 @@ all: $(TEST_PROGRAMS)
 sql/$(EXTENSION)--$(EXTVERSION).sql: src/sql/outbox.sql $(EXTENSION).control
 	sed 's/@EXTVERSION@/$(EXTVERSION)/g' $< > $@
 
-$(OBJS): src/compat.h src/outbox.h src/event.h decoder/wire.h
+$(OBJS): src/compat.h src/outbox.h src/event.h src/msgauth.h decoder/wire.h
 
 test/broker/%: test/broker/%.c test/broker/broker_util.h
 	$(CC) $(CFLAGS_SL_NONE) -O2 -g -Wall -Wextra -Wno-unused-parameter -o $@ $< -lrdkafka -lpthread

@@ -7,8 +7,10 @@
  *
  *	  - INSERTs into outbox.messages (UPDATEs, DELETEs and every other table
  *		are ignored);
- *	  - transactional logical messages with prefix "outbox", written by
- *		outbox.emit() or by hand with pg_logical_emit_message().
+ *	  - transactional logical messages with prefix "outbox" written by the
+ *		extension itself (outbox.emit(), redeliver(), redrive()): each
+ *		carries an authentication code (src/msgauth.h); messages anyone
+ *		else wrote with pg_logical_emit_message() are skipped.
  *
  * Output is one JSON object per event (option format 'json', the default)
  * or the binary frames of decoder/wire.h (format 'binary', used by the
@@ -56,6 +58,7 @@
 
 #include "compat.h"
 #include "event.h"
+#include "msgauth.h"
 #include "outbox.h"
 #include "wire.h"
 
@@ -567,29 +570,45 @@ outbox_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	MemoryContext oldcxt;
 	OutboxEvent ev;
 	const char *problem = NULL;
+	Size		content_size;
 
 	if (!transactional || strcmp(prefix, OUTBOX_MESSAGE_PREFIX) != 0)
 		return;
 
 	oldcxt = MemoryContextSwitchTo(data->scratch);
 
-	if (outbox_message_decode(message, message_size, &ev, &problem))
-	{
-		/* Hand-written JSON messages were never validated: do it here. */
-		problem = outbox_topic_problem(ev.topic, ev.topic_len);
-		if (problem == NULL)
-			problem = outbox_headers_problem(ev.headers);
-	}
-
-	if (problem == NULL)
-		write_event(ctx, data, &ev);
-	else
+	/*
+	 * Only the extension's own messages are events; the code is checked
+	 * before anything reads the content.  What it wrote was validated when
+	 * it was written, but the rules are cheap and checked again.
+	 */
+	if (!outbox_message_authentic(txn->xid, message, message_size,
+								  &content_size, &problem))
 		ereport(WARNING,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("skipping malformed outbox message"),
+				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				 errmsg("skipping outbox message not written by the outbox extension"),
 				 errdetail_internal("%s", problem),
+				 errhint("Write events with outbox.emit() or outbox.enqueue(), not pg_logical_emit_message()."),
 				 errcontext("logical message at %X/%X in transaction %u",
 							LSN_FORMAT_ARGS(message_lsn), txn->xid)));
+	else
+	{
+		if (outbox_message_decode(message, content_size, &ev, &problem))
+		{
+			problem = outbox_topic_problem(ev.topic, ev.topic_len);
+			if (problem == NULL)
+				problem = outbox_headers_problem(ev.headers);
+		}
+		if (problem == NULL)
+			write_event(ctx, data, &ev);
+		else
+			ereport(WARNING,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("skipping malformed outbox message"),
+					 errdetail_internal("%s", problem),
+					 errcontext("logical message at %X/%X in transaction %u",
+								LSN_FORMAT_ARGS(message_lsn), txn->xid)));
+	}
 
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(data->scratch);
@@ -698,6 +717,7 @@ append_binary_event(StringInfo out, OutboxDecodingData *data,
 {
 	uint16		flags = 0;
 	int			pos;
+	int			start PG_USED_FOR_ASSERTS_ONLY = out->len;
 
 	if (ev->has_id)
 		flags |= OUTBOX_WIRE_HAS_ID;
@@ -717,6 +737,7 @@ append_binary_event(StringInfo out, OutboxDecodingData *data,
 	append_uint32(out, data->xid);
 	append_uint64(out, (uint64) data->commit_time);
 	append_uint32(out, (uint32) ev->attempts);
+	Assert(out->len - start == OUTBOX_WIRE_OFF_TOPIC_LEN);
 
 	append_uint32(out, (uint32) ev->topic_len);
 	appendBinaryStringInfo(out, ev->topic, ev->topic_len);
@@ -743,9 +764,9 @@ append_binary_event(StringInfo out, OutboxDecodingData *data,
 
 /*
  * Headers as nheaders (name, value) pairs.  Rows and outbox.emit() validate
- * headers at write time, and the message callback checks hand-written
- * ones, but a value that is not a string is still skipped with a WARNING
- * rather than trusted.
+ * headers at write time, and the message callback checks them again, but a
+ * value that is not a string is still skipped with a WARNING rather than
+ * trusted.
  */
 static void
 append_binary_headers(StringInfo out, Jsonb *headers)

@@ -61,6 +61,9 @@
 #ifndef OUTBOX_WIRE_H
 #define OUTBOX_WIRE_H
 
+#include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
+
 #define OUTBOX_WIRE_VERSION		1
 
 #define OUTBOX_WIRE_EVENT		'E'
@@ -77,5 +80,60 @@
 #define OUTBOX_WIRE_EVENT_FIXED	(1 + 1 + 2 + 8 + 8 + 8 + 4 + 8 + 4 + 4 + 4 + 4 + 4)
 /* Size of a commit frame. */
 #define OUTBOX_WIRE_COMMIT_SIZE	(1 + 1 + 2 + 8 + 8 + 4 + 8 + 4)
+
+/* Offsets of an event frame's fixed fields (see above). */
+#define OUTBOX_WIRE_OFF_TYPE		0
+#define OUTBOX_WIRE_OFF_VERSION		1
+#define OUTBOX_WIRE_OFF_FLAGS		2
+#define OUTBOX_WIRE_OFF_ID			4
+#define OUTBOX_WIRE_OFF_COMMIT_LSN	12
+#define OUTBOX_WIRE_OFF_END_LSN		20
+#define OUTBOX_WIRE_OFF_XID			28
+#define OUTBOX_WIRE_OFF_COMMIT_TIME	32
+#define OUTBOX_WIRE_OFF_ATTEMPTS	40
+#define OUTBOX_WIRE_OFF_TOPIC_LEN	44
+
+/* Offsets of a commit frame's fields. */
+#define OUTBOX_WIRE_C_OFF_COMMIT_LSN	4
+#define OUTBOX_WIRE_C_OFF_END_LSN		12
+#define OUTBOX_WIRE_C_OFF_XID			20
+#define OUTBOX_WIRE_C_OFF_COMMIT_TIME	24
+#define OUTBOX_WIRE_C_OFF_NEVENTS		32
+
+StaticAssertDecl(OUTBOX_WIRE_OFF_TOPIC_LEN + 4 * 4 == OUTBOX_WIRE_EVENT_FIXED,
+				 "event frame offsets add up");
+StaticAssertDecl(OUTBOX_WIRE_C_OFF_NEVENTS + 4 == OUTBOX_WIRE_COMMIT_SIZE,
+				 "commit frame offsets add up");
+
+/* An event frame, parsed; pointers borrow the frame. */
+typedef struct OutboxWireEvent
+{
+	bool		has_id;			/* id is a messages.id */
+	int64		id;				/* message id */
+	XLogRecPtr	commit_lsn;		/* commit record's LSN */
+	XLogRecPtr	end_lsn;		/* LSN past the commit record */
+	uint32		xid;			/* top-level xid */
+	TimestampTz commit_time;	/* commit timestamp */
+	int32		attempts;		/* publication number */
+	const char *topic;			/* topic bytes */
+	uint32		topic_len;		/* topic length */
+	const char *key;			/* key bytes, NULL for a null key */
+	uint32		key_len;		/* key length */
+	const char *payload;		/* compact JSON, NULL for a tombstone */
+	uint32		payload_len;	/* payload length */
+	uint32		nheaders;		/* number of headers */
+	const char *headers;		/* first header's name_len field */
+} OutboxWireEvent;
+
+/* Parse a frame; false (with *problem set) if it is malformed. */
+extern bool outbox_wire_parse_event(const char *frame, Size len,
+									OutboxWireEvent *ev, const char **problem);
+extern bool outbox_wire_parse_commit(const char *frame, Size len,
+									 XLogRecPtr *commit_lsn, XLogRecPtr *end_lsn,
+									 uint32 *nevents, const char **problem);
+/* Iterate over the headers of a parsed event. */
+extern bool outbox_wire_next_header(const char **cursor, const char **name,
+									uint32 *name_len, const char **value,
+									uint32 *value_len);
 
 #endif							/* OUTBOX_WIRE_H */

@@ -30,10 +30,14 @@ SELECT try($$SELECT outbox.enqueue('slash/topic', NULL, '{}')$$);
 SELECT try($$SELECT outbox.enqueue('colon:topic', NULL, '{}')$$);
 SELECT try($$SELECT outbox.enqueue('ümlaut', NULL, '{}')$$);
 SELECT try($$SELECT outbox.enqueue(E'tab\tbed', NULL, '{}')$$);
--- A null topic violates the NOT NULL constraint (its detail shows the row,
--- timestamps included, so only the terse message is shown).
-SELECT outbox.enqueue(NULL, NULL, '{}');
-SELECT try($$SELECT outbox.enqueue(NULL, NULL, '{}')$$) LIKE '23502: %' AS not_null_violation;
+-- enqueue() reports a null topic as emit() does, before an id is drawn.
+SELECT outbox.enqueue('ids', NULL, NULL) AS id_before \gset
+SELECT try($$SELECT outbox.enqueue(NULL, NULL, '{}')$$);
+SELECT try($$SELECT outbox.emit(NULL, NULL, '{}')$$);
+SELECT outbox.enqueue('ids', NULL, NULL) - :id_before AS ids_drawn;
+-- A plain INSERT of a null topic violates the NOT NULL constraint (its
+-- detail shows the row, timestamps included, so only the SQLSTATE is shown).
+SELECT try($$INSERT INTO outbox.messages (topic) VALUES (NULL)$$) LIKE '23502: %' AS not_null_violation;
 
 -- Headers.
 SELECT try($$SELECT outbox.enqueue('t', NULL, '{}', '["a", "b"]')$$);
@@ -83,6 +87,46 @@ SELECT topic, key, headers FROM outbox.messages ORDER BY id;
 SELECT try($$SELECT outbox.messages_check()$$);
 SELECT try($$SELECT outbox.capture_trigger()$$);
 
-DROP TABLE src;
+-- Header errors name the header at fault, in emit() as in enqueue().
+SELECT try($$SELECT outbox.emit('t', NULL, '{}', '{"ok": "1", "retries": 3}')$$);
+SELECT try($$SELECT outbox.emit('t', NULL, '{}', '{"Outbox-Source": "x"}')$$);
+
+-- Argument errors of the other functions carry a detail and a hint too.
+CREATE TABLE keyed (id int PRIMARY KEY, v text);
+CREATE TABLE unkeyed (v text);
+CREATE SEQUENCE a_sequence;
+CREATE VIEW a_view AS SELECT * FROM keyed;
+SELECT try($$SELECT outbox.redeliver('-1 minute')$$);
+SELECT try($$SELECT outbox.redeliver(NULL)$$);
+SELECT try($$SELECT outbox.redeliver('5 minutes', 0)$$);
+SELECT try($$SELECT outbox.redeliver('5 minutes', NULL)$$);
+SELECT try($$SELECT outbox.purge('-1 day')$$);
+SELECT try($$SELECT outbox.purge(NULL)$$);
+SELECT try($$SELECT outbox.capture(NULL, 't')$$);
+SELECT try($$SELECT outbox.capture('keyed', NULL)$$);
+SELECT try($$SELECT outbox.capture('keyed', 't', '{}')$$);
+SELECT try($$SELECT outbox.capture('keyed', 't', '{id,NULL}')$$);
+SELECT try($$SELECT outbox.capture('keyed', 't', NULL, '{}')$$);
+SELECT try($$SELECT outbox.capture('keyed', 't', NULL, NULL)$$);
+SELECT try($$SELECT outbox.uncapture(NULL)$$);
+-- The hint fits the kind of relation: a sequence is not a view.
+SELECT try($$SELECT outbox.capture('a_sequence', 't')$$);
+SELECT try($$SELECT outbox.capture('a_view', 't')$$);
+SELECT try($$SELECT outbox.capture('outbox.installation', 't')$$);
+
+-- A table without a primary key, captured without key_columns: a warning,
+-- with its detail and hint, and events with a null key.
+\set VERBOSITY default
+SELECT outbox.capture('unkeyed', 'unkeyed');
+\set VERBOSITY terse
+INSERT INTO unkeyed VALUES ('x');
+SELECT topic, key IS NULL AS null_key FROM outbox.messages WHERE topic = 'unkeyed';
+-- No warning with key_columns, nor for a table with a primary key.
+SELECT outbox.capture('unkeyed', 'unkeyed', '{v}');
+SELECT outbox.capture('keyed', 'keyed');
+
+DROP VIEW a_view;
+DROP TABLE src, keyed, unkeyed;
+DROP SEQUENCE a_sequence;
 DROP FUNCTION try(text);
 DROP EXTENSION outbox;

@@ -22,8 +22,15 @@
  * and names the partition the row is stored in.
  *
  * The insert fires outbox.messages' validation trigger like any other.
- * capture_trigger() is SECURITY DEFINER, so writers of a captured table need
- * no privilege on outbox.messages.
+ *
+ * Privileges: the trigger is not SECURITY DEFINER.  Everything that can run
+ * code a user can extend (row_to_json() calls casts to json of the row's
+ * types; key values go through their types' output functions) runs as the
+ * role writing the table, as in any trigger.  Only the INSERT into
+ * outbox.messages switches to that table's owner, the way PostgreSQL's own
+ * foreign key triggers switch to the owner of the referenced table, so that
+ * writers need no privilege on outbox.messages; that INSERT runs nothing
+ * but the extension's own code (its defaults, checks and C trigger).
  *
  * src/capture.c
  *
@@ -35,7 +42,9 @@
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "catalog/namespace.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
@@ -44,6 +53,7 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
+#include "utils/syscache.h"
 
 #include "compat.h"
 #include "event.h"
@@ -69,6 +79,7 @@ typedef struct CaptureInfo
 	int			nkeys;			/* number of key columns, 0 for no key */
 	AttrNumber *key_attnums;	/* attnums of the key columns */
 	FmgrInfo   *key_out;		/* output functions of the key columns */
+	Oid			messages_owner; /* owner of outbox.messages: the INSERT's role */
 } CaptureInfo;
 
 static CaptureInfo *capture_info(FunctionCallInfo fcinfo, TriggerData *trigdata);
@@ -77,7 +88,8 @@ static void set_key_columns(CaptureInfo *info, Relation rel, Trigger *trigger,
 static void append_row(StringInfo out, HeapTuple tuple, TupleDesc tupdesc);
 static Datum build_key(CaptureInfo *info, HeapTuple tuple, TupleDesc tupdesc,
 					   bool *isnull);
-static void insert_event(Datum topic, Datum key, bool key_isnull,
+static Oid	messages_owner(void);
+static void insert_event(Oid owner, Datum topic, Datum key, bool key_isnull,
 						 Datum payload);
 
 /*
@@ -180,6 +192,7 @@ capture_info(FunctionCallInfo fcinfo, TriggerData *trigdata)
 	MemoryContextSwitchTo(old);
 
 	set_key_columns(info, rel, trigger, mcxt);
+	info->messages_owner = messages_owner();
 
 	fcinfo->flinfo->fn_extra = info;
 	return info;
@@ -252,13 +265,42 @@ build_key(CaptureInfo *info, HeapTuple tuple, TupleDesc tupdesc, bool *isnull)
 	return PointerGetDatum(cstring_to_text_with_len(buf.data, buf.len));
 }
 
-/* Insert one event row into outbox.messages through SPI. */
+/* The role that owns outbox.messages. */
+static Oid
+messages_owner(void)
+{
+	Oid			nspid = get_namespace_oid(OUTBOX_SCHEMA_NAME, false);
+	Oid			relid = get_relname_relid(OUTBOX_TABLE_NAME, nspid);
+	HeapTuple	tp;
+	Oid			owner;
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"%s.%s\" does not exist",
+						OUTBOX_SCHEMA_NAME, OUTBOX_TABLE_NAME),
+				 errhint("Reinstall the outbox extension.")));
+	tp = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tp))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tp))->relowner;
+	ReleaseSysCache(tp);
+	return owner;
+}
+
+/*
+ * Insert one event row into outbox.messages through SPI, as the table's
+ * owner (see the file header).  An error restores the user id with the
+ * (sub)transaction abort.
+ */
 static void
-insert_event(Datum topic, Datum key, bool key_isnull, Datum payload)
+insert_event(Oid owner, Datum topic, Datum key, bool key_isnull, Datum payload)
 {
 	Datum		values[3];
 	char		nulls[3];
 	int			rc;
+	Oid			save_userid;
+	int			save_sec_context;
 
 	values[0] = topic;
 	nulls[0] = ' ';
@@ -266,6 +308,10 @@ insert_event(Datum topic, Datum key, bool key_isnull, Datum payload)
 	nulls[1] = key_isnull ? 'n' : ' ';
 	values[2] = payload;
 	nulls[2] = ' ';
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(owner, save_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_NOFORCE_RLS);
 
 	if ((rc = SPI_connect()) != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(rc));
@@ -290,6 +336,8 @@ insert_event(Datum topic, Datum key, bool key_isnull, Datum payload)
 
 	if ((rc = SPI_finish()) != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed: %s", SPI_result_code_string(rc));
+
+	SetUserIdAndSecContext(save_userid, save_sec_context);
 }
 
 /*
@@ -363,7 +411,8 @@ outbox_capture_trigger(PG_FUNCTION_ARGS)
 	key = build_key(info, newtuple != NULL ? newtuple : oldtuple, tupdesc,
 					&key_isnull);
 
-	insert_event(info->topic, key, key_isnull, payload_jsonb);
+	insert_event(info->messages_owner, info->topic, key, key_isnull,
+				 payload_jsonb);
 
 	return PointerGetDatum(NULL);
 }

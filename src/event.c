@@ -14,7 +14,6 @@
  */
 #include "postgres.h"
 
-#include "common/jsonapi.h"
 #include "mb/pg_wchar.h"
 #include "port/pg_bswap.h"
 #include "utils/builtins.h"
@@ -36,12 +35,19 @@ static bool read_bytes(const char **p, const char *end, Size n,
 static bool read_int32(const char **p, const char *end, int32 *v);
 static bool read_int64(const char **p, const char *end, int64 *v);
 static bool read_jsonb_field(const char **p, const char *end, Jsonb **jb);
-static bool decode_json_message(const char *data, Size len, OutboxEvent *ev,
-								const char **problem);
-static Jsonb *parse_jsonb_noerror(const char *data, Size len,
-								  const char **problem);
 static bool jsonb_container_valid(const JsonbContainer *jc, uint32 len,
 								  int depth);
+
+/* Bytes of a header name quoted in an error. */
+#define OUTBOX_HEADER_NAME_SHOWN	64
+
+/* How much of a header name an error quotes: whole characters only. */
+static inline int
+shown_len(const char *name, int len)
+{
+	return len <= OUTBOX_HEADER_NAME_SHOWN ? len :
+		pg_mbcliplen(name, len, OUTBOX_HEADER_NAME_SHOWN);
+}
 
 /* Deepest jsonb nesting accepted in an emitted message's raw bytes. */
 #define OUTBOX_MAX_JSONB_DEPTH	1000
@@ -95,6 +101,7 @@ outbox_check_topic(const char *topic, int len)
 /*
  * Why headers are not an object of string values, or NULL if they are (or
  * are SQL NULL).  Names starting with "outbox-" are reserved for the relay.
+ * The reason names the header at fault; it is palloc'd.
  */
 const char *
 outbox_headers_problem(Jsonb *headers)
@@ -102,6 +109,8 @@ outbox_headers_problem(Jsonb *headers)
 	JsonbIterator *it;
 	JsonbValue	v;
 	JsonbIteratorToken tok;
+	const char *name = "";
+	int			name_len = 0;
 
 	if (headers == NULL)
 		return NULL;
@@ -113,15 +122,23 @@ outbox_headers_problem(Jsonb *headers)
 	{
 		if (tok == WJB_KEY)
 		{
-			if (v.val.string.len == 0)
+			name = v.val.string.val;
+			name_len = v.val.string.len;
+			if (name_len == 0)
 				return _("A header name must not be empty.");
-			if (v.val.string.len >= (int) strlen(OUTBOX_RESERVED_HEADER_PREFIX) &&
-				pg_strncasecmp(v.val.string.val, OUTBOX_RESERVED_HEADER_PREFIX,
+			if (name_len >= (int) strlen(OUTBOX_RESERVED_HEADER_PREFIX) &&
+				pg_strncasecmp(name, OUTBOX_RESERVED_HEADER_PREFIX,
 							   strlen(OUTBOX_RESERVED_HEADER_PREFIX)) == 0)
-				return _("Header names starting with \"outbox-\" are reserved for the relay.");
+				return psprintf(_("Header \"%.*s\": names starting with \"outbox-\" are reserved for the relay."),
+								shown_len(name, name_len), name);
 		}
 		else if (tok == WJB_VALUE && v.type != jbvString)
-			return _("Every header value must be a JSON string.");
+			return psprintf(_("Header \"%.*s\": the value is %s; every header value must be a JSON string."),
+							shown_len(name, name_len), name,
+							v.type == jbvNull ? "null" :
+							v.type == jbvNumeric ? "a number" :
+							v.type == jbvBool ? "a boolean" :
+							"an array or an object");
 	}
 	return NULL;
 }
@@ -552,131 +569,10 @@ jsonb_container_valid(const JsonbContainer *jc, uint32 len, int depth)
 }
 
 /*
- * Parse JSON text into jsonb without throwing for bad input: the decoder
- * must never ERROR on a message's content.  pg_parse_json() checks syntax
- * only, and jsonb_in() can still refuse what it accepted (\u0000, numbers
- * outside numeric's range, nesting too deep for the stack).  Those are data
- * exceptions (class 22) or program limits (class 54) raised by pure
- * computation that holds no locks, pins or other resources, so they are
- * caught without a subtransaction and turned into a problem; any other
- * error (out of memory, query cancel) propagates.  Parsing happens in the
- * caller's memory context, which the caller resets.
- */
-static Jsonb *
-parse_jsonb_noerror(const char *data, Size len, const char **problem)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	Jsonb	   *volatile result = NULL;
-
-	PG_TRY();
-	{
-		JsonLexContext *lex = outbox_make_json_lex(data, len);
-
-		if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
-			*problem = _("The message content is neither outbox-encoded nor valid JSON.");
-		else
-			result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
-														CStringGetDatum(pnstrdup(data, len))));
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-		int			category;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		category = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
-		if (category != ERRCODE_DATA_EXCEPTION &&
-			category != ERRCODE_PROGRAM_LIMIT_EXCEEDED)
-			PG_RE_THROW();
-		FlushErrorState();
-		*problem = psprintf(_("The message content is not valid JSON for jsonb: %s"),
-							edata->message);
-		result = NULL;
-	}
-	PG_END_TRY();
-
-	return result;
-}
-
-/* Fetch an object member as a Jsonb datum (NULL if absent or JSON null). */
-static Jsonb *
-member_as_jsonb(Jsonb *obj, const char *name, bool *present)
-{
-	JsonbValue *v;
-
-	v = getKeyJsonValueFromContainer(&obj->root, name, strlen(name), NULL);
-	*present = (v != NULL);
-	if (v == NULL || v->type == jbvNull)
-		return NULL;
-	return JsonbValueToJsonb(v);
-}
-
-/* Read the JSON spelling of an emitted message; see event.h. */
-static bool
-decode_json_message(const char *data, Size len, OutboxEvent *ev,
-					const char **problem)
-{
-	Jsonb	   *obj;
-	Jsonb	   *field;
-	bool		present;
-
-	obj = parse_jsonb_noerror(data, len, problem);
-	if (obj == NULL)
-		return false;
-	if (!JB_ROOT_IS_OBJECT(obj))
-	{
-		*problem = _("A JSON outbox message must be an object.");
-		return false;
-	}
-
-	field = member_as_jsonb(obj, "topic", &present);
-	if (field == NULL || !JB_ROOT_IS_SCALAR(field))
-	{
-		*problem = _("A JSON outbox message needs a string member \"topic\".");
-		return false;
-	}
-	{
-		JsonbValue	sv;
-
-		if (!JsonbExtractScalar(&field->root, &sv) || sv.type != jbvString)
-		{
-			*problem = _("A JSON outbox message needs a string member \"topic\".");
-			return false;
-		}
-		ev->topic = sv.val.string.val;
-		ev->topic_len = sv.val.string.len;
-	}
-
-	field = member_as_jsonb(obj, "key", &present);
-	ev->key = NULL;
-	ev->key_len = 0;
-	if (field != NULL)
-	{
-		JsonbValue	sv;
-
-		if (!JB_ROOT_IS_SCALAR(field) || !JsonbExtractScalar(&field->root, &sv) ||
-			sv.type != jbvString)
-		{
-			*problem = _("The member \"key\" of a JSON outbox message must be a string or null.");
-			return false;
-		}
-		ev->key = sv.val.string.val;
-		ev->key_len = sv.val.string.len;
-	}
-
-	ev->payload = member_as_jsonb(obj, "payload", &present);
-	ev->headers = member_as_jsonb(obj, "headers", &present);
-	ev->has_id = false;
-	ev->id = 0;
-	ev->attempts = 1;
-	return true;
-}
-
-/*
- * Decode the content of an "outbox" logical message.  Returns false with a
- * reason in *problem for content that is neither our encoding nor a valid
- * JSON event; never throws for bad input.  Borrowed pointers point into data
+ * Decode the content of an "outbox" logical message, without its
+ * authentication code (see msgauth.h).  Returns false with a reason in
+ * *problem for content that is not our encoding; never throws for bad
+ * input.  Borrowed pointers point into data
  * or into memory palloc'd in the current context.
  */
 bool
@@ -690,12 +586,9 @@ outbox_message_decode(const char *data, Size len, OutboxEvent *ev,
 	int64		id;
 
 	*problem = NULL;
-	if (len >= 1 && data[0] == '{')
-		return decode_json_message(data, len, ev, problem);
-
 	if (len < 2 || data[0] != OUTBOX_MESSAGE_MAGIC)
 	{
-		*problem = _("The message content is neither outbox-encoded nor valid JSON.");
+		*problem = _("The message content is not outbox-encoded.");
 		return false;
 	}
 	if (data[1] != OUTBOX_MESSAGE_VERSION)

@@ -7,10 +7,10 @@
  * row of outbox.messages or, by outbox.emit(), as a transactional logical
  * message with prefix "outbox" whose content is encoded as described below.
  *
- * Emitted message content, version 1 (all integers in network byte order):
+ * Emitted message content, version 2 (all integers in network byte order):
  *
  *	  byte    'O'            magic
- *	  byte    1              version
+ *	  byte    2              version
  *	  int64   id             message id, or 0 when has_id is false
  *	  byte    has_id         1 for a redelivery/redrive of a table row, else 0
  *	  int32   attempts       publication number (1 for a first publication)
@@ -19,10 +19,13 @@
  *	  int32   payload_len    -1 for a null payload (tombstone), else the
  *	                         bytes of the jsonb datum without varlena header
  *	  int32   headers_len    -1 for null headers, else jsonb bytes as above
+ *	  byte[32] mac           HMAC-SHA-256 of the writing transaction's
+ *	                         top-level xid and all bytes above (msgauth.h)
  *
- * Content that does not start with the magic byte but with '{' is read as a
- * JSON object {"topic":..., "key":..., "payload":..., "headers":...}, so that
- * pg_logical_emit_message(true, 'outbox', json) works from any client.
+ * Only messages with a valid code are events: anybody can call
+ * pg_logical_emit_message(), so a message the extension did not write is
+ * skipped, whatever it contains.  Version 1 (0.1.0) had no code and is
+ * refused too.
  *
  * src/event.h
  *
@@ -39,7 +42,7 @@
 #define OUTBOX_MESSAGE_PREFIX	"outbox"
 
 #define OUTBOX_MESSAGE_MAGIC	'O'
-#define OUTBOX_MESSAGE_VERSION	1
+#define OUTBOX_MESSAGE_VERSION	2
 
 /* Kafka's limit on topic name length. */
 #define OUTBOX_TOPIC_MAX_LEN	249

@@ -50,10 +50,13 @@ typedef struct SinkTxn
 	XLogRecPtr	commit_lsn;		/* its commit record */
 	TimestampTz commit_time;	/* its commit time */
 	uint64		pending;		/* events not yet settled */
+	uint32		nevents;		/* events received for it */
 	bool		complete;		/* commit frame seen */
 	struct SinkTxn *next;		/* next in commit order */
 	char		lsn_header[24]; /* outbox-lsn value, formatted once */
 	char		xid_header[12]; /* outbox-xid value, formatted once */
+	bool		has_source;		/* source_header is set */
+	char		source_header[OUTBOX_INSTALLATION_ID_LEN + 1];	/* outbox-source */
 } SinkTxn;
 
 /* One produced event. */
@@ -105,6 +108,9 @@ struct OutboxSink
 	uint64		dead_lettered;	/* dead-lettered events */
 	TimestampTz last_delivered_commit_time; /* of the newest acknowledged */
 	bool		failed;			/* producer must be rebuilt */
+	bool		unreachable;	/* all brokers down, no delivery since */
+	void		(*wait_hook) (void *);	/* run while waiting for room */
+	void	   *wait_arg;		/* its argument */
 	char		failed_reason[SINK_LOG_LEN];	/* why */
 	SinkTopic  *topics;			/* open-addressing table of topic handles */
 	int			topics_size;	/* slots, a power of two */
@@ -127,165 +133,6 @@ static void pop_settled(OutboxSink *sink);
 static SinkTxn *txn_for_event(OutboxSink *sink, const SinkEvent *ev);
 static void produce_event(OutboxSink *sink, const char *frame, Size len);
 static void free_record(OutboxSink *sink, SinkRecord *rec);
-
-/* ---------------------------------------------------------------------
- * Wire parsing (decoder/wire.h)
- * ---------------------------------------------------------------------
- */
-
-static inline uint16
-get16(const char *p)
-{
-	uint16		v;
-
-	memcpy(&v, p, 2);
-	return pg_ntoh16(v);
-}
-
-static inline uint32
-get32(const char *p)
-{
-	uint32		v;
-
-	memcpy(&v, p, 4);
-	return pg_ntoh32(v);
-}
-
-static inline uint64
-get64(const char *p)
-{
-	uint64		v;
-
-	memcpy(&v, p, 8);
-	return pg_ntoh64(v);
-}
-
-bool
-outbox_wire_parse_event(const char *frame, Size len, SinkEvent *ev,
-						const char **problem)
-{
-	const char *p = frame;
-	const char *end = frame + len;
-	uint16		flags;
-	uint32		n;
-
-	/* the fixed part: everything up to and including the topic length */
-	if (len < OUTBOX_WIRE_EVENT_FIXED || frame[0] != OUTBOX_WIRE_EVENT)
-	{
-		*problem = "not an event frame";
-		return false;
-	}
-	if (frame[1] != OUTBOX_WIRE_VERSION)
-	{
-		*problem = "unknown frame version";
-		return false;
-	}
-	flags = get16(p + 2);
-	p += 4;
-	ev->has_id = (flags & OUTBOX_WIRE_HAS_ID) != 0;
-	ev->id = (int64) get64(p);
-	p += 8;
-	ev->commit_lsn = get64(p);
-	p += 8;
-	ev->end_lsn = get64(p);
-	p += 8;
-	ev->xid = get32(p);
-	p += 4;
-	ev->commit_time = (TimestampTz) get64(p);
-	p += 8;
-	ev->attempts = (int32) get32(p);
-	p += 4;
-
-	/* length-prefixed fields, each length followed by its bytes */
-	ev->topic_len = get32(p);
-	p += 4;
-	if ((Size) (end - p) < (Size) ev->topic_len + 4)
-		goto bad;
-	ev->topic = p;
-	p += ev->topic_len;
-
-	ev->key_len = get32(p);
-	p += 4;
-	if ((Size) (end - p) < (Size) ev->key_len + 4)
-		goto bad;
-	ev->key = (flags & OUTBOX_WIRE_HAS_KEY) ? p : NULL;
-	p += ev->key_len;
-
-	ev->payload_len = get32(p);
-	p += 4;
-	if ((Size) (end - p) < (Size) ev->payload_len + 4)
-		goto bad;
-	ev->payload = (flags & OUTBOX_WIRE_HAS_PAYLOAD) ? p : NULL;
-	p += ev->payload_len;
-
-	ev->nheaders = get32(p);
-	p += 4;
-
-	/* Check the header block's extent once; iteration trusts it. */
-	ev->headers = p;
-	for (n = 0; n < ev->nheaders; n++)
-	{
-		uint32		l;
-
-		if ((Size) (end - p) < 4)
-			goto bad;
-		l = get32(p);
-		p += 4;
-		if ((Size) (end - p) < l + 4)
-			goto bad;
-		p += l;
-		l = get32(p);
-		p += 4;
-		if ((Size) (end - p) < l)
-			goto bad;
-		p += l;
-	}
-	if (p != end)
-		goto bad;
-	return true;
-
-bad:
-	*problem = "truncated or corrupt event frame";
-	return false;
-}
-
-bool
-outbox_wire_next_header(const char **cursor, const char **name,
-						uint32 *name_len, const char **value,
-						uint32 *value_len)
-{
-	const char *p = *cursor;
-
-	*name_len = get32(p);
-	*name = p + 4;
-	p += 4 + *name_len;
-	*value_len = get32(p);
-	*value = p + 4;
-	p += 4 + *value_len;
-	*cursor = p;
-	return true;
-}
-
-bool
-outbox_wire_parse_commit(const char *frame, Size len, XLogRecPtr *commit_lsn,
-						 XLogRecPtr *end_lsn, uint32 *nevents,
-						 const char **problem)
-{
-	if (len != OUTBOX_WIRE_COMMIT_SIZE || frame[0] != OUTBOX_WIRE_COMMIT)
-	{
-		*problem = "not a commit frame";
-		return false;
-	}
-	if (frame[1] != OUTBOX_WIRE_VERSION)
-	{
-		*problem = "unknown frame version";
-		return false;
-	}
-	*commit_lsn = get64(frame + 4);
-	*end_lsn = get64(frame + 12);
-	*nevents = get32(frame + 1 + 1 + 2 + 8 + 8 + 4 + 8);
-	return true;
-}
 
 /* ---------------------------------------------------------------------
  * Producer life cycle
@@ -530,6 +377,8 @@ on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 				 "fatal producer error %s: %s", rd_kafka_err2name(orig), fatal);
 		return;
 	}
+	if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+		sink->unreachable = true;
 	record_log(sink, 3, true, "%s: %s",
 			   rd_kafka_err2name((rd_kafka_resp_err_t) err), reason);
 }
@@ -594,7 +443,12 @@ free_record(OutboxSink *sink, SinkRecord *rec)
 	free(rec);
 }
 
-/* Wait, serving delivery reports, until there is room for one more event. */
+/*
+ * Wait, serving delivery reports, until there is room for one more event.
+ * This runs inside the decoder's write callback; the relay's wait hook
+ * keeps everything else going meanwhile (reloads, status, errors) and may
+ * leave the decoder altogether (see relay_worker.c).
+ */
 static void
 wait_for_room(OutboxSink *sink, Size len)
 {
@@ -607,7 +461,40 @@ wait_for_room(OutboxSink *sink, Size len)
 		CHECK_FOR_INTERRUPTS();
 		if (!PostmasterIsAlive())
 			proc_exit(1);
+		if (sink->wait_hook)
+			sink->wait_hook(sink->wait_arg);
 	}
+}
+
+void
+outbox_sink_set_wait_hook(OutboxSink *sink, void (*hook) (void *), void *arg)
+{
+	sink->wait_hook = hook;
+	sink->wait_arg = arg;
+}
+
+bool
+outbox_sink_unreachable(OutboxSink *sink)
+{
+	return sink->unreachable;
+}
+
+/*
+ * While the cluster is marked unreachable, ask it for metadata (waiting at
+ * most timeout_ms): an answer means a broker is back, even when nothing is
+ * in flight to prove it.
+ */
+void
+outbox_sink_probe(OutboxSink *sink, int timeout_ms)
+{
+	const struct rd_kafka_metadata *md = NULL;
+
+	if (!sink->unreachable)
+		return;
+	if (rd_kafka_metadata(sink->rk, 0, NULL, &md, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR)
+		sink->unreachable = false;
+	if (md != NULL)
+		rd_kafka_metadata_destroy(md);
 }
 
 /*
@@ -689,6 +576,8 @@ txn_for_event(OutboxSink *sink, const SinkEvent *ev)
 	snprintf(txn->lsn_header, sizeof(txn->lsn_header), "%X/%X",
 			 LSN_FORMAT_ARGS(ev->commit_lsn));
 	snprintf(txn->xid_header, sizeof(txn->xid_header), "%u", ev->xid);
+	/* read under the decoded transaction's snapshot: see identity.c */
+	txn->has_source = outbox_installation_id(txn->source_header);
 	if (sink->tail)
 		sink->tail->next = txn;
 	else
@@ -735,6 +624,7 @@ produce_event(OutboxSink *sink, const char *frame, Size len)
 	txn = txn_for_event(sink, &ev);
 	rec->txn = txn;
 	txn->pending++;
+	txn->nevents++;
 
 	if (ev.topic_len > OUTBOX_TOPIC_MAX_LEN || ev.topic_len == 0)
 	{
@@ -754,7 +644,7 @@ produce_event(OutboxSink *sink, const char *frame, Size len)
 		return;
 	}
 
-	hdrs = rd_kafka_headers_new(ev.nheaders + 3);
+	hdrs = rd_kafka_headers_new(ev.nheaders + 4);
 	cursor = ev.headers;
 	for (i = 0; i < ev.nheaders; i++)
 	{
@@ -773,6 +663,8 @@ produce_event(OutboxSink *sink, const char *frame, Size len)
 	}
 	rd_kafka_header_add(hdrs, "outbox-lsn", -1, txn->lsn_header, -1);
 	rd_kafka_header_add(hdrs, "outbox-xid", -1, txn->xid_header, -1);
+	if (txn->has_source)
+		rd_kafka_header_add(hdrs, OUTBOX_SOURCE_HEADER, -1, txn->source_header, -1);
 
 	for (;;)
 	{
@@ -847,6 +739,11 @@ outbox_sink_add_frame(OutboxSink *sink, const char *frame, Size len)
 			elog(ERROR, "commit frame at %X/%X without its events",
 				 LSN_FORMAT_ARGS(commit_lsn));
 		}
+		if (!sink->failed && txn->nevents != nevents)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("outbox relay received %u events for the transaction committed at %X/%X, but its commit frame counts %u",
+							txn->nevents, LSN_FORMAT_ARGS(commit_lsn), nevents)));
 		txn->complete = true;
 		pop_settled(sink);
 		return;
@@ -900,6 +797,7 @@ settle(OutboxSink *sink)
 
 		if (rec->err == RD_KAFKA_RESP_ERR_NO_ERROR)
 		{
+			sink->unreachable = false;
 			rec->txn->pending--;
 			sink->delivered++;
 			sink->last_delivered_commit_time = rec->txn->commit_time;

@@ -28,27 +28,12 @@
 #include "access/xlogdefs.h"
 #include "datatype/timestamp.h"
 
+#include "wire.h"
+
 typedef struct OutboxSink OutboxSink;
 
-/* A decoded event, parsed from an 'E' frame; pointers borrow the frame. */
-typedef struct SinkEvent
-{
-	bool		has_id;			/* id is a messages.id */
-	int64		id;				/* message id */
-	XLogRecPtr	commit_lsn;		/* commit record's LSN */
-	XLogRecPtr	end_lsn;		/* LSN past the commit record */
-	uint32		xid;			/* top-level xid */
-	TimestampTz commit_time;	/* commit timestamp */
-	int32		attempts;		/* publication number */
-	const char *topic;			/* topic bytes */
-	uint32		topic_len;		/* topic length */
-	const char *key;			/* key bytes, NULL for a null key */
-	uint32		key_len;		/* key length */
-	const char *payload;		/* compact JSON, NULL for a tombstone */
-	uint32		payload_len;	/* payload length */
-	uint32		nheaders;		/* number of headers */
-	const char *headers;		/* first header's name_len field */
-} SinkEvent;
+/* A decoded event, parsed from an 'E' frame (decoder/wire.h). */
+typedef OutboxWireEvent SinkEvent;
 
 /* A permanently rejected event waiting to be written to dead_letters. */
 typedef struct SinkDeadLetter
@@ -58,16 +43,7 @@ typedef struct SinkDeadLetter
 	const char *error;			/* librdkafka error text */
 } SinkDeadLetter;
 
-/* Parse a frame; false (with *problem set) if it is malformed. */
-extern bool outbox_wire_parse_event(const char *frame, Size len, SinkEvent *ev,
-									const char **problem);
-extern bool outbox_wire_parse_commit(const char *frame, Size len,
-									 XLogRecPtr *commit_lsn, XLogRecPtr *end_lsn,
-									 uint32 *nevents, const char **problem);
-/* Iterate over headers: returns false at the end. */
-extern bool outbox_wire_next_header(const char **cursor, const char **name,
-									uint32 *name_len, const char **value,
-									uint32 *value_len);
+
 
 /*
  * Create a producer for the given bootstrap servers.  Extra librdkafka
@@ -85,6 +61,21 @@ extern void outbox_sink_destroy(OutboxSink *sink);
 
 /* Add one frame ('E' or 'C') from the decoder.  May block for backpressure. */
 extern void outbox_sink_add_frame(OutboxSink *sink, const char *frame, Size len);
+
+/*
+ * A function the sink calls while it waits for room inside
+ * outbox_sink_add_frame(), after serving librdkafka's queue; it may throw
+ * to leave the decoder.
+ */
+extern void outbox_sink_set_wait_hook(OutboxSink *sink, void (*hook) (void *),
+									  void *arg);
+
+/*
+ * Did librdkafka report every broker down with no successful delivery
+ * since?  outbox_sink_probe() asks the cluster for metadata to clear it.
+ */
+extern bool outbox_sink_unreachable(OutboxSink *sink);
+extern void outbox_sink_probe(OutboxSink *sink, int timeout_ms);
 
 /* Serve librdkafka's queue for up to timeout_ms and settle completions. */
 extern void outbox_sink_poll(OutboxSink *sink, int timeout_ms);

@@ -140,7 +140,7 @@ _PG_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = outbox_shmem_startup;
 
-	outbox_relay_register();
+	outbox_launcher_register();
 }
 
 static void

@@ -8,10 +8,13 @@
  *	                  wake-the-relay-at-commit
  *	  event.c         event rules shared by SQL API and decoder: topic and
  *	                  header validation, compact JSON, emit() message codec
+ *	  msgauth.c       signs and verifies the extension's logical messages
+ *	                  (used by sql_api.c and the decoder)
  *	  sql_api.c       SQL-callable C functions (emit, validation trigger)
  *	  capture.c       the capture trigger
  *	  relay_shmem.c   relay status in shared memory, outbox._relay_status()
- *	  relay_worker.c  the background worker: slot, decoding loop, ack gating
+ *	  launcher.c      the launcher worker: starts and restarts the relay
+ *	  relay_worker.c  the relay worker: slot, decoding loop, ack gating
  *	  kafka_sink.c    librdkafka producer and in-flight tracking
  *	  decoder/        the `outbox` output plugin; depends on event.c only,
  *	                  never on relay or Kafka code
@@ -29,6 +32,7 @@
 #define OUTBOX_SCHEMA_NAME		"outbox"
 #define OUTBOX_TABLE_NAME		"messages"
 #define OUTBOX_DEAD_LETTERS_NAME "dead_letters"
+#define OUTBOX_KEY_TABLE_NAME	"_message_key"
 
 /* GUCs (outbox.c) */
 extern int	outbox_max_message_size;	/* outbox.max_message_size, bytes */
@@ -46,13 +50,24 @@ extern int	outbox_retry_interval_ms;	/* outbox.retry_interval, ms */
  */
 extern void outbox_wake_relay_at_commit(void);
 
+/*
+ * identity.c: the installation id (outbox.installation), sent as Kafka
+ * header outbox-source; read under the caller's (historic) catalog snapshot.
+ */
+#define OUTBOX_INSTALLATION_ID_LEN	36	/* uuid as text */
+#define OUTBOX_SOURCE_HEADER		"outbox-source"
+extern bool outbox_installation_id(char *buf);
+
 /* relay_shmem.c */
 extern Size outbox_shmem_size(void);
 extern void outbox_shmem_init(void);
 extern void outbox_relay_set_latch(void);
 
-/* relay_worker.c */
-extern void outbox_relay_register(void);
+/* launcher.c */
+extern void outbox_launcher_register(void);
+extern PGDLLEXPORT void outbox_launcher_main(Datum main_arg);
+
+/* relay_worker.c: started by the launcher; main_arg is the database OID */
 extern PGDLLEXPORT void outbox_relay_main(Datum main_arg);
 
 #endif							/* OUTBOX_H */

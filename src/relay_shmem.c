@@ -107,6 +107,29 @@ outbox_status_end(void)
 }
 
 void
+outbox_status_launcher(const char *database, const char *slot,
+					   const char *state, const char *error)
+{
+	OutboxRelayStatus *st;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (outbox_relay_shared == NULL)
+		return;
+	st = &outbox_relay_shared->status;
+	SpinLockAcquire(&outbox_relay_shared->mutex);
+	if (st->pid == 0)
+	{
+		strlcpy(st->database, database, NAMEDATALEN);
+		strlcpy(st->slot_name, slot, NAMEDATALEN);
+		strlcpy(st->state, state, OUTBOX_STATE_LEN);
+		st->errors++;
+		strlcpy(st->last_error, error, OUTBOX_ERROR_LEN);
+		st->last_error_at = now;
+	}
+	SpinLockRelease(&outbox_relay_shared->mutex);
+}
+
+void
 outbox_status_set_state(const char *state)
 {
 	if (outbox_relay_shared == NULL)

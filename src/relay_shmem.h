@@ -56,6 +56,9 @@ extern OutboxRelayShared *outbox_relay_shared;
 extern void outbox_status_begin(const char *database, const char *slot);
 extern void outbox_status_end(void);
 extern void outbox_status_set_state(const char *state);
+/* The launcher's word while no relay runs (state and why). */
+extern void outbox_status_launcher(const char *database, const char *slot,
+								   const char *state, const char *error);
 extern void outbox_status_error(const char *fmt,...) pg_attribute_printf(1, 2);
 extern void outbox_status_progress(XLogRecPtr confirmed, XLogRecPtr decoded,
 								   uint64 delivered, uint64 in_flight,

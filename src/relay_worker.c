@@ -14,17 +14,43 @@
  * Committing backends that wrote events set our latch; librdkafka writes to
  * a pipe when delivery reports are ready.  We sleep on both.
  *
+ * The loop: one service step (relay_service()) does everything that must
+ * keep happening: interrupts, configuration reloads, librdkafka's queue and
+ * errors, settling and confirming, status.  It runs between batches of WAL
+ * records and also while the sink waits for room inside the decoder's write
+ * callback (outbox.max_in_flight reached): like a walsender waiting for its
+ * socket, the relay never freezes its status or ignores a reload.  When the
+ * service step inside the decoder finds that the producer must be rebuilt
+ * (new Kafka settings, failed producer), it leaves the decoder by throwing
+ * RELAY_LEAVE_DECODING, which relay_stream() catches: the transaction being
+ * decoded is aborted, the decoding context freed, and decoding restarts
+ * from the slot.  Live transactions (dead letters, the extension check) run
+ * only between decoding calls, with the caches invalidated around them as
+ * core does after decoding (logicalfuncs.c).
+ *
+ * The relay forces its own session settings (read-write, no statement or
+ * lock timeouts, synchronous_commit on), whatever ALTER DATABASE or ALTER
+ * ROLE set: a dead letter must be durable before the slot passes it.
+ *
  * Failures:
  *	- Kafka unreachable: librdkafka retries forever (message.timeout.ms = 0);
- *	  decoding pauses at outbox.max_in_flight.
+ *	  decoding pauses at outbox.max_in_flight; the state is
+ *	  kafka_unreachable while librdkafka reports every broker down.
  *	- a record Kafka rejects permanently: written to outbox.dead_letters.
  *	- a failed producer (fatal idempotence error, delivery failure, changed
  *	  settings): producer rebuilt, decoding restarted from the slot's
  *	  confirmed position (duplicates possible, nothing lost).
  *	- an ERROR: the worker exits and the postmaster restarts it; it resumes
  *	  from the slot's confirmed position.
- *	- an invalidated slot, missing configuration: reported in relay_status
- *	  and the log once, then a calm wait instead of a crash loop.
+ *	- an invalidated slot, missing configuration, a slot that cannot be
+ *	  created, dead letters that cannot be written: reported in
+ *	  relay_status and the log once, then a calm wait and retry instead of
+ *	  a crash loop.
+ *
+ * The slot is created as soon as decoding is possible, whether or not Kafka
+ * is configured, so that no event committed after CREATE EXTENSION can be
+ * missed; with outbox.kafka_brokers empty the relay holds it (state
+ * disabled) without decoding.
  *
  * src/relay_worker.c
  *
@@ -57,6 +83,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
 #include "utils/resowner.h"
@@ -82,10 +109,25 @@
 #define RELAY_STATUS_MS				100
 /* Largest librdkafka property file read. */
 #define RELAY_MAX_CONFIG_FILE		(1024 * 1024)
+/* Look for CREATE / DROP EXTENSION this often while caught up. */
+#define RELAY_EXTENSION_CHECK_MS	1000
+/* Ask an unreachable cluster for metadata this often, waiting this long. */
+#define RELAY_PROBE_MS				2000
+#define RELAY_PROBE_TIMEOUT_MS		200
+/* Backoff for dead letter writes that fail. */
+#define RELAY_DEAD_LETTER_RETRY_MIN_MS	1000
+#define RELAY_DEAD_LETTER_RETRY_MAX_MS	30000
 
-/* Why relay_stream() returned. */
+/*
+ * SQLSTATE of the error the wait hook throws to leave the decoder; caught
+ * in relay_stream(), never reported.
+ */
+#define RELAY_LEAVE_DECODING	MAKE_SQLSTATE('O', 'B', '0', '0', '1')
+
+/* What the loop must do next. */
 typedef enum RelayStop
 {
+	RELAY_CONTINUE,				/* keep streaming */
 	RELAY_REWIND,				/* rebuild producer, decode again from slot */
 	RELAY_RESTART				/* release everything, start over */
 } RelayStop;
@@ -108,16 +150,30 @@ typedef struct RelayState
 	uint64		frames;			/* frames seen, for throttled status */
 	char		logged_state[OUTBOX_STATE_LEN]; /* last state logged */
 	char		logged_msg[OUTBOX_ERROR_LEN];	/* and its message */
-	bool		have_extension; /* CREATE EXTENSION outbox seen */
-	TimestampTz extension_checked;	/* last look for it */
+	bool		have_extension; /* is the extension installed? */
+	TimestampTz extension_checked;	/* last look for it, 0 = look now */
+	bool		in_decoder;		/* inside LogicalDecodingProcessRecord()? */
+	RelayStop	leave_with;		/* why the wait hook left the decoder */
+	TimestampTz last_probe;		/* last metadata probe of a down cluster */
+	bool		dead_letters_blocked;	/* did the last write fail? */
+	TimestampTz dead_letters_retry; /* when to try again */
+	int			dead_letters_backoff_ms;	/* current backoff */
+	uint64		delivered_base; /* delivered by producers already destroyed */
+	uint64		dead_lettered_base; /* likewise for dead letters */
 } RelayState;
 
 static RelayState relay;
 
 static void relay_run(void);
-static void relay_begin_xact(void);
-static void relay_commit_xact(void);
+static void relay_force_settings(void);
+static MemoryContext relay_begin_xact(void);
+static void relay_commit_xact(MemoryContext caller_cxt);
+static void relay_abort_xact(MemoryContext caller_cxt);
 static bool relay_ready(void);
+static bool relay_kafka_configured(void);
+static RelayStop relay_service(bool in_decoder);
+static void relay_wait_hook(void *arg);
+static void relay_destroy_sink(void);
 static bool relay_acquire_slot(void);
 static void relay_create_slot(void);
 static RelayStop relay_stream(void);
@@ -126,6 +182,7 @@ static void relay_wait(long timeout_ms);
 static void relay_check_extension(void);
 static void relay_advance(bool force_save);
 static void relay_publish_status(bool force);
+static void relay_set_state(void);
 static void relay_write_dead_letters(void);
 static void relay_on_exit(int code, Datum arg);
 static void relay_blocked(const char *state, int elevel, const char *fmt,...)
@@ -145,22 +202,6 @@ static void relay_update_progress(LogicalDecodingContext *ctx, XLogRecPtr lsn,
  */
 
 void
-outbox_relay_register(void)
-{
-	BackgroundWorker bgw;
-
-	memset(&bgw, 0, sizeof(bgw));
-	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	bgw.bgw_restart_time = 5;
-	strlcpy(bgw.bgw_library_name, "outbox", BGW_MAXLEN);
-	strlcpy(bgw.bgw_function_name, "outbox_relay_main", BGW_MAXLEN);
-	strlcpy(bgw.bgw_name, "outbox relay", BGW_MAXLEN);
-	strlcpy(bgw.bgw_type, "outbox relay", BGW_MAXLEN);
-	RegisterBackgroundWorker(&bgw);
-}
-
-void
 outbox_relay_main(Datum main_arg)
 {
 	int			fds[2];
@@ -169,7 +210,9 @@ outbox_relay_main(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
-	BackgroundWorkerInitializeConnection(outbox_database, NULL, 0);
+	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(main_arg),
+											  InvalidOid, 0);
+	relay_force_settings();
 
 	memset(&relay, 0, sizeof(relay));
 	relay.pipe_rd = relay.pipe_wr = -1;
@@ -218,11 +261,7 @@ outbox_relay_main(Datum main_arg)
 static void
 relay_on_exit(int code, Datum arg)
 {
-	if (relay.sink != NULL)
-	{
-		outbox_sink_destroy(relay.sink);
-		relay.sink = NULL;
-	}
+	relay_destroy_sink();
 	if (MyReplicationSlot != NULL && code == 0)
 	{
 		/* Keep the confirmed position a clean stop reached. */
@@ -238,25 +277,68 @@ relay_on_exit(int code, Datum arg)
  */
 
 /*
- * A short transaction of our own, between WAL records.  Commit leaves
- * TopMemoryContext current and no resource owner; put back both.
+ * The relay's own session settings, whatever the database's or role's
+ * defaults say: dead letters must be writable and durable before the slot
+ * passes them, and no timeout may cancel the relay's work.
  */
-static MemoryContext relay_xact_caller_cxt;
-
 static void
+relay_force_settings(void)
+{
+	static const char *const settings[][2] = {
+		{"default_transaction_read_only", "off"},
+		{"default_transaction_isolation", "read committed"},
+		{"synchronous_commit", "on"},
+		{"statement_timeout", "0"},
+		{"lock_timeout", "0"},
+		{"idle_in_transaction_session_timeout", "0"},
+		{"session_replication_role", "origin"},
+		{"search_path", "pg_catalog, pg_temp"},
+	};
+	int			i;
+
+	for (i = 0; i < lengthof(settings); i++)
+		SetConfigOption(settings[i][0], settings[i][1], PGC_SUSET,
+						PGC_S_OVERRIDE);
+}
+
+/*
+ * A short transaction of our own, between WAL records (never inside the
+ * decoder).  The catalog caches may hold entries read under the historic
+ * snapshot, and entries read now must not leak into decoding: invalidate
+ * them on both sides, as core does after decoding in logicalfuncs.c.
+ * Commit leaves TopMemoryContext current and no resource owner; put back
+ * both.  Returns the caller's memory context, for relay_commit_xact().
+ */
+static MemoryContext
 relay_begin_xact(void)
 {
-	relay_xact_caller_cxt = CurrentMemoryContext;
+	MemoryContext caller_cxt = CurrentMemoryContext;
+
+	Assert(!relay.in_decoder);
+	InvalidateSystemCaches();
 	StartTransactionCommand();
+	return caller_cxt;
 }
 
 static void
-relay_commit_xact(void)
+relay_commit_xact(MemoryContext caller_cxt)
 {
 	CommitTransactionCommand();
+	InvalidateSystemCaches();
 	if (CurrentResourceOwner == NULL)
 		CurrentResourceOwner = AuxProcessResourceOwner;
-	MemoryContextSwitchTo(relay_xact_caller_cxt);
+	MemoryContextSwitchTo(caller_cxt);
+}
+
+/* Abort whatever transaction an error left behind, for a calm retry. */
+static void
+relay_abort_xact(MemoryContext caller_cxt)
+{
+	AbortOutOfAnyTransaction();
+	InvalidateSystemCaches();
+	if (CurrentResourceOwner == NULL)
+		CurrentResourceOwner = AuxProcessResourceOwner;
+	MemoryContextSwitchTo(caller_cxt);
 }
 
 static void
@@ -268,8 +350,14 @@ relay_run(void)
 
 		CHECK_FOR_INTERRUPTS();
 		if (!relay_ready())
+		{
+			relay_teardown(true);
 			continue;
-		if (!relay_acquire_slot())
+		}
+		/* the slot first: events must be kept even while Kafka is not set */
+		if (MyReplicationSlot == NULL && !relay_acquire_slot())
+			continue;
+		if (!relay_kafka_configured())
 			continue;
 
 		do
@@ -280,11 +368,8 @@ relay_run(void)
 			{
 				outbox_status_set_state("reconnecting");
 				relay_wait(outbox_retry_interval_ms);
-				if (!relay_ready())
-				{
-					relay_teardown(true);
+				if (!relay_ready() || !relay_kafka_configured())
 					break;
-				}
 			}
 		} while (stop == RELAY_REWIND);
 	}
@@ -356,17 +441,20 @@ plugin_allowed(void)
 	if (value == NULL)
 		return true;			/* this server has no such gate */
 	copy = pstrdup(value);
-	if (!SplitDirectoriesString(copy, ',', &items))
-		return false;
-	foreach(lc, items)
+	if (SplitDirectoriesString(copy, ',', &items))
 	{
-		const char *item = (const char *) lfirst(lc);
-		const char *base = strrchr(item, '/');
+		foreach(lc, items)
+		{
+			const char *item = (const char *) lfirst(lc);
+			const char *base = strrchr(item, '/');
 
-		base = base ? base + 1 : item;
-		if (strcmp(base, "outbox") == 0 || strcmp(base, "outbox.so") == 0)
-			found = true;
+			base = base ? base + 1 : item;
+			if (strcmp(base, "outbox") == 0 || strcmp(base, "outbox.so") == 0)
+				found = true;
+		}
 	}
+	list_free_deep(items);
+	pfree(copy);
 	return found;
 }
 
@@ -401,13 +489,22 @@ relay_ready(void)
 					  OUTBOX_PLUGIN_ALLOWLIST_GUC, OUTBOX_PLUGIN_ALLOWLIST_GUC);
 		return false;
 	}
+	return true;
+}
+
+/*
+ * Is Kafka configured?  If not, hold the slot (events stay in the WAL) and
+ * wait calmly for a reload.
+ */
+static bool
+relay_kafka_configured(void)
+{
 	if (outbox_kafka_brokers == NULL || outbox_kafka_brokers[0] == '\0')
 	{
 		relay_blocked("disabled", LOG,
-					  "outbox.kafka_brokers is empty, the relay is idle until it is set and the configuration reloaded");
+					  "outbox.kafka_brokers is empty; the slot keeps every event from here on, and the relay streams once it is set and the configuration reloaded");
 		return false;
 	}
-
 	return true;
 }
 
@@ -466,7 +563,37 @@ relay_acquire_slot(void)
 
 	if (slot == NULL)
 	{
-		relay_create_slot();
+		MemoryContext cxt = CurrentMemoryContext;
+		char	   *problem = NULL;
+
+		PG_TRY();
+		{
+			relay_create_slot();
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(cxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			/* an ephemeral slot is dropped by its release */
+			if (MyReplicationSlot != NULL)
+				ReplicationSlotRelease();
+			relay_abort_xact(cxt);
+			problem = psprintf("could not create replication slot \"%s\": %s%s%s",
+							   outbox_slot_name, edata->message,
+							   edata->hint ? " " : "",
+							   edata->hint ? edata->hint : "");
+			FreeErrorData(edata);
+		}
+		PG_END_TRY();
+		if (problem != NULL)
+		{
+			relay_blocked("misconfigured", WARNING, "%s", problem);
+			pfree(problem);
+			return false;
+		}
 		return relay_acquire_slot();
 	}
 	if (database != MyDatabaseId || strcmp(NameStr(plugin), "outbox") != 0)
@@ -553,6 +680,8 @@ relay_settings_changed(void)
 		file_props == NULL || strcmp(relay.file_props, file_props) != 0;
 	if (file_props)
 		pfree(file_props);
+	else
+		pfree(problem);
 	return changed;
 }
 
@@ -567,6 +696,7 @@ relay_start_sink(void)
 	if (file_props == NULL)
 	{
 		relay_blocked("misconfigured", WARNING, "%s", problem);
+		pfree(problem);
 		return false;
 	}
 	relay.sink = outbox_sink_create(outbox_kafka_brokers, file_props,
@@ -574,6 +704,7 @@ relay_start_sink(void)
 									&errstr);
 	if (relay.sink == NULL)
 	{
+		pfree(file_props);
 		relay_blocked("misconfigured", WARNING,
 					  "invalid Kafka producer configuration: %s",
 					  errstr ? errstr : "unknown error");
@@ -583,6 +714,7 @@ relay_start_sink(void)
 	relay.brokers = MemoryContextStrdup(TopMemoryContext, outbox_kafka_brokers);
 	relay.guc_props = MemoryContextStrdup(TopMemoryContext, outbox_kafka_properties);
 	relay.file_props = MemoryContextStrdup(TopMemoryContext, file_props);
+	pfree(file_props);
 	return true;
 }
 
@@ -593,6 +725,7 @@ relay_stream(void)
 
 	if (!relay_start_sink())
 		return RELAY_RESTART;
+	outbox_sink_set_wait_hook(relay.sink, relay_wait_hook, NULL);
 
 	/*
 	 * Only now is a blocked state over: relay_ready() and the slot may well
@@ -611,7 +744,6 @@ relay_stream(void)
 									  relay_update_progress);
 	XLogBeginRead(relay.ctx->reader, MyReplicationSlot->data.restart_lsn);
 
-	relay.have_extension = false;
 	relay.extension_checked = 0;
 	relay_check_extension();
 	ereport(LOG,
@@ -625,86 +757,81 @@ relay_stream(void)
 		XLogRecPtr	flush;
 		TimestampTz batch_start;
 		uint64		n = 0;
-		const char *why;
+		RelayStop	stop;
 		MemoryContext old;
+		MemoryContext decode_cxt;
 
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-			if (outbox_kafka_brokers[0] == '\0')
-				return RELAY_RESTART;
-			if (relay_settings_changed())
-			{
-				ereport(LOG,
-						(errmsg("outbox relay: Kafka settings changed, rebuilding the producer")));
-				return RELAY_REWIND;
-			}
-		}
-
-		MemoryContextReset(relay.loop_cxt);
-		old = MemoryContextSwitchTo(relay.loop_cxt);
-
-		outbox_sink_poll(relay.sink, 0);
-		outbox_sink_report(relay.sink);
-		relay_write_dead_letters();
-		if (outbox_sink_failed(relay.sink, &why))
-		{
-			MemoryContextSwitchTo(old);
-			ereport(WARNING,
-					(errmsg("outbox relay: %s; rebuilding the producer and resuming from the slot's confirmed position",
-							why)));
-			outbox_status_error("%s", why);
-			return RELAY_REWIND;
-		}
+		stop = relay_service(false);
+		if (stop != RELAY_CONTINUE)
+			return stop;
 
 		/*
 		 * Decode what is flushed, in bounded batches.  The WAL reader keeps
 		 * its decode buffer in the memory context current at its first read,
-		 * so read in the decoding context's, never in the per-loop one.
+		 * so read in the decoding context's, never in the per-loop one.  The
+		 * wait hook may leave the decoder (see the file header).
 		 */
-		MemoryContextSwitchTo(relay.ctx->context);
+		old = MemoryContextSwitchTo(relay.ctx->context);
+		decode_cxt = CurrentMemoryContext;
 		flush = outbox_flush_rec_ptr();
 		batch_start = GetCurrentTimestamp();
-		while (relay.ctx->reader->EndRecPtr < flush)
+		relay.leave_with = RELAY_CONTINUE;
+		PG_TRY();
 		{
-			XLogRecord *record;
-			char	   *errm = NULL;
-
-			record = XLogReadRecord(relay.ctx->reader, &errm);
-			if (errm)
-				ereport(ERROR,
-						(errcode(ERRCODE_DATA_CORRUPTED),
-						 errmsg("outbox relay could not read WAL at %X/%X: %s",
-								LSN_FORMAT_ARGS(relay.ctx->reader->EndRecPtr),
-								errm)));
-			if (record != NULL)
-				LogicalDecodingProcessRecord(relay.ctx, relay.ctx->reader);
-
-			if (outbox_sink_failed(relay.sink, &why))
-				break;
-			relay_write_dead_letters();
-			if ((++n & 255) == 0)
+			while (relay.ctx->reader->EndRecPtr < flush)
 			{
-				outbox_sink_poll(relay.sink, 0);
-				relay_advance(false);
-				relay_publish_status(false);
-				CHECK_FOR_INTERRUPTS();
-				if (TimestampDifferenceExceeds(batch_start, GetCurrentTimestamp(),
-											   RELAY_BATCH_MS))
+				XLogRecord *record;
+				char	   *errm = NULL;
+				const char *why;
+
+				record = XLogReadRecord(relay.ctx->reader, &errm);
+				if (errm)
+					ereport(ERROR,
+							(errcode(ERRCODE_DATA_CORRUPTED),
+							 errmsg("outbox relay could not read WAL at %X/%X: %s",
+									LSN_FORMAT_ARGS(relay.ctx->reader->EndRecPtr),
+									errm)));
+				if (record != NULL)
+				{
+					relay.in_decoder = true;
+					LogicalDecodingProcessRecord(relay.ctx, relay.ctx->reader);
+					relay.in_decoder = false;
+				}
+
+				if (outbox_sink_failed(relay.sink, &why))
 					break;
+				relay_write_dead_letters();
+				if ((++n & 255) == 0)
+				{
+					stop = relay_service(false);
+					if (stop != RELAY_CONTINUE)
+						break;
+					if (TimestampDifferenceExceeds(batch_start, GetCurrentTimestamp(),
+												   RELAY_BATCH_MS))
+						break;
+				}
 			}
 		}
-
-		MemoryContextSwitchTo(relay.loop_cxt);
-		outbox_sink_poll(relay.sink, 0);
-		relay_write_dead_letters();
-		relay_advance(false);
-		relay_publish_status(n == 0);
+		PG_CATCH();
+		{
+			relay.in_decoder = false;
+			if (geterrcode() != RELAY_LEAVE_DECODING)
+				PG_RE_THROW();
+			FlushErrorState();
+			relay_abort_xact(decode_cxt);
+			stop = relay.leave_with;
+		}
+		PG_END_TRY();
 		MemoryContextSwitchTo(old);
+		if (stop != RELAY_CONTINUE)
+			return stop;
 
-		if (relay.ctx->reader->EndRecPtr >= flush && !outbox_sink_failed(relay.sink, &why))
+		stop = relay_service(false);
+		if (stop != RELAY_CONTINUE)
+			return stop;
+		relay_publish_status(n == 0);
+
+		if (relay.ctx->reader->EndRecPtr >= flush)
 		{
 			/* Caught up: check the slot, then sleep until woken. */
 			bool		invalidated;
@@ -722,51 +849,165 @@ relay_stream(void)
 }
 
 /*
- * While the extension is missing, look for it now and then and say so in
- * relay_status; decoding goes on meanwhile (there is nothing to find).
+ * The service step: everything that must keep happening, whether the relay
+ * decodes, waits for WAL, or waits inside the decoder for room in the
+ * in-flight window (in_decoder).  Live transactions happen only outside the
+ * decoder.  Returns what the stream must do next.
+ */
+static RelayStop
+relay_service(bool in_decoder)
+{
+	const char *why;
+	MemoryContext old;
+	RelayStop	stop = RELAY_CONTINUE;
+
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+		if (outbox_kafka_brokers[0] == '\0')
+		{
+			ereport(LOG,
+					(errmsg("outbox relay: outbox.kafka_brokers was emptied, stopping the producer")));
+			return RELAY_RESTART;
+		}
+		if (relay_settings_changed())
+		{
+			ereport(LOG,
+					(errmsg("outbox relay: Kafka settings changed, rebuilding the producer")));
+			return RELAY_REWIND;
+		}
+	}
+
+	MemoryContextReset(relay.loop_cxt);
+	old = MemoryContextSwitchTo(relay.loop_cxt);
+
+	outbox_sink_poll(relay.sink, 0);
+	outbox_sink_report(relay.sink);
+	if (outbox_sink_unreachable(relay.sink) &&
+		TimestampDifferenceExceeds(relay.last_probe, GetCurrentTimestamp(),
+								   RELAY_PROBE_MS))
+	{
+		outbox_sink_probe(relay.sink, RELAY_PROBE_TIMEOUT_MS);
+		relay.last_probe = GetCurrentTimestamp();
+	}
+	if (!in_decoder)
+		relay_write_dead_letters();
+	if (outbox_sink_failed(relay.sink, &why))
+	{
+		ereport(WARNING,
+				(errmsg("outbox relay: %s; rebuilding the producer and resuming from the slot's confirmed position",
+						why)));
+		outbox_status_error("%s", why);
+		stop = RELAY_REWIND;
+	}
+	else
+	{
+		relay_advance(false);
+		relay_publish_status(in_decoder);
+	}
+
+	MemoryContextSwitchTo(old);
+	return stop;
+}
+
+/*
+ * Runs while the sink waits for room inside the decoder: the service step,
+ * and a way out when the producer must go.
+ */
+static void
+relay_wait_hook(void *arg)
+{
+	RelayStop	stop;
+
+	if (!relay.in_decoder)
+		return;
+	stop = relay_service(true);
+	if (stop != RELAY_CONTINUE)
+	{
+		relay.leave_with = stop;
+		ereport(ERROR,
+				(errcode(RELAY_LEAVE_DECODING),
+				 errmsg("outbox relay leaves the decoder to rebuild its producer")));
+	}
+}
+
+/*
+ * Is the extension installed?  Looked up at most once a second, while
+ * caught up: relay_status follows CREATE and DROP EXTENSION.  Decoding goes
+ * on either way (without the extension there is nothing to find).
  */
 static void
 relay_check_extension(void)
 {
 	TimestampTz now;
+	MemoryContext cxt;
+	bool		had = relay.have_extension;
 
-	if (relay.have_extension)
-		return;
 	now = GetCurrentTimestamp();
 	if (relay.extension_checked != 0 &&
-		!TimestampDifferenceExceeds(relay.extension_checked, now, RELAY_CALM_WAIT_MS))
+		!TimestampDifferenceExceeds(relay.extension_checked, now,
+									RELAY_EXTENSION_CHECK_MS))
 		return;
 	relay.extension_checked = now;
 
-	relay_begin_xact();
+	cxt = relay_begin_xact();
 	relay.have_extension = OidIsValid(get_extension_oid("outbox", true));
-	relay_commit_xact();
+	relay_commit_xact(cxt);
 
-	if (relay.have_extension)
+	if (!relay.have_extension && (had || strcmp(relay.logged_state, "waiting_for_extension") != 0))
 	{
-		outbox_status_set_state("streaming");
-		relay.logged_state[0] = '\0';
-	}
-	else
-	{
-		if (strcmp(relay.logged_state, "waiting_for_extension") != 0)
-			ereport(LOG,
-					(errmsg("outbox relay: extension \"outbox\" is not installed in database \"%s\"; the slot is ready and events will be relayed once CREATE EXTENSION outbox has run",
-							outbox_database)));
+		ereport(LOG,
+				(errmsg("outbox relay: extension \"outbox\" is not installed in database \"%s\"; the slot is ready and events will be relayed once CREATE EXTENSION outbox has run",
+						outbox_database)));
 		strlcpy(relay.logged_state, "waiting_for_extension", sizeof(relay.logged_state));
-		outbox_status_set_state("waiting_for_extension");
 	}
+	else if (relay.have_extension && !had)
+		relay.logged_state[0] = '\0';
+	relay_set_state();
+}
+
+/*
+ * The streaming states, decided in one place: waiting_for_extension,
+ * kafka_unreachable, dead_letters_blocked, or streaming.
+ */
+static void
+relay_set_state(void)
+{
+	if (!relay.have_extension)
+		outbox_status_set_state("waiting_for_extension");
+	else if (relay.sink != NULL && outbox_sink_unreachable(relay.sink))
+		outbox_status_set_state("kafka_unreachable");
+	else if (relay.dead_letters_blocked)
+		outbox_status_set_state("dead_letters_blocked");
+	else
+		outbox_status_set_state("streaming");
+}
+
+/* Destroy the producer, keeping its counters for relay_status. */
+static void
+relay_destroy_sink(void)
+{
+	uint64		delivered;
+	uint64		dead_lettered;
+	TimestampTz last_commit;
+	TimestampTz oldest;
+
+	if (relay.sink == NULL)
+		return;
+	outbox_sink_stats(relay.sink, &delivered, &dead_lettered, &last_commit, &oldest);
+	relay.delivered_base += delivered;
+	relay.dead_lettered_base += dead_lettered;
+	outbox_sink_destroy(relay.sink);
+	relay.sink = NULL;
 }
 
 /* Free the producer and the decoding context; optionally the slot too. */
 static void
 relay_teardown(bool release_slot)
 {
-	if (relay.sink != NULL)
-	{
-		outbox_sink_destroy(relay.sink);
-		relay.sink = NULL;
-	}
+	relay_destroy_sink();
 	if (relay.ctx != NULL)
 	{
 		FreeDecodingContext(relay.ctx);
@@ -860,9 +1101,13 @@ relay_publish_status(bool force)
 	SpinLockAcquire(&MyReplicationSlot->mutex);
 	confirmed = MyReplicationSlot->data.confirmed_flush;
 	SpinLockRelease(&MyReplicationSlot->mutex);
+	/* counters are monotonic for the life of the worker */
 	outbox_status_progress(confirmed, relay.ctx->reader->EndRecPtr,
-						   delivered, outbox_sink_in_flight(relay.sink),
-						   dead_lettered, last_commit, oldest);
+						   relay.delivered_base + delivered,
+						   outbox_sink_in_flight(relay.sink),
+						   relay.dead_lettered_base + dead_lettered,
+						   last_commit, oldest);
+	relay_set_state();
 }
 
 /* ---------------------------------------------------------------------
@@ -894,31 +1139,15 @@ append_headers_json(StringInfo out, const SinkEvent *ev)
 	appendStringInfoChar(out, '}');
 }
 
-/*
- * Write the events Kafka rejected permanently to outbox.dead_letters, in one
- * transaction, before their transactions may be confirmed.  Runs between
- * WAL records, never inside the decoder's callbacks.
- */
+/* Insert the dead letters handed out by the sink, through SPI. */
 static void
-relay_write_dead_letters(void)
+insert_dead_letters(SinkDeadLetter *dls, int n)
 {
-	SinkDeadLetter *dls;
-	int			n;
-	int			i;
 	SPIPlanPtr	plan;
 	Oid			types[10] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 	LSNOID, INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID};
-	int64		first_id = 0;
-	const char *first_error = NULL;
-	char	   *first_topic = NULL;
+	int			i;
 
-	if (relay.sink == NULL)
-		return;
-	n = outbox_sink_dead_letters(relay.sink, &dls);
-	if (n == 0)
-		return;
-
-	relay_begin_xact();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	plan = SPI_prepare("INSERT INTO outbox.dead_letters "
@@ -967,26 +1196,101 @@ relay_write_dead_letters(void)
 
 		if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not insert dead letter");
-		if (i == 0)
-		{
-			first_id = ev->id;
-			first_error = dls[i].error;
-			first_topic = pnstrdup(ev->topic, ev->topic_len);
-		}
 	}
 
 	PopActiveSnapshot();
 	SPI_finish();
-	relay_commit_xact();
+}
 
+/*
+ * Write the events Kafka rejected permanently to outbox.dead_letters, in one
+ * transaction, before their transactions may be confirmed: the commit is
+ * synchronous (relay_force_settings()), so the slot never passes a dead
+ * letter a crash could lose.  Runs between WAL records, never inside the
+ * decoder.  A write that fails (database read-only, extension dropped, a
+ * lock) is logged once and retried with backoff; the events stay unsettled
+ * meanwhile, so nothing is confirmed past them.
+ */
+static void
+relay_write_dead_letters(void)
+{
+	SinkDeadLetter *dls;
+	int			n;
+	MemoryContext cxt = CurrentMemoryContext;
+	char	   *failure = NULL;
+	int64		first_id;
+	char	   *first_topic;
+	const char *first_error;
+	TimestampTz now;
+
+	if (relay.sink == NULL)
+		return;
+	n = outbox_sink_dead_letters(relay.sink, &dls);
+	if (n == 0)
+		return;
+	now = GetCurrentTimestamp();
+	if (relay.dead_letters_blocked && now < relay.dead_letters_retry)
+		return;
+
+	/* in the caller's (per-loop) context, not SPI's */
+	first_id = dls[0].event.id;
+	first_topic = pnstrdup(dls[0].event.topic, dls[0].event.topic_len);
+	first_error = dls[0].error;
+
+	PG_TRY();
+	{
+		(void) relay_begin_xact();
+		insert_dead_letters(dls, n);
+		relay_commit_xact(cxt);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		relay_abort_xact(cxt);
+		failure = pstrdup(edata->message);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+
+	if (failure != NULL)
+	{
+		if (!relay.dead_letters_blocked)
+		{
+			ereport(WARNING,
+					(errmsg("outbox relay could not write %d dead letter(s) to outbox.dead_letters: %s",
+							n, failure),
+					 errdetail("Their transactions stay unconfirmed; the relay retries with backoff."),
+					 errhint("Make the database writable and outbox.dead_letters insertable again.")));
+			outbox_status_error("could not write dead letters: %s", failure);
+			relay.dead_letters_backoff_ms = RELAY_DEAD_LETTER_RETRY_MIN_MS;
+		}
+		else
+			relay.dead_letters_backoff_ms = Min(relay.dead_letters_backoff_ms * 2,
+												RELAY_DEAD_LETTER_RETRY_MAX_MS);
+		relay.dead_letters_blocked = true;
+		relay.dead_letters_retry = TimestampTzPlusMilliseconds(now,
+															   relay.dead_letters_backoff_ms);
+		relay_set_state();
+		return;
+	}
+
+	if (relay.dead_letters_blocked)
+		ereport(LOG,
+				(errmsg("outbox relay: dead letters can be written again")));
+	relay.dead_letters_blocked = false;
 	ereport(WARNING,
 			(errmsg("outbox relay: Kafka rejected %d event(s) permanently; written to outbox.dead_letters",
 					n),
 			 errdetail("First: message id " INT64_FORMAT " for topic \"%s\": %s.",
-					   first_id, first_topic ? first_topic : "", first_error)));
+					   first_id, first_topic, first_error)));
 	outbox_status_error("Kafka rejected %d event(s) permanently (first: topic \"%s\": %s); see outbox.dead_letters",
-						n, first_topic ? first_topic : "", first_error);
+						n, first_topic, first_error);
 	outbox_sink_dead_letters_written(relay.sink);
+	relay_set_state();
 }
 
 /* ---------------------------------------------------------------------

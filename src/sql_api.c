@@ -26,6 +26,7 @@
 
 #include "compat.h"
 #include "event.h"
+#include "msgauth.h"
 #include "outbox.h"
 
 PG_FUNCTION_INFO_V1(outbox_messages_check);
@@ -267,6 +268,7 @@ emit_event(FunctionCallInfo fcinfo, int first_arg,
 
 	initStringInfo(&buf);
 	outbox_message_encode(&buf, &ev);
+	outbox_message_sign(&buf);
 	lsn = outbox_log_logical_message(OUTBOX_MESSAGE_PREFIX, buf.data, buf.len,
 									 true);
 	pfree(buf.data);

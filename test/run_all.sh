@@ -7,8 +7,11 @@
 #      2. pgTAP       (test/pgtap/) the SQL API's contract
 #      3. broker      (test/broker/smoke.sh) the local Kafka test broker
 #      4. end-to-end  (test/e2e/t/) relay, Kafka, faults
-#      5. matrix      (test/pgmatrix.sh) the core suites on PostgreSQL 17 and
-#                     18 in Debian chroots; only when named in OUTBOX_SUITES
+#      5. docs        (test/doctest.pl) README's Quick start and the examples
+#                     in docs/, run as written, outputs checked
+#      6. matrix      (test/pgmatrix.sh) the core suites on PostgreSQL 17 and
+#                     18 in Debian chroots; only with OUTBOX_MATRIX=1 (as
+#                     .ci/run does) or when named in OUTBOX_SUITES
 #    Prints one line per suite and "outbox: N passed, N failed" at the end;
 #    exits non-zero if anything failed.
 #
@@ -18,6 +21,7 @@
 #      OUTBOX_TEST_KAFKA_PROPERTIES librdkafka properties for it (a=b;c=d)
 #      OUTBOX_SUITES                subset to run, e.g. "regress pgtap"
 #      OUTBOX_E2E_TESTS             subset of end-to-end tests (file globs)
+#      OUTBOX_MATRIX                1: add the matrix suite to the default
 #      OUTBOX_MATRIX_VERSIONS       major versions of the matrix suite
 #                                   (default "17 18")
 #
@@ -32,7 +36,7 @@ build_install || { echo "outbox: 0 passed, 1 failed"; exit 1; }
 BIN=$(pg_bindir)
 PERL_LIB=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test/perl
 PG_REGRESS=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test/regress/pg_regress
-SUITES=${OUTBOX_SUITES:-packaging regress pgtap broker e2e}
+SUITES=${OUTBOX_SUITES:-packaging regress pgtap broker e2e docs${OUTBOX_MATRIX:+ matrix}}
 LOGDIR=$OUTBOX_BUILD/test-logs
 mkdir -p "$LOGDIR"
 chown postgres: "$LOGDIR"
@@ -133,11 +137,19 @@ for suite in $SUITES; do
 			done
 		fi
 		;;
+	docs)
+		log "documentation (README.md, docs/): examples run as written"
+		out=$LOGDIR/docs.out
+		run_logged "$out" prove -v "$OUTBOX_BUILD/test/doctest.pl"
+		st=$?
+		read -r t f < <(prove_counts "$out")
+		record docs $st $((t - f)) "$f"
+		;;
 	matrix)
 		log "version matrix: PostgreSQL ${OUTBOX_MATRIX_VERSIONS:-17 18}"
 		out=$LOGDIR/matrix.out
-		# shellcheck disable=SC2086
 		# A version run on the host builds in its own directory, not in ours.
+		# shellcheck disable=SC2086
 		OUTBOX_BUILD_DIR=$OUTBOX_BUILD.matrix \
 			bash "$OUTBOX_ROOT/test/pgmatrix.sh" ${OUTBOX_MATRIX_VERSIONS:-17 18} 2>&1 | tee "$out"
 		st=${PIPESTATUS[0]}

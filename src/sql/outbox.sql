@@ -97,20 +97,58 @@ CREATE FUNCTION outbox._check_topic(topic text) RETURNS void
     AS 'MODULE_PATHNAME', 'outbox_check_topic_sql';
 
 -- ---------------------------------------------------------------------------
+-- Message authentication
+-- ---------------------------------------------------------------------------
+
+-- The key of the HMAC that every logical message written by emit(),
+-- redeliver() and redrive() carries (src/msgauth.h): the decoder skips
+-- "outbox" messages without a valid code, so pg_logical_emit_message(),
+-- which PUBLIC may call, cannot publish anything.  A user catalog table so
+-- that the decoder may read it under its historic snapshot; replicated and
+-- in base backups like any table; readable by its (superuser) owner only;
+-- not dumped, so a restored database gets a key of its own.
+CREATE TABLE outbox._message_key (
+    key bytea NOT NULL CHECK (pg_catalog.octet_length(key) = 32)
+) WITH (user_catalog_table = true);
+
+COMMENT ON TABLE outbox._message_key IS
+    'secret key authenticating the extension''s logical messages; never grant access';
+
+-- 32 bytes from pg_strong_random(), through two version 4 UUIDs (244 random
+-- bits, the version and variant nibbles being fixed).
+INSERT INTO outbox._message_key (key)
+SELECT pg_catalog.decode(pg_catalog.replace(
+           pg_catalog.gen_random_uuid()::text OPERATOR(pg_catalog.||)
+           pg_catalog.gen_random_uuid()::text, '-', ''), 'hex');
+
+-- ---------------------------------------------------------------------------
 -- Writing events
 -- ---------------------------------------------------------------------------
 
+-- PL/pgSQL rather than SQL: a null topic is reported like emit() does,
+-- before the INSERT draws an id from the sequence.
 CREATE FUNCTION outbox.enqueue(topic text, key text, payload jsonb,
                                headers jsonb DEFAULT NULL)
     RETURNS bigint
-    LANGUAGE sql
+    LANGUAGE plpgsql
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     AS $$
-        INSERT INTO outbox.messages (topic, key, payload, headers)
-        VALUES ($1, $2, $3, $4)
-        RETURNING id
-    $$;
+DECLARE
+    new_id bigint;
+BEGIN
+    IF topic IS NULL THEN
+        RAISE EXCEPTION 'outbox event topic must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'Every event is published to a Kafka topic.',
+                  HINT = 'Pass a Kafka topic name as the first argument.';
+    END IF;
+    INSERT INTO outbox.messages AS m (topic, key, payload, headers)
+    VALUES (enqueue.topic, enqueue.key, enqueue.payload, enqueue.headers)
+    RETURNING m.id INTO new_id;
+    RETURN new_id;
+END;
+$$;
 
 CREATE FUNCTION outbox.emit(topic text, key text, payload jsonb,
                             headers jsonb DEFAULT NULL)
@@ -129,10 +167,12 @@ CREATE FUNCTION outbox._emit_stored(id bigint, attempts integer, topic text,
 -- Capture triggers
 -- ---------------------------------------------------------------------------
 
+-- Not SECURITY DEFINER: the row is turned into JSON (which can call the
+-- table's own types' casts and output functions) with the rights of the
+-- role writing the table.  Only the INSERT into outbox.messages runs as the
+-- owner of outbox.messages, and it runs nothing but the extension's code.
 CREATE FUNCTION outbox.capture_trigger() RETURNS trigger
     LANGUAGE C
-    SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'outbox_capture_trigger';
 
 CREATE FUNCTION outbox.capture(rel regclass, topic text,
@@ -146,16 +186,28 @@ DECLARE
     ev text;
     col text;
     kinds text[] := '{}';
+    kind "char";
 BEGIN
-    IF rel IS NULL OR topic IS NULL THEN
-        RAISE EXCEPTION 'rel and topic must not be null'
-            USING ERRCODE = 'null_value_not_allowed';
+    IF rel IS NULL THEN
+        RAISE EXCEPTION 'rel must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'capture() attaches a trigger to one table.',
+                  HINT = 'Pass the table to capture, for example ''public.orders''.';
+    END IF;
+    IF topic IS NULL THEN
+        RAISE EXCEPTION 'topic must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'Every captured row change is published to a Kafka topic.',
+                  HINT = 'Pass a Kafka topic name as the second argument.';
     END IF;
     PERFORM outbox._check_topic(topic);
 
     IF events IS NULL OR pg_catalog.cardinality(events) = 0 THEN
         RAISE EXCEPTION 'events must name at least one of insert, update, delete'
-            USING ERRCODE = 'invalid_parameter_value';
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = pg_catalog.format('events is %s.',
+                                             COALESCE(events::text, 'null')),
+                  HINT = 'Pass a non-empty subset of ''{insert,update,delete}'', or leave it out for all three.';
     END IF;
     FOREACH ev IN ARRAY events LOOP
         IF ev IS NULL OR pg_catalog.lower(ev) NOT IN ('insert', 'update', 'delete') THEN
@@ -169,14 +221,24 @@ BEGIN
         END IF;
     END LOOP;
 
-    IF (SELECT c.relkind NOT IN ('r', 'p')
-          FROM pg_catalog.pg_class c WHERE c.oid = rel) THEN
+    SELECT c.relkind INTO kind FROM pg_catalog.pg_class c WHERE c.oid = rel;
+    IF kind NOT IN ('r', 'p') THEN
         RAISE EXCEPTION '% is not a table', rel
             USING ERRCODE = 'wrong_object_type',
                   DETAIL = 'Only tables and partitioned tables can be captured.',
-                  HINT = 'Capture the table the view or foreign table reads from.';
+                  HINT = CASE kind
+                      WHEN 'v' THEN 'Capture the tables the view reads from.'
+                      WHEN 'm' THEN 'Capture the tables the materialized view reads from.'
+                      WHEN 'f' THEN 'Capture the table on the server the foreign table points to.'
+                      WHEN 'S' THEN 'A sequence has no row changes to capture; capture the table that uses it.'
+                      WHEN 'i' THEN 'Capture the table the index belongs to.'
+                      WHEN 'I' THEN 'Capture the table the index belongs to.'
+                      ELSE 'Capture a table or a partitioned table.'
+                  END;
     END IF;
-    IF rel = 'outbox.messages'::regclass OR rel = 'outbox.dead_letters'::regclass THEN
+    IF rel IN ('outbox.messages'::regclass, 'outbox.dead_letters'::regclass)
+       OR (SELECT c.relnamespace = 'outbox'::regnamespace
+             FROM pg_catalog.pg_class c WHERE c.oid = rel) THEN
         RAISE EXCEPTION 'cannot capture the outbox''s own table %', rel
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'The outbox writes these tables itself.',
@@ -186,12 +248,16 @@ BEGIN
     IF key_columns IS NOT NULL THEN
         IF pg_catalog.cardinality(key_columns) = 0 THEN
             RAISE EXCEPTION 'key_columns must be null or name at least one column'
-                USING ERRCODE = 'invalid_parameter_value';
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'An empty array would give every event a null key.',
+                      HINT = 'Name the key columns, or pass NULL to key events by the primary key.';
         END IF;
         FOREACH col IN ARRAY key_columns LOOP
             IF col IS NULL THEN
                 RAISE EXCEPTION 'key_columns must not contain null'
-                    USING ERRCODE = 'null_value_not_allowed';
+                    USING ERRCODE = 'null_value_not_allowed',
+                          DETAIL = pg_catalog.format('key_columns is %s.', key_columns),
+                          HINT = 'Name each key column exactly as stored, without quotes.';
             END IF;
             IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
                             WHERE a.attrelid = rel AND a.attname = col
@@ -201,6 +267,15 @@ BEGIN
                           HINT = 'key_columns takes column names exactly as stored, without quotes.';
             END IF;
         END LOOP;
+    END IF;
+
+    -- Without key columns the events have a null key: say so once, here.
+    IF key_columns IS NULL AND NOT EXISTS (
+            SELECT 1 FROM pg_catalog.pg_index i
+             WHERE i.indrelid = rel AND i.indisprimary) THEN
+        RAISE WARNING 'table % has no primary key: its events will have a null Kafka key', rel
+            USING DETAIL = 'Events without a key are spread over the topic''s partitions, so Kafka keeps no per-key order for them.',
+                  HINT = 'Pass key_columns to outbox.capture(), or add a primary key and call outbox.capture() again.';
     END IF;
 
     -- Replace an earlier capture: capture() is idempotent.
@@ -225,7 +300,10 @@ CREATE FUNCTION outbox.uncapture(rel regclass) RETURNS void
     AS $$
 BEGIN
     IF rel IS NULL THEN
-        RAISE EXCEPTION 'rel must not be null' USING ERRCODE = 'null_value_not_allowed';
+        RAISE EXCEPTION 'rel must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'uncapture() removes the capture trigger of one table.',
+                  HINT = 'Pass the captured table, for example ''public.orders''.';
     END IF;
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
                 WHERE t.tgrelid = rel AND t.tgname = 'outbox_capture') THEN
@@ -274,11 +352,17 @@ DECLARE
 BEGIN
     IF older_than IS NULL OR older_than < '0'::interval THEN
         RAISE EXCEPTION 'older_than must be a non-negative interval'
-            USING ERRCODE = 'invalid_parameter_value';
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = pg_catalog.format('older_than is %s.',
+                                             COALESCE(older_than::text, 'null')),
+                  HINT = 'Pass how long a message stays unconfirmed before it is re-published, for example ''5 minutes''.';
     END IF;
     IF max_attempts IS NULL OR max_attempts < 1 THEN
         RAISE EXCEPTION 'max_attempts must be at least 1'
-            USING ERRCODE = 'invalid_parameter_value';
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = pg_catalog.format('max_attempts is %s; it counts publications, the first being 1.',
+                                             COALESCE(max_attempts::text, 'null')),
+                  HINT = 'Pass the most publications a message may have, for example 10.';
     END IF;
     -- Rows another session holds are skipped (a concurrent confirm() or
     -- redeliver() is deciding about them); the rest go out in id order.
@@ -288,6 +372,9 @@ BEGIN
              WHERE s.confirm_status IS DISTINCT FROM 'confirmed'
                AND s.published_at <= pg_catalog.now() - older_than
                AND s.attempts < max_attempts
+               -- a dead-lettered message is left to redrive()
+               AND NOT EXISTS (SELECT 1 FROM outbox.dead_letters d
+                                WHERE d.message_id = s.id)
                FOR UPDATE SKIP LOCKED
         ), done AS (
             UPDATE outbox.messages u
@@ -320,7 +407,10 @@ DECLARE
 BEGIN
     IF older_than IS NULL OR older_than < '0'::interval THEN
         RAISE EXCEPTION 'older_than must be a non-negative interval'
-            USING ERRCODE = 'invalid_parameter_value';
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = pg_catalog.format('older_than is %s.',
+                                             COALESCE(older_than::text, 'null')),
+                  HINT = 'Pass how long confirmed messages are kept, for example ''7 days''.';
     END IF;
     DELETE FROM outbox.messages m
      WHERE m.confirm_status = 'confirmed'
@@ -339,8 +429,11 @@ DECLARE
     d record;
     attempt integer := 1;
 BEGIN
+    -- redriven_xid lets a renewed failure of an emitted event (which has no
+    -- message id) find this dead letter: see outbox._dead_letters_merge().
     UPDATE outbox.dead_letters x
-       SET redriven_at = pg_catalog.now(), redrives = x.redrives + 1
+       SET redriven_at = pg_catalog.now(), redrives = x.redrives + 1,
+           redriven_xid = pg_catalog.txid_current() % 4294967296
      WHERE x.id = redrive.id
     RETURNING x.message_id, x.topic, x.key, x.payload, x.headers INTO d;
     IF NOT FOUND THEN
@@ -425,3 +518,131 @@ GRANT EXECUTE ON FUNCTION outbox._check_topic(text) TO PUBLIC;
 GRANT USAGE ON SCHEMA outbox TO pg_monitor;
 GRANT SELECT ON outbox.relay_status TO pg_monitor;
 GRANT EXECUTE ON FUNCTION outbox._relay_status() TO pg_monitor;
+
+-- ===========================================================================
+-- 0.2.0 (issue 13): installation identity, one dead letter per event.
+-- This block is repeated verbatim in outbox--0.1.0--0.2.0.sql.
+-- ===========================================================================
+
+-- The installation's identity: a random uuid drawn by CREATE EXTENSION (and
+-- by the update to 0.2.0).  The relay sends it with every record as header
+-- outbox-source, so that (outbox-source, outbox-id) identifies an event
+-- across DROP/CREATE EXTENSION, databases and clusters.  Deliberately not
+-- registered with pg_extension_config_dump: a restore (which runs CREATE
+-- EXTENSION) is a new source; pg_upgrade and physical replicas keep it.
+-- A user catalog table, so that the relay can read it while decoding, under
+-- the historic snapshot of the transaction it decodes.
+CREATE TABLE outbox.installation (
+    id          uuid NOT NULL DEFAULT pg_catalog.gen_random_uuid(),
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    one_row     boolean NOT NULL DEFAULT true,
+    CONSTRAINT installation_pkey PRIMARY KEY (id),
+    CONSTRAINT installation_one_row UNIQUE (one_row),
+    CONSTRAINT installation_one_row_check CHECK (one_row)
+) WITH (user_catalog_table = true);
+
+COMMENT ON TABLE outbox.installation IS
+    'identity of this installation, sent as Kafka header outbox-source';
+
+INSERT INTO outbox.installation DEFAULT VALUES;
+
+CREATE VIEW outbox.source AS
+    SELECT i.id AS installation_id,
+           c.system_identifier,
+           pg_catalog.current_database()::text AS database,
+           i.created_at
+      FROM outbox.installation i,
+           pg_catalog.pg_control_system() c;
+
+COMMENT ON VIEW outbox.source IS
+    'where this database''s events come from: outbox-source header value, cluster, database';
+
+-- Dead letters: one per event.  failures counts Kafka's rejections of the
+-- event (the first one and each failed redrive); redriven_xid is the
+-- (32-bit) id of the transaction of the last redrive().
+ALTER TABLE outbox.dead_letters
+    ADD COLUMN failures integer NOT NULL DEFAULT 1,
+    ADD COLUMN redriven_xid bigint;
+
+COMMENT ON COLUMN outbox.dead_letters.failures IS
+    'how often Kafka rejected the event: 1, plus one per failed redrive';
+
+-- Dead letters written before 0.2.0 may repeat a message: keep the first
+-- row of each message, with the count, the redrives and the latest error.
+-- (Nothing to do in a new installation.)
+WITH g AS (
+    SELECT d.message_id, min(d.id) AS keep, count(*)::integer AS n,
+           sum(d.redrives)::integer AS redrives, max(d.redriven_at) AS redriven_at,
+           max(d.id) AS newest
+      FROM outbox.dead_letters d
+     WHERE d.message_id IS NOT NULL
+     GROUP BY d.message_id
+    HAVING count(*) > 1
+)
+UPDATE outbox.dead_letters k
+   SET failures = g.n, redrives = g.redrives, redriven_at = g.redriven_at,
+       lsn = l.lsn, xid = l.xid, commit_time = l.commit_time,
+       error_code = l.error_code, error = l.error, failed_at = l.failed_at
+  FROM g, outbox.dead_letters l
+ WHERE k.id = g.keep AND l.id = g.newest;
+DELETE FROM outbox.dead_letters d
+ USING (SELECT x.message_id, min(x.id) AS keep FROM outbox.dead_letters x
+         WHERE x.message_id IS NOT NULL GROUP BY x.message_id) g
+ WHERE d.message_id = g.message_id AND d.id <> g.keep;
+
+CREATE UNIQUE INDEX dead_letters_message_id_key
+    ON outbox.dead_letters (message_id) WHERE message_id IS NOT NULL;
+
+-- BEFORE INSERT trigger of outbox.dead_letters: a renewed failure of an
+-- event that already has a dead letter updates that row (failures + 1, the
+-- new error and position) instead of adding one.  The same event is
+-- recognised by its message id, or, for an emitted event (no id), by its
+-- content together with its commit position or with the transaction that
+-- redrove it.  Writers keep writing plain INSERTs.
+CREATE FUNCTION outbox._dead_letters_merge() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    found_id bigint;
+BEGIN
+    IF NEW.message_id IS NOT NULL THEN
+        SELECT d.id INTO found_id FROM outbox.dead_letters d
+         WHERE d.message_id = NEW.message_id
+           FOR UPDATE;
+    ELSE
+        SELECT d.id INTO found_id FROM outbox.dead_letters d
+         WHERE d.message_id IS NULL
+           AND d.topic = NEW.topic
+           AND d.key IS NOT DISTINCT FROM NEW.key
+           AND d.payload IS NOT DISTINCT FROM NEW.payload
+           AND d.headers IS NOT DISTINCT FROM NEW.headers
+           AND ((d.lsn = NEW.lsn AND d.xid = NEW.xid)
+                OR (d.redriven_xid = NEW.xid AND d.redriven_at >= d.failed_at))
+         ORDER BY d.id
+         LIMIT 1
+           FOR UPDATE;
+    END IF;
+    IF found_id IS NULL THEN
+        RETURN NEW;
+    END IF;
+    UPDATE outbox.dead_letters d
+       SET failures = d.failures + 1,
+           lsn = NEW.lsn,
+           xid = NEW.xid,
+           commit_time = NEW.commit_time,
+           error_code = NEW.error_code,
+           error = NEW.error,
+           failed_at = COALESCE(NEW.failed_at, pg_catalog.now())
+     WHERE d.id = found_id;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER dead_letters_merge
+    BEFORE INSERT ON outbox.dead_letters
+    FOR EACH ROW EXECUTE FUNCTION outbox._dead_letters_merge();
+
+REVOKE ALL ON outbox.installation, outbox.source FROM PUBLIC;
+REVOKE ALL ON FUNCTION outbox._dead_letters_merge() FROM PUBLIC;
+GRANT SELECT ON outbox.installation, outbox.source TO pg_monitor;

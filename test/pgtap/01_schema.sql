@@ -1,6 +1,6 @@
 -- Schema, tables, columns and function signatures of the outbox extension.
 BEGIN;
-SELECT plan(87);
+SELECT plan(91);
 
 SELECT has_extension('outbox', 'extension outbox is installed');
 SELECT has_schema('outbox');
@@ -44,9 +44,17 @@ SELECT trigger_is('outbox', 'messages', 'messages_check', 'outbox', 'messages_ch
 
 -- outbox.dead_letters
 SELECT has_table('outbox', 'dead_letters', 'table outbox.dead_letters exists');
+
+-- outbox._message_key: one 32-byte key, a user catalog table, private.
+SELECT has_table('outbox', '_message_key', 'table outbox._message_key exists');
+SELECT is((SELECT count(*) FROM outbox._message_key), 1::bigint, 'one message key');
+SELECT ok((SELECT 'user_catalog_table=true' = ANY (reloptions) FROM pg_class
+            WHERE oid = 'outbox._message_key'::regclass), 'the key is a user catalog table');
+SELECT table_privs_are('outbox', '_message_key', 'public', '{}'::text[], 'PUBLIC cannot read the key');
 SELECT columns_are('outbox', 'dead_letters', ARRAY[
     'id', 'message_id', 'topic', 'key', 'payload', 'headers', 'lsn', 'xid',
-    'commit_time', 'error_code', 'error', 'failed_at', 'redriven_at', 'redrives']);
+    'commit_time', 'error_code', 'error', 'failed_at', 'redriven_at', 'redrives',
+    'failures', 'redriven_xid']);
 SELECT col_is_pk('outbox', 'dead_letters', 'id', 'dead_letters.id is the primary key');
 SELECT col_type_is('outbox', 'dead_letters', 'message_id', 'bigint', 'dead_letters.message_id is bigint');
 SELECT col_type_is('outbox', 'dead_letters', 'topic', 'text', 'dead_letters.topic is text');
@@ -113,7 +121,9 @@ SELECT is(pg_get_function_arguments('outbox.redeliver(interval,integer)'::regpro
 -- Who runs as whom.
 SELECT is_definer('outbox', 'enqueue', ARRAY['text', 'text', 'jsonb', 'jsonb']);
 SELECT isnt_definer('outbox', 'emit', ARRAY['text', 'text', 'jsonb', 'jsonb']);
-SELECT is_definer('outbox', 'capture_trigger', '{}'::name[]);
+-- capture_trigger runs as the writer; it switches to the owner of
+-- outbox.messages for its INSERT only (src/capture.c).
+SELECT isnt_definer('outbox', 'capture_trigger', '{}'::name[]);
 SELECT isnt_definer('outbox', 'capture', ARRAY['regclass', 'text', 'text[]', 'text[]']);
 SELECT is_definer('outbox', 'confirm', ARRAY['bigint', 'text', 'text']);
 

@@ -14,7 +14,7 @@ SELECT throws_ok($$SELECT outbox.enqueue('a b', NULL, '{}')$$, '22023', NULL, 's
 SELECT throws_ok($$SELECT outbox.enqueue('a/b', NULL, '{}')$$, '22023', NULL, 'slash in topic');
 SELECT throws_ok($$SELECT outbox.enqueue('a:b', NULL, '{}')$$, '22023', NULL, 'colon in topic');
 SELECT throws_ok($$SELECT outbox.enqueue('ä', NULL, '{}')$$, '22023', NULL, 'non-ASCII topic');
-SELECT throws_ok($$SELECT outbox.enqueue(NULL, NULL, '{}')$$, '23502', NULL, 'null topic in enqueue: NOT NULL');
+SELECT throws_ok($$SELECT outbox.enqueue(NULL, NULL, '{}')$$, '22004', 'outbox event topic must not be null', 'null topic in enqueue: the same error as emit()');
 SELECT throws_ok($$INSERT INTO outbox.messages (topic) VALUES ('bad topic')$$, '22023', NULL, 'plain INSERT is validated');
 SELECT throws_ok($$SELECT outbox.emit('bad topic', NULL, '{}')$$, '22023', NULL, 'emit validates the topic');
 SELECT throws_ok($$SELECT outbox.emit(NULL, NULL, '{}')$$, '22004', 'outbox event topic must not be null', 'null topic in emit');

@@ -170,5 +170,27 @@ SKIP:
 	is(decode_json($got[0]{value})->{n}, 'poison-1', 'with its payload');
 }
 
+# ---------------------------------------------------------------------
+# (c) One dead letter per event: redriving the oversized event, which Kafka
+#     rejects again, counts the failure on its dead letter instead of adding
+#     a row; redeliver() leaves it to redrive().
+# ---------------------------------------------------------------------
+my ($big_dl) = dead_letters("message_id = $big");
+$node->safe_psql('postgres',
+	"SET outbox.max_message_size = '4MB'; SELECT outbox.redrive($big_dl->{id})");
+ok( wait_for(
+		sub {
+			$node->safe_psql('postgres',
+				"SELECT failures FROM outbox.dead_letters WHERE message_id = $big")
+			  eq '2';
+		},
+		30),
+	'a redrive that Kafka rejects again is counted on the dead letter');
+is(scalar(dead_letters("message_id = $big")), 1,
+	'still one dead letter for the event');
+$node->safe_psql('postgres', 'SELECT outbox.redeliver(\'0\')');
+is($node->safe_psql('postgres', "SELECT attempts FROM outbox.messages WHERE id = $big"),
+	'2', 'redeliver() does not re-send a dead-lettered message');
+
 $node->stop;
 done_testing();

@@ -1,0 +1,48 @@
+/*-------------------------------------------------------------------------
+ *
+ * msgauth.h
+ *	  Authentication of the logical messages the extension writes.
+ *
+ * pg_logical_emit_message() is executable by PUBLIC, so the prefix
+ * "outbox" alone proves nothing about who wrote a message.  Every message
+ * written by outbox.emit(), outbox.redeliver() and outbox.redrive() ends
+ * with an HMAC-SHA-256 over the top-level transaction id and the content,
+ * keyed with the installation's message key (table outbox._message_key,
+ * readable by its superuser owner only, replicated with the WAL and copied
+ * by base backups, left out of pg_dump).  The decoder checks it and skips,
+ * with a WARNING, every message it does not authenticate.
+ *
+ * Binding the transaction id into the code means a captured message cannot
+ * be replayed by emitting its bytes again in another transaction.
+ *
+ * src/msgauth.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef OUTBOX_MSGAUTH_H
+#define OUTBOX_MSGAUTH_H
+
+#include "postgres.h"
+#include "lib/stringinfo.h"
+
+/* Length of the key and of the authentication code, bytes. */
+#define OUTBOX_MESSAGE_KEY_LEN	32
+#define OUTBOX_MESSAGE_MAC_LEN	32
+
+/*
+ * Append the authentication code of msg->data[0 .. msg->len) for the
+ * current top-level transaction (assigning its xid).  ERROR when the
+ * installation has no message key.
+ */
+extern void outbox_message_sign(StringInfo msg);
+
+/*
+ * Does the message written by top-level transaction xid end with a valid
+ * code?  On success *content_len is the length without the code.  Never
+ * throws for bad input; *problem says why it was refused.
+ */
+extern bool outbox_message_authentic(TransactionId xid, const char *data,
+									 Size len, Size *content_len,
+									 const char **problem);
+
+#endif							/* OUTBOX_MSGAUTH_H */

@@ -1,0 +1,450 @@
+/*
+ * outbox 0.1.0 -> 0.2.0
+ *
+ * Security: capture triggers no longer run with the installer's rights, and
+ * the extension's logical messages are authenticated (src/msgauth.h).
+ * Emitted messages of 0.1.0 carry no authentication code: let the relay
+ * deliver every event (relay_status.in_flight = 0 and lag_seconds = 0)
+ * before updating, or they are skipped as unauthenticated.
+ *
+ * First use (issue 13, second part of this file): enqueue() reports a null
+ * topic like emit() without drawing an id; capture(), uncapture(),
+ * redeliver() and purge() report errors with a detail and a hint, capture()
+ * warns about tables without a primary key; redeliver() leaves
+ * dead-lettered messages to redrive(), which records its transaction; the
+ * installation identity (outbox.installation, outbox.source) and one dead
+ * letter per event.
+ */
+
+\echo Use "ALTER EXTENSION outbox UPDATE TO '0.2.0'" to load this file. \quit
+
+ALTER FUNCTION outbox.capture_trigger() SECURITY INVOKER;
+ALTER FUNCTION outbox.capture_trigger() RESET search_path;
+
+CREATE TABLE outbox._message_key (
+    key bytea NOT NULL CHECK (pg_catalog.octet_length(key) = 32)
+) WITH (user_catalog_table = true);
+
+COMMENT ON TABLE outbox._message_key IS
+    'secret key authenticating the extension''s logical messages; never grant access';
+
+INSERT INTO outbox._message_key (key)
+SELECT pg_catalog.decode(pg_catalog.replace(
+           pg_catalog.gen_random_uuid()::text OPERATOR(pg_catalog.||)
+           pg_catalog.gen_random_uuid()::text, '-', ''), 'hex');
+
+REVOKE ALL ON outbox._message_key FROM PUBLIC;
+
+-- ===========================================================================
+-- Issue 13 (first use): changed functions, then the block repeated from
+-- outbox.sql
+-- ===========================================================================
+
+-- ---------------------------------------------------------------------------
+-- Functions changed in 0.2.0 (their privileges are kept)
+-- ---------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION outbox.enqueue(topic text, key text, payload jsonb,
+                               headers jsonb DEFAULT NULL)
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    new_id bigint;
+BEGIN
+    IF topic IS NULL THEN
+        RAISE EXCEPTION 'outbox event topic must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'Every event is published to a Kafka topic.',
+                  HINT = 'Pass a Kafka topic name as the first argument.';
+    END IF;
+    INSERT INTO outbox.messages AS m (topic, key, payload, headers)
+    VALUES (enqueue.topic, enqueue.key, enqueue.payload, enqueue.headers)
+    RETURNING m.id INTO new_id;
+    RETURN new_id;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION outbox.capture(rel regclass, topic text,
+                               key_columns text[] DEFAULT NULL,
+                               events text[] DEFAULT '{insert,update,delete}')
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    ev text;
+    col text;
+    kinds text[] := '{}';
+    kind "char";
+BEGIN
+    IF rel IS NULL THEN
+        RAISE EXCEPTION 'rel must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'capture() attaches a trigger to one table.',
+                  HINT = 'Pass the table to capture, for example ''public.orders''.';
+    END IF;
+    IF topic IS NULL THEN
+        RAISE EXCEPTION 'topic must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'Every captured row change is published to a Kafka topic.',
+                  HINT = 'Pass a Kafka topic name as the second argument.';
+    END IF;
+    PERFORM outbox._check_topic(topic);
+
+    IF events IS NULL OR pg_catalog.cardinality(events) = 0 THEN
+        RAISE EXCEPTION 'events must name at least one of insert, update, delete'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = pg_catalog.format('events is %s.',
+                                             COALESCE(events::text, 'null')),
+                  HINT = 'Pass a non-empty subset of ''{insert,update,delete}'', or leave it out for all three.';
+    END IF;
+    FOREACH ev IN ARRAY events LOOP
+        IF ev IS NULL OR pg_catalog.lower(ev) NOT IN ('insert', 'update', 'delete') THEN
+            RAISE EXCEPTION 'invalid capture event "%"', ev
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'Capture events are insert, update and delete.',
+                      HINT = 'Pass a subset of ''{insert,update,delete}''.';
+        END IF;
+        IF NOT pg_catalog.upper(ev) = ANY (kinds) THEN
+            kinds := kinds || pg_catalog.upper(ev);
+        END IF;
+    END LOOP;
+
+    SELECT c.relkind INTO kind FROM pg_catalog.pg_class c WHERE c.oid = rel;
+    IF kind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '% is not a table', rel
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'Only tables and partitioned tables can be captured.',
+                  HINT = CASE kind
+                      WHEN 'v' THEN 'Capture the tables the view reads from.'
+                      WHEN 'm' THEN 'Capture the tables the materialized view reads from.'
+                      WHEN 'f' THEN 'Capture the table on the server the foreign table points to.'
+                      WHEN 'S' THEN 'A sequence has no row changes to capture; capture the table that uses it.'
+                      WHEN 'i' THEN 'Capture the table the index belongs to.'
+                      WHEN 'I' THEN 'Capture the table the index belongs to.'
+                      ELSE 'Capture a table or a partitioned table.'
+                  END;
+    END IF;
+    IF rel IN ('outbox.messages'::regclass, 'outbox.dead_letters'::regclass)
+       OR (SELECT c.relnamespace = 'outbox'::regnamespace
+             FROM pg_catalog.pg_class c WHERE c.oid = rel) THEN
+        RAISE EXCEPTION 'cannot capture the outbox''s own table %', rel
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The outbox writes these tables itself.',
+                  HINT = 'Capture the tables your application writes.';
+    END IF;
+
+    IF key_columns IS NOT NULL THEN
+        IF pg_catalog.cardinality(key_columns) = 0 THEN
+            RAISE EXCEPTION 'key_columns must be null or name at least one column'
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'An empty array would give every event a null key.',
+                      HINT = 'Name the key columns, or pass NULL to key events by the primary key.';
+        END IF;
+        FOREACH col IN ARRAY key_columns LOOP
+            IF col IS NULL THEN
+                RAISE EXCEPTION 'key_columns must not contain null'
+                    USING ERRCODE = 'null_value_not_allowed',
+                          DETAIL = pg_catalog.format('key_columns is %s.', key_columns),
+                          HINT = 'Name each key column exactly as stored, without quotes.';
+            END IF;
+            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                            WHERE a.attrelid = rel AND a.attname = col
+                              AND a.attnum > 0 AND NOT a.attisdropped) THEN
+                RAISE EXCEPTION 'column "%" of relation % does not exist', col, rel
+                    USING ERRCODE = 'undefined_column',
+                          HINT = 'key_columns takes column names exactly as stored, without quotes.';
+            END IF;
+        END LOOP;
+    END IF;
+
+    -- Without key columns the events have a null key: say so once, here.
+    IF key_columns IS NULL AND NOT EXISTS (
+            SELECT 1 FROM pg_catalog.pg_index i
+             WHERE i.indrelid = rel AND i.indisprimary) THEN
+        RAISE WARNING 'table % has no primary key: its events will have a null Kafka key', rel
+            USING DETAIL = 'Events without a key are spread over the topic''s partitions, so Kafka keeps no per-key order for them.',
+                  HINT = 'Pass key_columns to outbox.capture(), or add a primary key and call outbox.capture() again.';
+    END IF;
+
+    -- Replace an earlier capture: capture() is idempotent.
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                WHERE t.tgrelid = rel AND t.tgname = 'outbox_capture') THEN
+        EXECUTE pg_catalog.format('DROP TRIGGER outbox_capture ON %s', rel);
+    END IF;
+    EXECUTE pg_catalog.format(
+        'CREATE TRIGGER outbox_capture AFTER %s ON %s FOR EACH ROW '
+        'EXECUTE FUNCTION outbox.capture_trigger(%s)',
+        pg_catalog.array_to_string(kinds, ' OR '), rel,
+        pg_catalog.array_to_string(
+            ARRAY(SELECT pg_catalog.quote_literal(a)
+                    FROM pg_catalog.unnest(ARRAY[topic] || COALESCE(key_columns, '{}')) AS a),
+            ', '));
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION outbox.uncapture(rel regclass) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF rel IS NULL THEN
+        RAISE EXCEPTION 'rel must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'uncapture() removes the capture trigger of one table.',
+                  HINT = 'Pass the captured table, for example ''public.orders''.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                WHERE t.tgrelid = rel AND t.tgname = 'outbox_capture') THEN
+        EXECUTE pg_catalog.format('DROP TRIGGER outbox_capture ON %s', rel);
+    END IF;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION outbox.redeliver(older_than interval DEFAULT '5 minutes',
+                                 max_attempts integer DEFAULT 10)
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    m record;
+    n bigint := 0;
+BEGIN
+    IF older_than IS NULL OR older_than < '0'::interval THEN
+        RAISE EXCEPTION 'older_than must be a non-negative interval'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = pg_catalog.format('older_than is %s.',
+                                             COALESCE(older_than::text, 'null')),
+                  HINT = 'Pass how long a message stays unconfirmed before it is re-published, for example ''5 minutes''.';
+    END IF;
+    IF max_attempts IS NULL OR max_attempts < 1 THEN
+        RAISE EXCEPTION 'max_attempts must be at least 1'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = pg_catalog.format('max_attempts is %s; it counts publications, the first being 1.',
+                                             COALESCE(max_attempts::text, 'null')),
+                  HINT = 'Pass the most publications a message may have, for example 10.';
+    END IF;
+    -- Rows another session holds are skipped (a concurrent confirm() or
+    -- redeliver() is deciding about them); the rest go out in id order.
+    FOR m IN
+        WITH due AS (
+            SELECT s.id FROM outbox.messages s
+             WHERE s.confirm_status IS DISTINCT FROM 'confirmed'
+               AND s.published_at <= pg_catalog.now() - older_than
+               AND s.attempts < max_attempts
+               -- a dead-lettered message is left to redrive()
+               AND NOT EXISTS (SELECT 1 FROM outbox.dead_letters d
+                                WHERE d.message_id = s.id)
+               FOR UPDATE SKIP LOCKED
+        ), done AS (
+            UPDATE outbox.messages u
+               SET attempts = u.attempts + 1,
+                   published_at = pg_catalog.now(),
+                   confirmed_at = NULL,
+                   confirm_status = NULL,
+                   confirm_detail = NULL
+              FROM due
+             WHERE u.id = due.id
+            RETURNING u.id, u.attempts, u.topic, u.key, u.payload, u.headers
+        )
+        SELECT * FROM done ORDER BY done.id
+    LOOP
+        PERFORM outbox._emit_stored(m.id, m.attempts, m.topic, m.key,
+                                    m.payload, m.headers);
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION outbox.purge(older_than interval) RETURNS bigint
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF older_than IS NULL OR older_than < '0'::interval THEN
+        RAISE EXCEPTION 'older_than must be a non-negative interval'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = pg_catalog.format('older_than is %s.',
+                                             COALESCE(older_than::text, 'null')),
+                  HINT = 'Pass how long confirmed messages are kept, for example ''7 days''.';
+    END IF;
+    DELETE FROM outbox.messages m
+     WHERE m.confirm_status = 'confirmed'
+       AND m.confirmed_at <= pg_catalog.now() - older_than;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION outbox.redrive(id bigint) RETURNS boolean
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    d record;
+    attempt integer := 1;
+BEGIN
+    -- redriven_xid lets a renewed failure of an emitted event (which has no
+    -- message id) find this dead letter: see outbox._dead_letters_merge().
+    UPDATE outbox.dead_letters x
+       SET redriven_at = pg_catalog.now(), redrives = x.redrives + 1,
+           redriven_xid = pg_catalog.txid_current() % 4294967296
+     WHERE x.id = redrive.id
+    RETURNING x.message_id, x.topic, x.key, x.payload, x.headers INTO d;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF d.message_id IS NOT NULL THEN
+        UPDATE outbox.messages m
+           SET attempts = m.attempts + 1,
+               published_at = pg_catalog.now(),
+               confirmed_at = NULL,
+               confirm_status = NULL,
+               confirm_detail = NULL
+         WHERE m.id = d.message_id
+        RETURNING m.attempts INTO attempt;
+        attempt := COALESCE(attempt, 1);  -- the row may have been purged
+    END IF;
+    PERFORM outbox._emit_stored(d.message_id, attempt,
+                                d.topic, d.key, d.payload, d.headers);
+    RETURN true;
+END;
+$$;
+
+-- ===========================================================================
+-- 0.2.0 (issue 13): installation identity, one dead letter per event.
+-- This block is repeated verbatim in outbox--0.1.0--0.2.0.sql.
+-- ===========================================================================
+
+-- The installation's identity: a random uuid drawn by CREATE EXTENSION (and
+-- by the update to 0.2.0).  The relay sends it with every record as header
+-- outbox-source, so that (outbox-source, outbox-id) identifies an event
+-- across DROP/CREATE EXTENSION, databases and clusters.  Deliberately not
+-- registered with pg_extension_config_dump: a restore (which runs CREATE
+-- EXTENSION) is a new source; pg_upgrade and physical replicas keep it.
+-- A user catalog table, so that the relay can read it while decoding, under
+-- the historic snapshot of the transaction it decodes.
+CREATE TABLE outbox.installation (
+    id          uuid NOT NULL DEFAULT pg_catalog.gen_random_uuid(),
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    one_row     boolean NOT NULL DEFAULT true,
+    CONSTRAINT installation_pkey PRIMARY KEY (id),
+    CONSTRAINT installation_one_row UNIQUE (one_row),
+    CONSTRAINT installation_one_row_check CHECK (one_row)
+) WITH (user_catalog_table = true);
+
+COMMENT ON TABLE outbox.installation IS
+    'identity of this installation, sent as Kafka header outbox-source';
+
+INSERT INTO outbox.installation DEFAULT VALUES;
+
+CREATE VIEW outbox.source AS
+    SELECT i.id AS installation_id,
+           c.system_identifier,
+           pg_catalog.current_database()::text AS database,
+           i.created_at
+      FROM outbox.installation i,
+           pg_catalog.pg_control_system() c;
+
+COMMENT ON VIEW outbox.source IS
+    'where this database''s events come from: outbox-source header value, cluster, database';
+
+-- Dead letters: one per event.  failures counts Kafka's rejections of the
+-- event (the first one and each failed redrive); redriven_xid is the
+-- (32-bit) id of the transaction of the last redrive().
+ALTER TABLE outbox.dead_letters
+    ADD COLUMN failures integer NOT NULL DEFAULT 1,
+    ADD COLUMN redriven_xid bigint;
+
+COMMENT ON COLUMN outbox.dead_letters.failures IS
+    'how often Kafka rejected the event: 1, plus one per failed redrive';
+
+-- Dead letters written before 0.2.0 may repeat a message: keep the first
+-- row of each message, with the count, the redrives and the latest error.
+-- (Nothing to do in a new installation.)
+WITH g AS (
+    SELECT d.message_id, min(d.id) AS keep, count(*)::integer AS n,
+           sum(d.redrives)::integer AS redrives, max(d.redriven_at) AS redriven_at,
+           max(d.id) AS newest
+      FROM outbox.dead_letters d
+     WHERE d.message_id IS NOT NULL
+     GROUP BY d.message_id
+    HAVING count(*) > 1
+)
+UPDATE outbox.dead_letters k
+   SET failures = g.n, redrives = g.redrives, redriven_at = g.redriven_at,
+       lsn = l.lsn, xid = l.xid, commit_time = l.commit_time,
+       error_code = l.error_code, error = l.error, failed_at = l.failed_at
+  FROM g, outbox.dead_letters l
+ WHERE k.id = g.keep AND l.id = g.newest;
+DELETE FROM outbox.dead_letters d
+ USING (SELECT x.message_id, min(x.id) AS keep FROM outbox.dead_letters x
+         WHERE x.message_id IS NOT NULL GROUP BY x.message_id) g
+ WHERE d.message_id = g.message_id AND d.id <> g.keep;
+
+CREATE UNIQUE INDEX dead_letters_message_id_key
+    ON outbox.dead_letters (message_id) WHERE message_id IS NOT NULL;
+
+-- BEFORE INSERT trigger of outbox.dead_letters: a renewed failure of an
+-- event that already has a dead letter updates that row (failures + 1, the
+-- new error and position) instead of adding one.  The same event is
+-- recognised by its message id, or, for an emitted event (no id), by its
+-- content together with its commit position or with the transaction that
+-- redrove it.  Writers keep writing plain INSERTs.
+CREATE FUNCTION outbox._dead_letters_merge() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    found_id bigint;
+BEGIN
+    IF NEW.message_id IS NOT NULL THEN
+        SELECT d.id INTO found_id FROM outbox.dead_letters d
+         WHERE d.message_id = NEW.message_id
+           FOR UPDATE;
+    ELSE
+        SELECT d.id INTO found_id FROM outbox.dead_letters d
+         WHERE d.message_id IS NULL
+           AND d.topic = NEW.topic
+           AND d.key IS NOT DISTINCT FROM NEW.key
+           AND d.payload IS NOT DISTINCT FROM NEW.payload
+           AND d.headers IS NOT DISTINCT FROM NEW.headers
+           AND ((d.lsn = NEW.lsn AND d.xid = NEW.xid)
+                OR (d.redriven_xid = NEW.xid AND d.redriven_at >= d.failed_at))
+         ORDER BY d.id
+         LIMIT 1
+           FOR UPDATE;
+    END IF;
+    IF found_id IS NULL THEN
+        RETURN NEW;
+    END IF;
+    UPDATE outbox.dead_letters d
+       SET failures = d.failures + 1,
+           lsn = NEW.lsn,
+           xid = NEW.xid,
+           commit_time = NEW.commit_time,
+           error_code = NEW.error_code,
+           error = NEW.error,
+           failed_at = COALESCE(NEW.failed_at, pg_catalog.now())
+     WHERE d.id = found_id;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER dead_letters_merge
+    BEFORE INSERT ON outbox.dead_letters
+    FOR EACH ROW EXECUTE FUNCTION outbox._dead_letters_merge();
+
+REVOKE ALL ON outbox.installation, outbox.source FROM PUBLIC;
+REVOKE ALL ON FUNCTION outbox._dead_letters_merge() FROM PUBLIC;
+GRANT SELECT ON outbox.installation, outbox.source TO pg_monitor;

@@ -1,0 +1,427 @@
+/*
+ * outbox 0.1.0: the transactional outbox, streamed from the WAL.
+ *
+ * Every function schema-qualifies what it touches.  SQL and PL/pgSQL
+ * functions, and C functions that run SQL, pin search_path.  C functions
+ * that resolve no names do not: a SET clause makes every call save and
+ * restore the setting, which halves the speed of the per-row validation
+ * trigger and of outbox.emit().
+ * Nothing but the side-effect-free outbox._check_topic() is executable by
+ * PUBLIC: see docs/sql-api.md for the GRANTs an application role needs.
+ */
+
+\echo Use "CREATE EXTENSION outbox" to load this file. \quit
+
+-- The schema belongs to the extension, so DROP EXTENSION removes it too.
+CREATE SCHEMA outbox;
+
+-- ---------------------------------------------------------------------------
+-- Tables
+-- ---------------------------------------------------------------------------
+
+CREATE TABLE outbox.messages (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    topic           text NOT NULL,
+    key             text,
+    payload         jsonb,
+    headers         jsonb,
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    published_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    attempts        integer NOT NULL DEFAULT 1,
+    confirmed_at    timestamptz,
+    confirm_status  text,
+    confirm_detail  text,
+    CONSTRAINT messages_confirm_status_check
+        CHECK (confirm_status IN ('confirmed', 'failed')),
+    CONSTRAINT messages_attempts_check CHECK (attempts >= 1)
+);
+
+COMMENT ON TABLE outbox.messages IS
+    'one row per event; the outbox output plugin decodes committed inserts';
+COMMENT ON COLUMN outbox.messages.payload IS
+    'event value; null is a Kafka tombstone';
+COMMENT ON COLUMN outbox.messages.headers IS
+    'object of string values, sent as Kafka record headers';
+COMMENT ON COLUMN outbox.messages.published_at IS
+    'when the event was last published (inserted or redelivered)';
+COMMENT ON COLUMN outbox.messages.attempts IS
+    'publications made: 1 at insert, plus one per redelivery';
+COMMENT ON COLUMN outbox.messages.confirm_status IS
+    'consumer verdict: confirmed, failed, or null while none was reported';
+
+CREATE TABLE outbox.dead_letters (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    message_id      bigint,
+    topic           text NOT NULL,
+    key             text,
+    payload         jsonb,
+    headers         jsonb,
+    lsn             pg_lsn,
+    xid             bigint,
+    commit_time     timestamptz,
+    error_code      text NOT NULL,
+    error           text NOT NULL,
+    failed_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    redriven_at     timestamptz,
+    redrives        integer NOT NULL DEFAULT 0
+);
+
+COMMENT ON TABLE outbox.dead_letters IS
+    'events Kafka rejected permanently, with the error; see outbox.redrive()';
+COMMENT ON COLUMN outbox.dead_letters.message_id IS
+    'outbox.messages id, or null for an event written by outbox.emit()';
+
+-- Let pg_dump keep the rows of both tables.
+SELECT pg_catalog.pg_extension_config_dump('outbox.messages', '');
+SELECT pg_catalog.pg_extension_config_dump('outbox.dead_letters', '');
+SELECT pg_catalog.pg_extension_config_dump('outbox.messages_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('outbox.dead_letters_id_seq', '');
+
+-- ---------------------------------------------------------------------------
+-- Validation at insert time
+-- ---------------------------------------------------------------------------
+
+-- Runs for every row: no SET clause (see the top of this file).
+CREATE FUNCTION outbox.messages_check() RETURNS trigger
+    LANGUAGE C
+    AS 'MODULE_PATHNAME', 'outbox_messages_check';
+
+CREATE TRIGGER messages_check
+    BEFORE INSERT OR UPDATE OF topic, key, payload, headers ON outbox.messages
+    FOR EACH ROW EXECUTE FUNCTION outbox.messages_check();
+
+-- Used by capture(), which runs with its caller's rights; granted to PUBLIC
+-- below since it only validates its argument.
+CREATE FUNCTION outbox._check_topic(topic text) RETURNS void
+    LANGUAGE C IMMUTABLE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'outbox_check_topic_sql';
+
+-- ---------------------------------------------------------------------------
+-- Writing events
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION outbox.enqueue(topic text, key text, payload jsonb,
+                               headers jsonb DEFAULT NULL)
+    RETURNS bigint
+    LANGUAGE sql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+        INSERT INTO outbox.messages (topic, key, payload, headers)
+        VALUES ($1, $2, $3, $4)
+        RETURNING id
+    $$;
+
+CREATE FUNCTION outbox.emit(topic text, key text, payload jsonb,
+                            headers jsonb DEFAULT NULL)
+    RETURNS pg_lsn
+    LANGUAGE C VOLATILE
+    AS 'MODULE_PATHNAME', 'outbox_emit';
+
+-- Re-publishes a stored event through the WAL with its id; internal.
+CREATE FUNCTION outbox._emit_stored(id bigint, attempts integer, topic text,
+                                    key text, payload jsonb, headers jsonb)
+    RETURNS pg_lsn
+    LANGUAGE C VOLATILE
+    AS 'MODULE_PATHNAME', 'outbox_emit_stored';
+
+-- ---------------------------------------------------------------------------
+-- Capture triggers
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION outbox.capture_trigger() RETURNS trigger
+    LANGUAGE C
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'outbox_capture_trigger';
+
+CREATE FUNCTION outbox.capture(rel regclass, topic text,
+                               key_columns text[] DEFAULT NULL,
+                               events text[] DEFAULT '{insert,update,delete}')
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    ev text;
+    col text;
+    kinds text[] := '{}';
+BEGIN
+    IF rel IS NULL OR topic IS NULL THEN
+        RAISE EXCEPTION 'rel and topic must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM outbox._check_topic(topic);
+
+    IF events IS NULL OR pg_catalog.cardinality(events) = 0 THEN
+        RAISE EXCEPTION 'events must name at least one of insert, update, delete'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOREACH ev IN ARRAY events LOOP
+        IF ev IS NULL OR pg_catalog.lower(ev) NOT IN ('insert', 'update', 'delete') THEN
+            RAISE EXCEPTION 'invalid capture event "%"', ev
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'Capture events are insert, update and delete.',
+                      HINT = 'Pass a subset of ''{insert,update,delete}''.';
+        END IF;
+        IF NOT pg_catalog.upper(ev) = ANY (kinds) THEN
+            kinds := kinds || pg_catalog.upper(ev);
+        END IF;
+    END LOOP;
+
+    IF (SELECT c.relkind NOT IN ('r', 'p')
+          FROM pg_catalog.pg_class c WHERE c.oid = rel) THEN
+        RAISE EXCEPTION '% is not a table', rel
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'Only tables and partitioned tables can be captured.',
+                  HINT = 'Capture the table the view or foreign table reads from.';
+    END IF;
+    IF rel = 'outbox.messages'::regclass OR rel = 'outbox.dead_letters'::regclass THEN
+        RAISE EXCEPTION 'cannot capture the outbox''s own table %', rel
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The outbox writes these tables itself.',
+                  HINT = 'Capture the tables your application writes.';
+    END IF;
+
+    IF key_columns IS NOT NULL THEN
+        IF pg_catalog.cardinality(key_columns) = 0 THEN
+            RAISE EXCEPTION 'key_columns must be null or name at least one column'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        FOREACH col IN ARRAY key_columns LOOP
+            IF col IS NULL THEN
+                RAISE EXCEPTION 'key_columns must not contain null'
+                    USING ERRCODE = 'null_value_not_allowed';
+            END IF;
+            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                            WHERE a.attrelid = rel AND a.attname = col
+                              AND a.attnum > 0 AND NOT a.attisdropped) THEN
+                RAISE EXCEPTION 'column "%" of relation % does not exist', col, rel
+                    USING ERRCODE = 'undefined_column',
+                          HINT = 'key_columns takes column names exactly as stored, without quotes.';
+            END IF;
+        END LOOP;
+    END IF;
+
+    -- Replace an earlier capture: capture() is idempotent.
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                WHERE t.tgrelid = rel AND t.tgname = 'outbox_capture') THEN
+        EXECUTE pg_catalog.format('DROP TRIGGER outbox_capture ON %s', rel);
+    END IF;
+    EXECUTE pg_catalog.format(
+        'CREATE TRIGGER outbox_capture AFTER %s ON %s FOR EACH ROW '
+        'EXECUTE FUNCTION outbox.capture_trigger(%s)',
+        pg_catalog.array_to_string(kinds, ' OR '), rel,
+        pg_catalog.array_to_string(
+            ARRAY(SELECT pg_catalog.quote_literal(a)
+                    FROM pg_catalog.unnest(ARRAY[topic] || COALESCE(key_columns, '{}')) AS a),
+            ', '));
+END;
+$$;
+
+CREATE FUNCTION outbox.uncapture(rel regclass) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF rel IS NULL THEN
+        RAISE EXCEPTION 'rel must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                WHERE t.tgrelid = rel AND t.tgname = 'outbox_capture') THEN
+        EXECUTE pg_catalog.format('DROP TRIGGER outbox_capture ON %s', rel);
+    END IF;
+END;
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Consumer verdicts, redelivery, housekeeping
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION outbox.confirm(id bigint, status text DEFAULT 'confirmed',
+                               detail text DEFAULT NULL)
+    RETURNS boolean
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF status IS NULL OR status NOT IN ('confirmed', 'failed') THEN
+        RAISE EXCEPTION 'invalid confirm status "%"', status
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A consumer reports either confirmed or failed.',
+                  HINT = 'Use outbox.confirm(id) or outbox.confirm(id, ''failed'', detail).';
+    END IF;
+    UPDATE outbox.messages m
+       SET confirmed_at = pg_catalog.now(),
+           confirm_status = confirm.status,
+           confirm_detail = confirm.detail
+     WHERE m.id = confirm.id;
+    RETURN FOUND;
+END;
+$$;
+
+CREATE FUNCTION outbox.redeliver(older_than interval DEFAULT '5 minutes',
+                                 max_attempts integer DEFAULT 10)
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    m record;
+    n bigint := 0;
+BEGIN
+    IF older_than IS NULL OR older_than < '0'::interval THEN
+        RAISE EXCEPTION 'older_than must be a non-negative interval'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF max_attempts IS NULL OR max_attempts < 1 THEN
+        RAISE EXCEPTION 'max_attempts must be at least 1'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Rows another session holds are skipped (a concurrent confirm() or
+    -- redeliver() is deciding about them); the rest go out in id order.
+    FOR m IN
+        WITH due AS (
+            SELECT s.id FROM outbox.messages s
+             WHERE s.confirm_status IS DISTINCT FROM 'confirmed'
+               AND s.published_at <= pg_catalog.now() - older_than
+               AND s.attempts < max_attempts
+               FOR UPDATE SKIP LOCKED
+        ), done AS (
+            UPDATE outbox.messages u
+               SET attempts = u.attempts + 1,
+                   published_at = pg_catalog.now(),
+                   confirmed_at = NULL,
+                   confirm_status = NULL,
+                   confirm_detail = NULL
+              FROM due
+             WHERE u.id = due.id
+            RETURNING u.id, u.attempts, u.topic, u.key, u.payload, u.headers
+        )
+        SELECT * FROM done ORDER BY done.id
+    LOOP
+        PERFORM outbox._emit_stored(m.id, m.attempts, m.topic, m.key,
+                                    m.payload, m.headers);
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END;
+$$;
+
+CREATE FUNCTION outbox.purge(older_than interval) RETURNS bigint
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF older_than IS NULL OR older_than < '0'::interval THEN
+        RAISE EXCEPTION 'older_than must be a non-negative interval'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    DELETE FROM outbox.messages m
+     WHERE m.confirm_status = 'confirmed'
+       AND m.confirmed_at <= pg_catalog.now() - older_than;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END;
+$$;
+
+CREATE FUNCTION outbox.redrive(id bigint) RETURNS boolean
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    d record;
+    attempt integer := 1;
+BEGIN
+    UPDATE outbox.dead_letters x
+       SET redriven_at = pg_catalog.now(), redrives = x.redrives + 1
+     WHERE x.id = redrive.id
+    RETURNING x.message_id, x.topic, x.key, x.payload, x.headers INTO d;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF d.message_id IS NOT NULL THEN
+        UPDATE outbox.messages m
+           SET attempts = m.attempts + 1,
+               published_at = pg_catalog.now(),
+               confirmed_at = NULL,
+               confirm_status = NULL,
+               confirm_detail = NULL
+         WHERE m.id = d.message_id
+        RETURNING m.attempts INTO attempt;
+        attempt := COALESCE(attempt, 1);  -- the row may have been purged
+    END IF;
+    PERFORM outbox._emit_stored(d.message_id, attempt,
+                                d.topic, d.key, d.payload, d.headers);
+    RETURN true;
+END;
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Relay status
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION outbox._relay_status(
+    OUT pid integer,
+    OUT state text,
+    OUT slot_name text,
+    OUT database text,
+    OUT confirmed_lsn pg_lsn,
+    OUT decoded_lsn pg_lsn,
+    OUT delivered bigint,
+    OUT in_flight bigint,
+    OUT dead_lettered bigint,
+    OUT errors bigint,
+    OUT last_error text,
+    OUT last_error_at timestamptz,
+    OUT last_delivered_commit_time timestamptz,
+    OUT oldest_in_flight_commit_time timestamptz,
+    OUT started_at timestamptz)
+    RETURNS SETOF record
+    LANGUAGE C
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'outbox_relay_status';
+
+CREATE VIEW outbox.relay_status AS
+    SELECT s.pid,
+           s.state,
+           s.slot_name,
+           s.database,
+           s.confirmed_lsn,
+           s.decoded_lsn,
+           CASE WHEN r.restart_lsn IS NOT NULL
+                THEN pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(),
+                                                r.restart_lsn)::bigint
+           END AS wal_retained_bytes,
+           s.delivered,
+           s.last_delivered_commit_time,
+           CASE WHEN s.oldest_in_flight_commit_time IS NOT NULL
+                THEN pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()
+                                           - s.oldest_in_flight_commit_time)
+                ELSE 0
+           END::double precision AS lag_seconds,
+           s.in_flight,
+           s.dead_lettered,
+           s.errors,
+           s.last_error,
+           s.last_error_at,
+           s.started_at
+      FROM outbox._relay_status() s
+      LEFT JOIN pg_catalog.pg_replication_slots r ON r.slot_name = s.slot_name;
+
+-- ---------------------------------------------------------------------------
+-- Privileges: nothing for PUBLIC; see docs/sql-api.md
+-- ---------------------------------------------------------------------------
+
+REVOKE ALL ON ALL TABLES IN SCHEMA outbox FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA outbox FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION outbox._check_topic(text) TO PUBLIC;
+GRANT USAGE ON SCHEMA outbox TO pg_monitor;
+GRANT SELECT ON outbox.relay_status TO pg_monitor;
+GRANT EXECUTE ON FUNCTION outbox._relay_status() TO pg_monitor;
