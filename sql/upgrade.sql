@@ -21,6 +21,12 @@ SELECT pg_describe_object(classid, objid, 0) AS object
  WHERE refclassid = 'pg_extension'::regclass
    AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'outbox')
    AND deptype = 'e'
+   -- 17 and later also list each table's and view's row type and its array
+   -- type; leave them out so the list is the same on every server.
+   AND NOT EXISTS (SELECT FROM pg_type t
+                    WHERE classid = 'pg_type'::regclass AND t.oid = objid
+                      AND (t.typrelid <> 0 OR t.typelem IN
+                           (SELECT oid FROM pg_type WHERE typrelid <> 0)))
  ORDER BY 1;
 -- Rows of both tables and their identity sequences are kept by pg_dump.
 SELECT unnest(extconfig)::regclass AS dumped FROM pg_extension

@@ -129,7 +129,7 @@ set_key_columns(CaptureInfo *info, Relation rel, Trigger *trigger,
 	}
 	else
 	{
-		Oid			pkoid = RelationGetPrimaryKeyIndex(rel);
+		Oid			pkoid = outbox_relation_pk_index(rel);
 
 		if (OidIsValid(pkoid))
 		{

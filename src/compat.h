@@ -3,8 +3,9 @@
  * compat.h
  *	  Every PostgreSQL major-version difference the extension cares about.
  *
- * outbox targets PostgreSQL 15 and builds on 14 through 17.  Code outside
- * this header never tests PG_VERSION_NUM: it calls the shims below.
+ * outbox is built and tested on PostgreSQL 15, 17 and 18 (test/pgmatrix.sh)
+ * and written to build on 14 and 16 too.  Code outside this header never
+ * tests PG_VERSION_NUM: it calls the shims below.
  *
  * src/compat.h
  *
@@ -50,8 +51,39 @@
 	LogLogicalMessage((prefix), (data), (len), (transactional))
 #endif
 
-/* ReplicationSlotAcquire() gained error_if_invalid in 18; unchanged 14-17. */
+/*
+ * This process's index in ProcGlobal->allProcs: PGPROC lost its pgprocno
+ * field in 17, which computes the index from the pointer instead.
+ */
+#include "storage/proc.h"
+#if PG_VERSION_NUM >= 170000
+#define outbox_my_procno()	((uint32) GetNumberFromPGProc(MyProc))
+#else
+#define outbox_my_procno()	((uint32) MyProc->pgprocno)
+#endif
+
+/*
+ * ReplicationSlotAcquire() gained error_if_invalid in 18.  The relay checks
+ * for invalidation itself (outbox_slot_is_invalidated()) and reports it as a
+ * blocked state, so it never asks for the error.
+ */
+#if PG_VERSION_NUM >= 180000
+#define outbox_slot_acquire(name, nowait) \
+	ReplicationSlotAcquire((name), (nowait), false)
+#else
 #define outbox_slot_acquire(name, nowait) ReplicationSlotAcquire((name), (nowait))
+#endif
+
+/*
+ * The table's primary key index, InvalidOid if it has none or only a
+ * deferrable one.  18 added deferrable_ok; false keeps the behaviour of
+ * earlier releases, whose relcache never recorded a deferrable primary key.
+ */
+#if PG_VERSION_NUM >= 180000
+#define outbox_relation_pk_index(rel) RelationGetPrimaryKeyIndex((rel), false)
+#else
+#define outbox_relation_pk_index(rel) RelationGetPrimaryKeyIndex(rel)
+#endif
 
 /*
  * Was the slot invalidated because it retained too much WAL

@@ -88,7 +88,7 @@ outbox_status_begin(const char *database, const char *slot)
 	strlcpy(st->slot_name, slot, NAMEDATALEN);
 	st->started_at = GetCurrentTimestamp();
 	SpinLockRelease(&outbox_relay_shared->mutex);
-	pg_atomic_write_u32(&outbox_relay_shared->latch_procno, MyProc->pgprocno + 1);
+	pg_atomic_write_u32(&outbox_relay_shared->latch_procno, outbox_my_procno() + 1);
 }
 
 /* On worker exit: forget the latch, keep counters and last error visible. */

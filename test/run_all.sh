@@ -16,6 +16,8 @@
 #                     all brokers down 30 s
 #      7. docs        (test/doctest.pl) README's Quick start and the examples
 #                     in docs/, run as written, outputs checked
+#      8. matrix      (test/pgmatrix.sh) the core suites on PostgreSQL 17 and
+#                     18 in Debian chroots (OUTBOX_MATRIX=0 leaves it out)
 #    Prints one line per suite and "outbox: N passed, N failed" at the end;
 #    exits non-zero if anything failed.
 #
@@ -30,6 +32,10 @@
 #      OUTBOX_E2E_KAFKA3_TESTS      the e2e-kafka3 tests (default 2*_real_*.pl)
 #      OUTBOX_KEEP_KAFKA_DIR        keep the real clusters' directories
 #                                   (logs, data) in /tmp/outbox-kafka.*
+#      OUTBOX_MATRIX                0: leave the matrix suite out of the
+#                                   default suites
+#      OUTBOX_MATRIX_VERSIONS       major versions of the matrix suite
+#                                   (default "17 18")
 #
 set -uo pipefail
 
@@ -42,7 +48,9 @@ build_install || { echo "outbox: 0 passed, 1 failed"; exit 1; }
 BIN=$(pg_bindir)
 PERL_LIB=$PG_LIBDIR/lib/pgxs/src/test/perl
 PG_REGRESS=$PG_LIBDIR/lib/pgxs/src/test/regress/pg_regress
-SUITES=${OUTBOX_SUITES:-packaging regress pgtap broker e2e e2e-kafka e2e-kafka3 docs}
+MATRIX_SUITE=matrix
+[ "${OUTBOX_MATRIX:-1}" = 0 ] && MATRIX_SUITE=
+SUITES=${OUTBOX_SUITES:-packaging regress pgtap broker e2e e2e-kafka e2e-kafka3 docs $MATRIX_SUITE}
 # The end-to-end tests that make sense on a real Kafka; the others need the
 # mock's injected errors for most of what they check.
 E2E_KAFKA_TESTS=${OUTBOX_E2E_KAFKA_TESTS:-${OUTBOX_E2E_TESTS:-010_* 020_* 030_* 040_* 050_* 060_* 070_* 080_* 090_*}}
@@ -235,6 +243,20 @@ for suite in $SUITES; do
 		st=$?
 		read -r t f < <(prove_counts "$out")
 		record docs $st $((t - f)) "$f"
+		;;
+	matrix)
+		log "version matrix: PostgreSQL ${OUTBOX_MATRIX_VERSIONS:-17 18}"
+		out=$LOGDIR/matrix.out
+		# A version run on the host builds in its own directory, not in ours.
+		# shellcheck disable=SC2086
+		OUTBOX_BUILD_DIR=$OUTBOX_BUILD.matrix \
+			bash "$OUTBOX_ROOT/test/pgmatrix.sh" ${OUTBOX_MATRIX_VERSIONS:-17 18} 2>&1 | tee "$out"
+		st=${PIPESTATUS[0]}
+		# One line per version: "pgN: N passed, N failed (T s)".
+		while read -r name p _ f _; do
+			record "${name%:}" 0 "$p" "$f"
+		done < <(grep -E '^pg[0-9]+: [0-9]+ passed, [0-9]+ failed' "$out")
+		grep -qE '^pg[0-9]+: ' "$out" || record matrix "$st" 0 1
 		;;
 	*)
 		echo "unknown suite $suite" >&2
