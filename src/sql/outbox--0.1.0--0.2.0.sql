@@ -26,3 +26,15 @@ SELECT pg_catalog.decode(pg_catalog.replace(
            pg_catalog.gen_random_uuid()::text, '-', ''), 'hex');
 
 REVOKE ALL ON outbox._message_key FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------
+-- Write path (issue 6, point 18): enqueue() in C with a plan kept per
+-- backend, SECURITY DEFINER without a SET clause (see outbox.sql).
+-- ---------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION outbox.enqueue(topic text, key text, payload jsonb,
+                                          headers jsonb DEFAULT NULL)
+    RETURNS bigint
+    LANGUAGE C VOLATILE
+    SECURITY DEFINER
+    AS 'MODULE_PATHNAME', 'outbox_enqueue';
