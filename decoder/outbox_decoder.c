@@ -100,6 +100,10 @@ typedef struct OutboxTableCache
 	AttrNumber	att_payload;	/* column "payload" */
 	AttrNumber	att_headers;	/* column "headers" */
 	AttrNumber	att_attempts;	/* column "attempts" */
+	const char *problem;		/* why rows cannot be decoded (an event
+								 * column missing or of another type), or
+								 * NULL; points into problem_buf */
+	char		problem_buf[256];	/* storage for problem */
 	int			natts;			/* natts of the descriptor they came from */
 	Datum	   *values;			/* heap_deform_tuple output, natts long, in
 								 * TopMemoryContext */
@@ -308,11 +312,40 @@ messages_relid(void)
 	return table_cache.relid;
 }
 
-/* Find the columns read, by name, in the table's descriptor. */
+/*
+ * The event columns, their types, and where resolve_attnums() puts their
+ * attnums.  Every one must be there with exactly this type: a row of a
+ * table whose payload became json, say, is not an event with a null
+ * payload (a tombstone) but one that cannot be decoded.
+ */
+typedef struct EventColumn
+{
+	const char *name;			/* column name */
+	Oid			type;			/* its type */
+	const char *type_name;		/* the type's name, for messages */
+	AttrNumber *attnum;			/* where resolve_attnums() stores it */
+} EventColumn;
+
+static const EventColumn event_columns[] = {
+	{"id", INT8OID, "bigint", &table_cache.att_id},
+	{"topic", TEXTOID, "text", &table_cache.att_topic},
+	{"key", TEXTOID, "text", &table_cache.att_key},
+	{"payload", JSONBOID, "jsonb", &table_cache.att_payload},
+	{"headers", JSONBOID, "jsonb", &table_cache.att_headers},
+	{"attempts", INT4OID, "integer", &table_cache.att_attempts},
+};
+
+/*
+ * Find the event columns, by name, in the table's descriptor.  A missing
+ * column or one of another type makes every row undecodable: this sets
+ * table_cache.problem, reported with a WARNING once now (once per version of
+ * the table's definition) and again for every row skipped.
+ */
 static void
 resolve_attnums(TupleDesc desc)
 {
 	int			i;
+	int			c;
 
 	table_cache.att_id = InvalidAttrNumber;
 	table_cache.att_topic = InvalidAttrNumber;
@@ -321,50 +354,49 @@ resolve_attnums(TupleDesc desc)
 	table_cache.att_headers = InvalidAttrNumber;
 	table_cache.att_attempts = InvalidAttrNumber;
 
-	for (i = 0; i < desc->natts; i++)
+	table_cache.problem = NULL;
+
+	for (c = 0; c < lengthof(event_columns) && table_cache.problem == NULL; c++)
 	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-		const char *name = NameStr(att->attname);
-		AttrNumber *slot = NULL;
-		Oid			want = InvalidOid;
+		const EventColumn *col = &event_columns[c];
+		Form_pg_attribute found = NULL;
 
-		if (att->attisdropped)
+		for (i = 0; i < desc->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+
+			if (!att->attisdropped &&
+				strcmp(NameStr(att->attname), col->name) == 0)
+			{
+				found = att;
+				break;
+			}
+		}
+
+		if (found == NULL)
+			snprintf(table_cache.problem_buf, sizeof(table_cache.problem_buf),
+					 _("Table %s.%s has no column \"%s\" of type %s."),
+					 OUTBOX_SCHEMA_NAME, OUTBOX_TABLE_NAME,
+					 col->name, col->type_name);
+		else if (found->atttypid != col->type)
+			snprintf(table_cache.problem_buf, sizeof(table_cache.problem_buf),
+					 _("Column \"%s\" of table %s.%s has type %s, not %s."),
+					 col->name, OUTBOX_SCHEMA_NAME, OUTBOX_TABLE_NAME,
+					 format_type_be(found->atttypid), col->type_name);
+		else
+		{
+			*col->attnum = found->attnum;
 			continue;
-		if (strcmp(name, "id") == 0)
-		{
-			slot = &table_cache.att_id;
-			want = INT8OID;
 		}
-		else if (strcmp(name, "topic") == 0)
-		{
-			slot = &table_cache.att_topic;
-			want = TEXTOID;
-		}
-		else if (strcmp(name, "key") == 0)
-		{
-			slot = &table_cache.att_key;
-			want = TEXTOID;
-		}
-		else if (strcmp(name, "payload") == 0)
-		{
-			slot = &table_cache.att_payload;
-			want = JSONBOID;
-		}
-		else if (strcmp(name, "headers") == 0)
-		{
-			slot = &table_cache.att_headers;
-			want = JSONBOID;
-		}
-		else if (strcmp(name, "attempts") == 0)
-		{
-			slot = &table_cache.att_attempts;
-			want = INT4OID;
-		}
-
-		/* A column of an unexpected type is treated as missing. */
-		if (slot != NULL && att->atttypid == want)
-			*slot = att->attnum;
+		table_cache.problem = table_cache.problem_buf;
 	}
+
+	if (table_cache.problem != NULL)
+		ereport(WARNING,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("rows of outbox.messages cannot be decoded"),
+				 errdetail_internal("%s", table_cache.problem),
+				 errhint("Restore the column as created by the outbox extension; until then every event written to the table is skipped.")));
 
 	if (table_cache.natts < desc->natts)
 	{
@@ -502,20 +534,19 @@ row_to_event(Relation relation, HeapTuple tuple, OutboxEvent *ev,
 	bool	   *isnull = table_cache.isnull;
 	AttrNumber	a;
 
-	if (table_cache.att_topic == InvalidAttrNumber)
+	if (table_cache.problem != NULL)
 	{
-		*problem = _("The table has no text column \"topic\".");
+		*problem = table_cache.problem;
 		return false;
 	}
 	heap_deform_tuple(tuple, desc, values, isnull);
 
 	a = table_cache.att_id;
-	ev->has_id = (a != InvalidAttrNumber && !isnull[a - 1]);
+	ev->has_id = !isnull[a - 1];
 	ev->id = ev->has_id ? DatumGetInt64(values[a - 1]) : 0;
 
 	a = table_cache.att_attempts;
-	ev->attempts = (a != InvalidAttrNumber && !isnull[a - 1]) ?
-		DatumGetInt32(values[a - 1]) : 1;
+	ev->attempts = !isnull[a - 1] ? DatumGetInt32(values[a - 1]) : 1;
 
 	a = table_cache.att_topic;
 	if (isnull[a - 1])
@@ -532,7 +563,7 @@ row_to_event(Relation relation, HeapTuple tuple, OutboxEvent *ev,
 	}
 
 	a = table_cache.att_key;
-	if (a == InvalidAttrNumber || isnull[a - 1])
+	if (isnull[a - 1])
 	{
 		ev->key = NULL;
 		ev->key_len = 0;
@@ -546,11 +577,11 @@ row_to_event(Relation relation, HeapTuple tuple, OutboxEvent *ev,
 	}
 
 	a = table_cache.att_payload;
-	ev->payload = (a == InvalidAttrNumber || isnull[a - 1]) ? NULL :
+	ev->payload = isnull[a - 1] ? NULL :
 		DatumGetJsonbP(values[a - 1]);
 
 	a = table_cache.att_headers;
-	ev->headers = (a == InvalidAttrNumber || isnull[a - 1]) ? NULL :
+	ev->headers = isnull[a - 1] ? NULL :
 		DatumGetJsonbP(values[a - 1]);
 
 	return true;

@@ -2,10 +2,11 @@
  * outbox @EXTVERSION@: the transactional outbox, streamed from the WAL.
  *
  * Every function schema-qualifies what it touches.  SQL and PL/pgSQL
- * functions, and C functions that run SQL, pin search_path.  C functions
- * that resolve no names do not: a SET clause makes every call save and
- * restore the setting, which halves the speed of the per-row validation
- * trigger and of outbox.emit().
+ * functions pin search_path.  C functions that resolve no names under the
+ * caller's search_path do not (enqueue() and the capture trigger run only
+ * fully qualified statements with parameter types given as OIDs): a SET
+ * clause makes every call save and restore the setting, which halves the
+ * speed of the per-row validation trigger, of enqueue() and of emit().
  * Nothing but the side-effect-free outbox._check_topic() is executable by
  * PUBLIC: see docs/sql-api.md for the GRANTs an application role needs.
  */
@@ -125,30 +126,17 @@ SELECT pg_catalog.decode(pg_catalog.replace(
 -- Writing events
 -- ---------------------------------------------------------------------------
 
--- PL/pgSQL rather than SQL: a null topic is reported like emit() does,
--- before the INSERT draws an id from the sequence.
+-- C, with a plan prepared once per backend: an SQL function was parsed and
+-- planned again in every statement calling it.  SECURITY DEFINER without a
+-- SET clause: its one statement names only outbox.messages, qualified, with
+-- parameter types given as OIDs, so the caller's search_path resolves
+-- nothing (src/sql_api.c).  The messages_check trigger validates the row.
 CREATE FUNCTION outbox.enqueue(topic text, key text, payload jsonb,
                                headers jsonb DEFAULT NULL)
     RETURNS bigint
-    LANGUAGE plpgsql
+    LANGUAGE C VOLATILE
     SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
-    AS $$
-DECLARE
-    new_id bigint;
-BEGIN
-    IF topic IS NULL THEN
-        RAISE EXCEPTION 'outbox event topic must not be null'
-            USING ERRCODE = 'null_value_not_allowed',
-                  DETAIL = 'Every event is published to a Kafka topic.',
-                  HINT = 'Pass a Kafka topic name as the first argument.';
-    END IF;
-    INSERT INTO outbox.messages AS m (topic, key, payload, headers)
-    VALUES (enqueue.topic, enqueue.key, enqueue.payload, enqueue.headers)
-    RETURNING m.id INTO new_id;
-    RETURN new_id;
-END;
-$$;
+    AS 'MODULE_PATHNAME', 'outbox_enqueue';
 
 CREATE FUNCTION outbox.emit(topic text, key text, payload jsonb,
                             headers jsonb DEFAULT NULL)
@@ -507,6 +495,93 @@ CREATE VIEW outbox.relay_status AS
            s.started_at
       FROM outbox._relay_status() s
       LEFT JOIN pg_catalog.pg_replication_slots r ON r.slot_name = s.slot_name;
+
+-- ---------------------------------------------------------------------------
+-- Index for purge() (issue 6, point 13)
+-- ---------------------------------------------------------------------------
+
+-- purge() deletes confirmed rows by confirmed_at.  New rows have no verdict
+-- and never enter this partial index, so writing events pays only the
+-- evaluation of its predicate.  There is deliberately no index for
+-- redeliver(): every new row would enter it (see docs/sql-api.md for the
+-- measured cost and the statement to create one).
+CREATE INDEX messages_confirmed_idx ON outbox.messages (confirmed_at)
+    WHERE confirm_status = 'confirmed';
+
+-- ---------------------------------------------------------------------------
+-- Guard of the event columns (issue 6, point 15)
+-- ---------------------------------------------------------------------------
+
+-- The output plugin reads id, topic, key, payload, headers and attempts of
+-- outbox.messages with fixed types; a row of a table where one of them is
+-- missing or of another type cannot be decoded (and is skipped with a
+-- WARNING).  This event trigger refuses such an ALTER TABLE, and renaming
+-- or moving the table, instead.
+CREATE FUNCTION outbox._guard_messages() RETURNS event_trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    touched boolean;
+    msgs oid;
+    problem text;
+BEGIN
+    -- Fires for every ALTER TABLE in the database, as the role running it:
+    -- plain catalog reads only, no lookups that need USAGE on schema outbox.
+    SELECT true INTO touched
+      FROM pg_catalog.pg_event_trigger_ddl_commands() c
+      JOIN pg_catalog.pg_depend d
+        ON d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+       AND d.objid = c.objid AND d.objsubid = 0 AND d.deptype = 'e'
+       AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+      JOIN pg_catalog.pg_extension e
+        ON e.oid = d.refobjid AND e.extname = 'outbox'
+     WHERE c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+     LIMIT 1;
+    IF touched IS NULL THEN
+        RETURN;                 -- not a table of the extension
+    END IF;
+    SELECT r.oid INTO msgs
+      FROM pg_catalog.pg_class r
+      JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace
+     WHERE n.nspname = 'outbox' AND r.relname = 'messages';
+    IF msgs IS NULL THEN
+        RAISE EXCEPTION 'cannot rename or move table outbox.messages'
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'The outbox output plugin decodes inserts into the table outbox.messages only.',
+                  HINT = 'Leave the tables of the outbox extension where they are.';
+    END IF;
+    SELECT pg_catalog.string_agg(
+               CASE WHEN a.attname IS NULL
+                    THEN pg_catalog.format('column "%s" %s is missing', w.name, w.type)
+                    ELSE pg_catalog.format('column "%s" has type %s, not %s', w.name,
+                                           pg_catalog.format_type(a.atttypid, NULL), w.type)
+               END, '; ' ORDER BY w.ord)
+      INTO problem
+      FROM (VALUES (1, 'id', 'bigint'::pg_catalog.regtype),
+                   (2, 'topic', 'text'::pg_catalog.regtype),
+                   (3, 'key', 'text'::pg_catalog.regtype),
+                   (4, 'payload', 'jsonb'::pg_catalog.regtype),
+                   (5, 'headers', 'jsonb'::pg_catalog.regtype),
+                   (6, 'attempts', 'integer'::pg_catalog.regtype)) AS w(ord, name, type)
+      LEFT JOIN pg_catalog.pg_attribute a
+        ON a.attrelid = msgs AND a.attname = w.name
+       AND a.attnum > 0 AND NOT a.attisdropped
+     WHERE a.atttypid IS DISTINCT FROM w.type;
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot change the event columns of outbox.messages'
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = pg_catalog.format('After this command %s; the output plugin could not decode the table''s rows.', problem),
+                  HINT = 'Keep id bigint, topic text, key text, payload jsonb, headers jsonb and attempts integer; other columns may be added.';
+    END IF;
+END;
+$$;
+
+CREATE EVENT TRIGGER outbox_guard_messages ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION outbox._guard_messages();
+-- Also while session_replication_role = replica.
+ALTER EVENT TRIGGER outbox_guard_messages ENABLE ALWAYS;
 
 -- ---------------------------------------------------------------------------
 -- Privileges: nothing for PUBLIC; see docs/sql-api.md

@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+#
+# bench/write_path.sh — what writing an event costs the writing transaction.
+#
+# pgbench, C clients (default 8), synchronous_commit = on, relay idle
+# (extension installed and preloaded, outbox.kafka_brokers = ''). Every
+# transaction is
+#
+#     BEGIN; INSERT a business row; <one more statement>; COMMIT;
+#
+# and the variants differ only in that one statement:
+#
+#     bare     SELECT 1
+#     plain    INSERT INTO local_message (...) VALUES (...)   -- a hand-written outbox
+#     enqueue  SELECT outbox.enqueue(...)
+#     emit     SELECT outbox.emit(...)
+#
+# The variants run in R interleaved rounds of T seconds each, in a rotated
+# order per round, so that machine noise hits all of them alike. Prints
+# every round, then per variant the median tps and its ratios to bare and to
+# plain.
+#
+# Usage: bench/write_path.sh [--clients C] [--seconds T] [--rounds R]
+#            [--variants "bare plain enqueue emit"] [--protocol simple|prepared]
+#            [--sql STMT]... [--set 'guc = value']... [--pgbin DIR] [--keep]
+#
+#   --sql STMT   run STMT (as superuser) after CREATE EXTENSION, e.g.
+#                --sql 'DROP INDEX outbox.messages_unconfirmed_idx'
+#                to measure what an index of outbox.messages costs.
+#
+# bench/write_path.sh
+
+. "$(dirname "$0")/lib.sh"
+
+CLIENTS=8
+SECONDS_PER_RUN=10
+ROUNDS=3
+VARIANTS="bare plain enqueue emit"
+PROTOCOL=simple
+EXTRA_SQL=()
+EXTRA_CONF=""
+
+while [ $# -gt 0 ]; do
+	case $1 in
+	--clients) CLIENTS=$2; shift 2 ;;
+	--seconds) SECONDS_PER_RUN=$2; shift 2 ;;
+	--rounds) ROUNDS=$2; shift 2 ;;
+	--variants) VARIANTS=$2; shift 2 ;;
+	--protocol) PROTOCOL=$2; shift 2 ;;
+	--sql) EXTRA_SQL+=("$2"); shift 2 ;;
+	--set) EXTRA_CONF+="$2"$'\n'; shift 2 ;;
+	--pgbin) PGBIN=$2; shift 2 ;;
+	--keep) BENCH_KEEP=1; shift ;;
+	-h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	*) die "unknown option $1 (see --help)" ;;
+	esac
+done
+
+if [ -z "${PGBIN:-}" ]; then
+	command -v pg_config >/dev/null || die "pg_config not found; pass --pgbin DIR or set PGBIN"
+	PGBIN=$(pg_config --bindir)
+fi
+[ -x "$PGBIN/pgbench" ] || die "no pgbench in $PGBIN"
+for v in $VARIANTS; do
+	case $v in bare|plain|enqueue|emit) ;; *) die "unknown variant $v" ;; esac
+done
+
+bench_setup_tmp
+bench_init_cluster "synchronous_commit = on
+max_connections = 50
+$EXTRA_CONF"
+bench_pg_start
+
+log "setting up schema"
+bpsql <<'EOF'
+CREATE EXTENSION outbox;
+CREATE ROLE app LOGIN;
+GRANT USAGE ON SCHEMA outbox TO app;
+GRANT EXECUTE ON FUNCTION outbox.enqueue(text, text, jsonb, jsonb),
+                          outbox.emit(text, text, jsonb, jsonb) TO app;
+CREATE TABLE public.orders (
+    id          bigserial PRIMARY KEY,
+    customer    integer NOT NULL,
+    amount      numeric(12,2) NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+-- The hand-written outbox that enqueue() replaces.
+CREATE TABLE public.local_message (
+    id          bigserial PRIMARY KEY,
+    topic       text NOT NULL,
+    key         text,
+    payload     jsonb,
+    headers     jsonb,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE public.orders OWNER TO app;
+ALTER TABLE public.local_message OWNER TO app;
+EOF
+for s in "${EXTRA_SQL[@]}"; do
+	log "running: $s"
+	bpsql -c "$s"
+done
+
+# One script per variant. Payload as in drain.sh (about 115 bytes of JSON).
+PAYLOAD='{"order_id": :id, "customer_id": :c, "amount": 42.50, "currency": "EUR", "status": "created", "created_at": "2026-11-20T12:00:00Z"}'
+HEADERS='{"type": "order.created"}'
+for v in $VARIANTS; do
+	case $v in
+	bare) stmt="SELECT 1;" ;;
+	plain) stmt="INSERT INTO public.local_message (topic, key, payload, headers) VALUES ('orders', 'customer-' || :c, '$PAYLOAD', '$HEADERS');" ;;
+	enqueue) stmt="SELECT outbox.enqueue('orders', 'customer-' || :c, '$PAYLOAD', '$HEADERS');" ;;
+	emit) stmt="SELECT outbox.emit('orders', 'customer-' || :c, '$PAYLOAD', '$HEADERS');" ;;
+	esac
+	cat > "$BENCH_TMP/$v.sql" <<EOF
+\set c random(0, 999)
+\set id random(1, 1000000000)
+BEGIN;
+INSERT INTO public.orders (customer, amount) VALUES (:c, 42.50);
+$stmt
+COMMIT;
+EOF
+done
+chown -R postgres: "$BENCH_TMP" 2>/dev/null || true
+
+run_variant()
+{
+	local v=$1 out="$BENCH_TMP/$v.round$2.out"
+	as_pg "$PGBIN/pgbench" -n -h "$BENCH_SOCK" -p "$BENCH_PORT" -U app -d postgres \
+		-c "$CLIENTS" -j "$CLIENTS" -T "$SECONDS_PER_RUN" -M "$PROTOCOL" \
+		-f "$BENCH_TMP/$v.sql" >"$out" 2>&1 || { cat "$out" >&2; die "pgbench failed for $v"; }
+	grep -Eo 'tps = [0-9.]+' "$out" | head -1 | awk '{print $3}'
+}
+
+# Warm-up: a short run of each variant (caches, relation extension).
+log "warm-up"
+for v in $VARIANTS; do
+	SECONDS_PER_RUN_SAVED=$SECONDS_PER_RUN
+	SECONDS_PER_RUN=2
+	run_variant "$v" 0 >/dev/null
+	SECONDS_PER_RUN=$SECONDS_PER_RUN_SAVED
+done
+
+read -r -a vlist <<<"$VARIANTS"
+n=${#vlist[@]}
+printf '%-6s' round
+for v in "${vlist[@]}"; do printf '%12s' "$v"; done
+printf '\n'
+for r in $(seq 1 "$ROUNDS"); do
+	declare -A tps=()
+	for i in $(seq 0 $((n - 1))); do
+		v=${vlist[$(((i + r - 1) % n))]}
+		tps[$v]=$(run_variant "$v" "$r")
+		echo "${tps[$v]}" >>"$BENCH_TMP/$v.tps"
+	done
+	printf '%-6s' "$r"
+	for v in "${vlist[@]}"; do printf '%12.0f' "${tps[$v]}"; done
+	printf '\n'
+	unset tps
+done
+
+declare -A med=()
+for v in "${vlist[@]}"; do
+	med[$v]=$(median <"$BENCH_TMP/$v.tps")
+done
+printf '\n%-10s %10s %10s %10s\n' variant "tps(med)" "vs bare" "vs plain"
+for v in "${vlist[@]}"; do
+	rb=n/a rp=n/a
+	[ -n "${med[bare]:-}" ] && rb=$(echo "scale=3; ${med[$v]} / ${med[bare]}" | bc)
+	[ -n "${med[plain]:-}" ] && rp=$(echo "scale=3; ${med[$v]} / ${med[plain]}" | bc)
+	printf '%-10s %10.0f %10s %10s\n' "$v" "${med[$v]}" "$rb" "$rp"
+done
+rows=$(bpsql -c "SELECT count(*) FROM outbox.messages")
+log "outbox.messages holds $rows rows; clients=$CLIENTS seconds=$SECONDS_PER_RUN rounds=$ROUNDS protocol=$PROTOCOL"
