@@ -155,6 +155,17 @@ SELECT outbox.adopt('events_text', '{"route.tombstone.on.empty.payload": false}'
 INSERT INTO events_text VALUES (6, 'note', 'f', '');
 SELECT * FROM adopt_events();
 
+-- Large (toasted) payloads, keys and headers are read whole.
+ALTER TABLE events_text ALTER COLUMN payload SET STORAGE EXTERNAL,
+                        ALTER COLUMN aggregateid SET STORAGE EXTERNAL;
+INSERT INTO events_text
+SELECT 100 + n, 'note', repeat('k', 3000), '{"big": "' || repeat(md5(n::text), 300) || '"}'
+  FROM generate_series(1, 2) n;
+SELECT length(data::jsonb->>'key') AS key_length,
+       length(data::jsonb->'payload'->>'big') AS payload_length,
+       data::jsonb->'headers'->>'id' AS id
+  FROM pg_logical_slot_get_changes('adopt', NULL, NULL);
+
 -- Envelope placement: the value becomes {"payload": ..., alias: value}.
 SELECT outbox.adopt('events_text', '{
     "table.fields.additional.placement": "id:envelope:eventId,aggregateid:envelope,aggregatetype:header:t"
