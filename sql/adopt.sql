@@ -115,7 +115,8 @@ COMMIT;
 SELECT outbox.unadopt('outboxevent');  -- idempotent
 SELECT * FROM adopt_events();
 
--- bigint ids, other column names, a json payload.
+-- bigint ids, other column names, a json payload (sent as compact JSON on
+-- one line, white space inside strings kept).
 CREATE TABLE events_json (
     event_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     kind       text NOT NULL,
@@ -131,11 +132,12 @@ SELECT outbox.adopt('events_json', '{
     "table.field.event.timestamp": "created"
 }');
 INSERT INTO events_json (kind, entity, body) VALUES
-    ('invoice', 42, '{ "spaced" : [1, 2] }'),
+    ('invoice', 42, E'{ "spaced" : [1, 2],\n  "kept": "a  b\\n" }'),
     ('invoice', NULL, NULL);
 SELECT * FROM adopt_events();
 
--- A text payload: JSON text is sent as it is; other text as a JSON string;
+-- A text payload: JSON text is sent as compact JSON; other text as a JSON
+-- string;
 -- with route.tombstone.on.empty.payload, blank text is a tombstone.
 CREATE TABLE events_text (
     id            bigint PRIMARY KEY,

@@ -12,9 +12,9 @@
  *	           groups substituted, otherwise the value itself (Kafka
  *	           Connect's RegexRouter)
  *	  key      the table.field.event.key column as text (null stays null)
- *	  value    the table.field.event.payload column as JSON: jsonb as compact
- *	           JSON, json as stored, text as stored when it is JSON and as a
- *	           JSON string otherwise; with envelope placements an object
+ *	  value    the table.field.event.payload column as compact JSON: jsonb
+ *	           as always, json and text holding JSON without white space
+ *	           (member order kept), other text as a JSON string; with envelope placements an object
  *	           {"payload": ..., alias: value, ...}; null (and, with
  *	           route.tombstone.on.empty.payload, blank text) a tombstone
  *	  headers  "id" (table.field.event.id as text) and the header
@@ -922,6 +922,45 @@ json_text_valid(const char *s, int len)
 	return pg_parse_json(lex, &nullSemAction) == JSON_SUCCESS;
 }
 
+/*
+ * Append JSON text without its insignificant white space, so that every
+ * value is compact JSON on one line, as for jsonb payloads.  s must be
+ * valid JSON; member order and duplicate keys are kept as written.
+ */
+static void
+append_compacted_json(StringInfo out, const char *s, int len)
+{
+	bool		in_string = false;
+	bool		escaped = false;
+	int			start = 0;
+	int			i;
+
+	for (i = 0; i < len; i++)
+	{
+		char		c = s[i];
+
+		if (in_string)
+		{
+			if (escaped)
+				escaped = false;
+			else if (c == '\\')
+				escaped = true;
+			else if (c == '"')
+				in_string = false;
+		}
+		else if (c == '"')
+			in_string = true;
+		else if (c == ' ' || c == '\t' || c == '\n' || c == '\r')
+		{
+			if (i > start)
+				appendBinaryStringInfo(out, s + start, i - start);
+			start = i + 1;
+		}
+	}
+	if (len > start)
+		appendBinaryStringInfo(out, s + start, len - start);
+}
+
 /* The topic of a route.by.field value (RegexRouter's rule). */
 static bool
 route_topic(const AdoptConfig *cfg, const char *value, int len,
@@ -1054,7 +1093,7 @@ outbox_adopt_row_to_event(const AdoptConfig *cfg, const AdoptBinding *bind,
 			{
 				/* json was checked by json_in; text may hold anything */
 				if (type == JSONOID || json_text_valid(s, len))
-					appendBinaryStringInfo(&payload, s, len);
+					append_compacted_json(&payload, s, len);
 				else
 					outbox_append_json_string(&payload, s, len);
 				has_payload = true;
