@@ -7,6 +7,10 @@
  *
  *	  - INSERTs into outbox.messages (UPDATEs, DELETEs and every other table
  *		are ignored);
+ *	  - INSERTs into tables adopted with outbox.adopt() (listed in the user
+ *		catalog table outbox.adopted), shaped as Debezium's Outbox Event
+ *		Router shapes its records by src/adopt.c; DELETEs of them are
+ *		ignored, UPDATEs reported with a WARNING;
  *	  - transactional logical messages with prefix "outbox" written by the
  *		extension itself (outbox.emit(), redeliver(), redrive()): each
  *		carries an authentication code (src/msgauth.h); messages anyone
