@@ -717,7 +717,7 @@ adopted_change(LogicalDecodingContext *ctx, OutboxDecodingData *data,
 				 errmsg("skipping row of adopted outbox table \"%s\"",
 						RelationGetRelationName(relation)),
 				 errdetail_internal("%s", problem),
-				 errhint("Call outbox.adopt() again with options that fit the table."),
+				 errhint("Keep the route.by.field column NOT NULL; after a change to the table, call outbox.adopt() again."),
 				 errcontext("transaction %u committed at %X/%X",
 							txn->xid, LSN_FORMAT_ARGS(txn->final_lsn))));
 
