@@ -16,6 +16,8 @@ OBJS = \
 	src/sql_api.o \
 	src/capture.o \
 	src/identity.o \
+	src/adopt.o \
+	src/adopt_sql.o \
 	src/relay_shmem.o \
 	src/launcher.o \
 	src/relay_worker.o \
@@ -38,7 +40,8 @@ DATA		= $(OLD_INSTALL_SCRIPTS) $(UPGRADE_SCRIPTS)
 REGRESS_API		= api_enqueue api_validation api_emit api_capture api_confirm api_security api_hostile \
 			  api_lifecycle api_write_path
 REGRESS_DECODER	= decoder_basic decoder_txn decoder_2pc decoder_emit decoder_options decoder_columns
-REGRESS		= $(REGRESS_API) $(REGRESS_DECODER) upgrade
+REGRESS_ADOPT	= adopt adopt_security
+REGRESS		= $(REGRESS_API) $(REGRESS_DECODER) $(REGRESS_ADOPT) upgrade
 REGRESS_OPTS	= --temp-instance=tmp_check --temp-config=test/regress.conf
 
 PG_CPPFLAGS	= -I$(srcdir)/src -I$(srcdir)/decoder
@@ -64,7 +67,7 @@ all: $(TEST_PROGRAMS)
 sql/$(EXTENSION)--$(EXTVERSION).sql: src/sql/outbox.sql $(EXTENSION).control
 	sed 's/@EXTVERSION@/$(EXTVERSION)/g' $< > $@
 
-$(OBJS): src/compat.h src/outbox.h src/event.h src/msgauth.h decoder/wire.h
+$(OBJS): src/compat.h src/outbox.h src/event.h src/msgauth.h src/adopt.h decoder/wire.h
 
 test/broker/%: test/broker/%.c test/broker/broker_util.h
 	$(CC) $(CFLAGS_SL_NONE) -O2 -g -Wall -Wextra -Wno-unused-parameter -o $@ $< -lrdkafka -lpthread

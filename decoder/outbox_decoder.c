@@ -7,6 +7,10 @@
  *
  *	  - INSERTs into outbox.messages (UPDATEs, DELETEs and every other table
  *		are ignored);
+ *	  - INSERTs into tables adopted with outbox.adopt() (listed in the user
+ *		catalog table outbox.adopted), shaped as Debezium's Outbox Event
+ *		Router shapes its records by src/adopt.c; DELETEs of them are
+ *		ignored, UPDATEs reported with a WARNING;
  *	  - transactional logical messages with prefix "outbox" written by the
  *		extension itself (outbox.emit(), redeliver(), redrive()): each
  *		carries an authentication code (src/msgauth.h); messages anyone
@@ -36,7 +40,9 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/table.h"
 #include "access/tupdesc.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
@@ -56,6 +62,7 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
+#include "adopt.h"
 #include "compat.h"
 #include "event.h"
 #include "msgauth.h"
@@ -112,6 +119,37 @@ typedef struct OutboxTableCache
 
 static OutboxTableCache table_cache;
 
+/* One adopted table, as read from outbox.adopted. */
+typedef struct AdoptedTable
+{
+	Oid			relid;			/* the adopted table */
+	bool		usable;			/* did its options parse? */
+	char	   *problem;		/* why not, when not */
+	AdoptConfig cfg;			/* its options */
+	bool		bound;			/* is bind current? */
+	bool		bind_ok;		/* did binding succeed? */
+	AdoptError	bind_error;		/* why not, when not */
+	AdoptBinding bind;			/* its columns */
+} AdoptedTable;
+
+/*
+ * The adoptions as of the change being decoded, for this backend.  Rebuilt
+ * after any relcache invalidation of outbox.adopted (adopt() and unadopt()
+ * send one) or of an adopted table, and after pg_class or pg_namespace
+ * changes (CREATE/DROP EXTENSION).  Lives in its own context, reset when
+ * rebuilt.
+ */
+typedef struct AdoptionCache
+{
+	bool		valid;			/* is the list below current? */
+	Oid			table_relid;	/* OID of outbox.adopted, or InvalidOid */
+	int			ntables;		/* entries of tables */
+	AdoptedTable *tables;		/* the adoptions */
+	MemoryContext cxt;			/* holds all of it */
+} AdoptionCache;
+
+static AdoptionCache adoption_cache;
+
 /* Have the invalidation callbacks been registered in this backend? */
 static bool callbacks_registered = false;
 
@@ -138,6 +176,12 @@ static void parse_options(List *options, OutboxDecodingData *data);
 static void invalidate_relcache_cb(Datum arg, Oid relid);
 static void invalidate_syscache_cb(Datum arg, int cacheid, uint32 hashvalue);
 static Oid	messages_relid(void);
+static void adoption_cache_reset(void);
+static AdoptedTable *adopted_table(Oid relid);
+static void adopted_change(LogicalDecodingContext *ctx,
+						   OutboxDecodingData *data, ReorderBufferTXN *txn,
+						   Relation relation, ReorderBufferChange *change,
+						   AdoptedTable *at);
 static void resolve_attnums(TupleDesc desc);
 static bool row_to_event(Relation relation, HeapTuple tuple,
 						 OutboxEvent *ev, const char **problem);
@@ -204,6 +248,7 @@ outbox_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt,
 	/* Never trust a cache filled under another session's snapshot. */
 	table_cache.relid_valid = false;
 	table_cache.attnums_valid = false;
+	adoption_cache.valid = false;
 }
 
 /*
@@ -270,10 +315,20 @@ outbox_shutdown(LogicalDecodingContext *ctx)
 static void
 invalidate_relcache_cb(Datum arg, Oid relid)
 {
+	int			i;
+
 	if (relid == InvalidOid || relid == table_cache.relid)
 	{
 		table_cache.relid_valid = false;
 		table_cache.attnums_valid = false;
+	}
+	if (relid == InvalidOid || relid == adoption_cache.table_relid)
+		adoption_cache.valid = false;
+	else if (adoption_cache.valid)
+	{
+		for (i = 0; i < adoption_cache.ntables; i++)
+			if (adoption_cache.tables[i].relid == relid)
+				adoption_cache.valid = false;
 	}
 }
 
@@ -287,6 +342,7 @@ invalidate_syscache_cb(Datum arg, int cacheid, uint32 hashvalue)
 {
 	table_cache.relid_valid = false;
 	table_cache.attnums_valid = false;
+	adoption_cache.valid = false;
 }
 
 /*
@@ -493,9 +549,15 @@ outbox_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	OutboxEvent ev;
 	const char *problem;
 
-	if (change->action != REORDER_BUFFER_CHANGE_INSERT)
-		return;
 	if (RelationGetRelid(relation) != messages_relid())
+	{
+		AdoptedTable *at = adopted_table(RelationGetRelid(relation));
+
+		if (at != NULL)
+			adopted_change(ctx, data, txn, relation, change, at);
+		return;
+	}
+	if (change->action != REORDER_BUFFER_CHANGE_INSERT)
 		return;
 	tuple = outbox_change_newtuple(change);
 	if (tuple == NULL)
@@ -513,6 +575,181 @@ outbox_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("skipping undecodable row of outbox.messages"),
 				 errdetail_internal("%s", problem),
+				 errcontext("transaction %u committed at %X/%X",
+							txn->xid, LSN_FORMAT_ARGS(txn->final_lsn))));
+
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextReset(data->scratch);
+}
+
+/* ---------------------------------------------------------------------
+ * Adopted tables (src/adopt.h)
+ * ---------------------------------------------------------------------
+ */
+
+/* Forget the adoptions, freeing their compiled regexes. */
+static void
+adoption_cache_reset(void)
+{
+	int			i;
+
+	for (i = 0; i < adoption_cache.ntables; i++)
+		outbox_adopt_free(&adoption_cache.tables[i].cfg);
+	adoption_cache.ntables = 0;
+	adoption_cache.tables = NULL;
+	adoption_cache.table_relid = InvalidOid;
+	if (adoption_cache.cxt == NULL)
+		adoption_cache.cxt = AllocSetContextCreate(TopMemoryContext,
+												   "outbox decoder adoptions",
+												   ALLOCSET_SMALL_SIZES);
+	else
+		MemoryContextReset(adoption_cache.cxt);
+}
+
+/*
+ * The adoption of relid as of the change being decoded, or NULL.  Reads
+ * outbox.adopted under the historic snapshot (it is a user catalog table)
+ * when the cache was invalidated.
+ */
+static AdoptedTable *
+adopted_table(Oid relid)
+{
+	int			i;
+
+	if (!adoption_cache.valid)
+	{
+		Oid			nspid;
+		Oid			table_relid = InvalidOid;
+		MemoryContext oldcxt;
+
+		adoption_cache_reset();
+		nspid = get_namespace_oid(OUTBOX_SCHEMA_NAME, true);
+		if (OidIsValid(nspid))
+			table_relid = get_relname_relid(OUTBOX_ADOPTED_TABLE_NAME, nspid);
+		adoption_cache.table_relid = table_relid;
+		/* an invalidation arriving while this runs makes it run again */
+		adoption_cache.valid = true;
+
+		oldcxt = MemoryContextSwitchTo(adoption_cache.cxt);
+		if (OidIsValid(table_relid))
+		{
+			Relation	rel = table_open(table_relid, AccessShareLock);
+			TupleDesc	desc = RelationGetDescr(rel);
+
+			/* never read a table that is not ours under a historic snapshot */
+			if (RelationIsUsedAsCatalogTable(rel) && desc->natts >= 2 &&
+				TupleDescAttr(desc, 0)->atttypid == REGCLASSOID &&
+				TupleDescAttr(desc, 1)->atttypid == JSONBOID)
+			{
+				SysScanDesc scan = systable_beginscan(rel, InvalidOid, false,
+													  NULL, 0, NULL);
+				HeapTuple	tuple;
+				int			max = 4;
+
+				adoption_cache.tables = palloc0(max * sizeof(AdoptedTable));
+				while (HeapTupleIsValid(tuple = systable_getnext(scan)))
+				{
+					bool		relid_null;
+					bool		options_null;
+					Datum		r = heap_getattr(tuple, 1, desc, &relid_null);
+					Datum		o = heap_getattr(tuple, 2, desc, &options_null);
+					AdoptedTable *at;
+					AdoptError	err;
+
+					if (relid_null)
+						continue;
+					if (adoption_cache.ntables == max)
+					{
+						max *= 2;
+						adoption_cache.tables = repalloc(adoption_cache.tables,
+														 max * sizeof(AdoptedTable));
+					}
+					at = &adoption_cache.tables[adoption_cache.ntables++];
+					memset(at, 0, sizeof(AdoptedTable));
+					at->relid = DatumGetObjectId(r);
+					at->usable = outbox_adopt_parse(options_null ? NULL :
+													DatumGetJsonbPCopy(o),
+													&at->cfg, &err);
+					if (!at->usable)
+						at->problem = psprintf("%s: %s", err.message,
+											   err.detail ? err.detail : "");
+				}
+				systable_endscan(scan);
+			}
+			table_close(rel, AccessShareLock);
+		}
+		MemoryContextSwitchTo(oldcxt);
+	}
+
+	for (i = 0; i < adoption_cache.ntables; i++)
+		if (adoption_cache.tables[i].relid == relid)
+			return &adoption_cache.tables[i];
+	return NULL;
+}
+
+/*
+ * A change of an adopted table.  INSERTs are events; DELETEs are ignored
+ * (writers often delete what they inserted, in the same transaction, as
+ * Debezium's router expects); UPDATEs are reported according to
+ * table.op.invalid.behavior, as a WARNING whatever the value: an ERROR
+ * here would stop decoding at this record for good.
+ */
+static void
+adopted_change(LogicalDecodingContext *ctx, OutboxDecodingData *data,
+			   ReorderBufferTXN *txn, Relation relation,
+			   ReorderBufferChange *change, AdoptedTable *at)
+{
+	MemoryContext oldcxt;
+	HeapTuple	tuple;
+	OutboxEvent ev;
+	const char *problem = NULL;
+
+	if (change->action == REORDER_BUFFER_CHANGE_UPDATE)
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("skipping UPDATE of adopted outbox table \"%s\"",
+						RelationGetRelationName(relation)),
+				 errdetail("Only INSERTs into an adopted table are events; table.op.invalid.behavior is \"%s\".",
+						   outbox_adopt_op_behavior_name(at->cfg.op_behavior)),
+				 errhint("Insert a new row for a new event instead of updating one."),
+				 errcontext("transaction %u committed at %X/%X",
+							txn->xid, LSN_FORMAT_ARGS(txn->final_lsn))));
+		return;
+	}
+	if (change->action != REORDER_BUFFER_CHANGE_INSERT)
+		return;
+	tuple = outbox_change_newtuple(change);
+	if (tuple == NULL)
+		return;
+
+	if (at->usable && !at->bound)
+	{
+		oldcxt = MemoryContextSwitchTo(adoption_cache.cxt);
+		at->bind_ok = outbox_adopt_bind(&at->cfg, RelationGetDescr(relation),
+										&at->bind, &at->bind_error);
+		at->bound = true;
+		MemoryContextSwitchTo(oldcxt);
+	}
+
+	oldcxt = MemoryContextSwitchTo(data->scratch);
+	if (!at->usable)
+		problem = at->problem;
+	else if (!at->bind_ok)
+		problem = psprintf("%s: %s", at->bind_error.message,
+						   at->bind_error.detail ? at->bind_error.detail : "");
+	else if (outbox_adopt_row_to_event(&at->cfg, &at->bind,
+									   RelationGetDescr(relation), tuple,
+									   &ev, &problem))
+		write_event(ctx, data, &ev);
+
+	if (problem != NULL)
+		ereport(WARNING,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg("skipping row of adopted outbox table \"%s\"",
+						RelationGetRelationName(relation)),
+				 errdetail_internal("%s", problem),
+				 errhint("Keep the route.by.field column NOT NULL; after a change to the table, call outbox.adopt() again."),
 				 errcontext("transaction %u committed at %X/%X",
 							txn->xid, LSN_FORMAT_ARGS(txn->final_lsn))));
 
@@ -540,6 +777,8 @@ row_to_event(Relation relation, HeapTuple tuple, OutboxEvent *ev,
 		return false;
 	}
 	heap_deform_tuple(tuple, desc, values, isnull);
+	ev->payload_json = NULL;
+	ev->payload_json_len = 0;
 
 	a = table_cache.att_id;
 	ev->has_id = !isnull[a - 1];
@@ -690,7 +929,9 @@ append_json_event(StringInfo out, OutboxDecodingData *data,
 		appendBinaryStringInfo(out, "null", 4);
 
 	appendBinaryStringInfo(out, ",\"payload\":", 11);
-	if (ev->payload != NULL)
+	if (ev->payload_json != NULL)
+		appendBinaryStringInfo(out, ev->payload_json, ev->payload_json_len);
+	else if (ev->payload != NULL)
 		outbox_append_compact_json(out, ev->payload);
 	else
 		appendBinaryStringInfo(out, "null", 4);
@@ -754,7 +995,7 @@ append_binary_event(StringInfo out, OutboxDecodingData *data,
 		flags |= OUTBOX_WIRE_HAS_ID;
 	if (ev->key != NULL)
 		flags |= OUTBOX_WIRE_HAS_KEY;
-	if (ev->payload != NULL)
+	if (ev->payload != NULL || ev->payload_json != NULL)
 		flags |= OUTBOX_WIRE_HAS_PAYLOAD;
 
 	enlargeStringInfo(out, OUTBOX_WIRE_EVENT_FIXED + ev->topic_len +
@@ -784,7 +1025,12 @@ append_binary_event(StringInfo out, OutboxDecodingData *data,
 	/* payload_len is known only once the JSON text is written */
 	pos = out->len;
 	append_uint32(out, 0);
-	if (ev->payload != NULL)
+	if (ev->payload_json != NULL)
+	{
+		appendBinaryStringInfo(out, ev->payload_json, ev->payload_json_len);
+		put_uint32(out, pos, (uint32) ev->payload_json_len);
+	}
+	else if (ev->payload != NULL)
 	{
 		outbox_append_compact_json(out, ev->payload);
 		put_uint32(out, pos, (uint32) (out->len - pos - 4));

@@ -177,6 +177,14 @@ outbox_init_materialized_srf(FunctionCallInfo fcinfo)
 	 &(change)->data.tp.newtuple->tuple : (HeapTuple) NULL)
 #endif
 
+/* pg_class_ownercheck() became object_ownercheck() in 16. */
+#if PG_VERSION_NUM >= 160000
+#define outbox_rel_ownercheck(relid, roleid) \
+	object_ownercheck(RelationRelationId, (relid), (roleid))
+#else
+#define outbox_rel_ownercheck(relid, roleid) pg_class_ownercheck((relid), (roleid))
+#endif
+
 /* 15.19 (Debian) and later gate output plugins on output_plugin_libraries. */
 #define OUTBOX_PLUGIN_ALLOWLIST_GUC "output_plugin_libraries"
 

@@ -705,6 +705,8 @@ outbox_message_decode(const char *data, Size len, OutboxEvent *ev,
 	int64		id;
 
 	*problem = NULL;
+	ev->payload_json = NULL;
+	ev->payload_json_len = 0;
 	if (len < 2 || data[0] != OUTBOX_MESSAGE_MAGIC)
 	{
 		*problem = _("The message content is not outbox-encoded.");

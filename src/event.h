@@ -78,6 +78,9 @@ typedef struct OutboxEvent
 	int			key_len;		/* length of key */
 	Jsonb	   *payload;		/* payload, or NULL for a tombstone */
 	Jsonb	   *headers;		/* headers object, or NULL */
+	const char *payload_json;	/* payload as JSON text, used instead of
+								 * payload when not NULL (adopted tables) */
+	int			payload_json_len;	/* length of payload_json */
 } OutboxEvent;
 
 /*

@@ -12,11 +12,15 @@
  *	                  (used by sql_api.c and the decoder)
  *	  sql_api.c       SQL-callable C functions (emit, validation trigger)
  *	  capture.c       the capture trigger
+ *	  adopt.c         adopted tables: Debezium Outbox Event Router options
+ *	                  and the event a row becomes (used by the decoder)
+ *	  adopt_sql.c     outbox.adopt() and outbox.unadopt()
  *	  relay_shmem.c   relay status in shared memory, outbox._relay_status()
  *	  launcher.c      the launcher worker: starts and restarts the relay
  *	  relay_worker.c  the relay worker: slot, decoding loop, ack gating
  *	  kafka_sink.c    librdkafka producer and in-flight tracking
- *	  decoder/        the `outbox` output plugin; depends on event.c only,
+ *	  decoder/        the `outbox` output plugin; depends on event.c,
+ *	                  msgauth.c and adopt.c only,
  *	                  never on relay or Kafka code
  *
  * src/outbox.h

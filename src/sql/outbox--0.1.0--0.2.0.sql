@@ -530,3 +530,66 @@ CREATE EVENT TRIGGER outbox_guard_messages ON ddl_command_end
 ALTER EVENT TRIGGER outbox_guard_messages ENABLE ALWAYS;
 
 REVOKE ALL ON FUNCTION outbox._guard_messages() FROM PUBLIC;
+
+-- ===========================================================================
+-- 0.2.0 (issue 12): adopt an existing outbox table (Debezium Outbox Event
+-- Router compatibility).  This block is repeated verbatim in
+-- outbox--0.1.0--0.2.0.sql.  See docs/adopt.md.
+-- ===========================================================================
+
+-- One row per adopted table: the output plugin turns committed INSERTs into
+-- it into events, shaped by options (Debezium's EventRouter option names,
+-- every option with its effective value).  A user catalog table, so that
+-- the plugin may read it under the historic snapshot of each change; only
+-- its owner (the superuser who installed the extension) writes it, through
+-- adopt() and unadopt(), which check that the caller owns the table.
+CREATE TABLE outbox.adopted (
+    relid       regclass NOT NULL,
+    options     jsonb NOT NULL,
+    adopted_by  regrole NOT NULL,
+    adopted_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT adopted_pkey PRIMARY KEY (relid)
+) WITH (user_catalog_table = true);
+
+COMMENT ON TABLE outbox.adopted IS
+    'tables whose committed inserts the outbox output plugin decodes as events; see outbox.adopt()';
+
+SELECT pg_catalog.pg_extension_config_dump('outbox.adopted', '');
+
+-- Not SECURITY DEFINER: the C functions check that the caller owns the table
+-- and switch to the owner of outbox.adopted only to write it.
+CREATE FUNCTION outbox.adopt(rel regclass, options jsonb DEFAULT '{}')
+    RETURNS void
+    LANGUAGE C
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'outbox_adopt';
+
+CREATE FUNCTION outbox.unadopt(rel regclass) RETURNS void
+    LANGUAGE C
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'outbox_unadopt';
+
+-- A dropped table's adoption goes with it, so that a new table that happens
+-- to get the same OID is never adopted by accident.  Runs as the owner of
+-- outbox.adopted and nothing but this DELETE.
+CREATE FUNCTION outbox._adopted_drop() RETURNS event_trigger
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    DELETE FROM outbox.adopted a
+     USING pg_catalog.pg_event_trigger_dropped_objects() d
+     WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+       AND d.objsubid OPERATOR(pg_catalog.=) 0
+       AND a.relid::pg_catalog.oid OPERATOR(pg_catalog.=) d.objid;
+END;
+$$;
+
+CREATE EVENT TRIGGER outbox_adopted_drop ON sql_drop
+    EXECUTE FUNCTION outbox._adopted_drop();
+
+REVOKE ALL ON outbox.adopted FROM PUBLIC;
+REVOKE ALL ON FUNCTION outbox.adopt(regclass, jsonb),
+                       outbox.unadopt(regclass),
+                       outbox._adopted_drop() FROM PUBLIC;
