@@ -17,7 +17,9 @@
 #      7. docs        (test/doctest.pl) README's Quick start and the examples
 #                     in docs/, run as written, outputs checked
 #      8. matrix      (test/pgmatrix.sh) the core suites on PostgreSQL 17 and
-#                     18 in Debian chroots (OUTBOX_MATRIX=0 leaves it out)
+#                     18 in Debian chroots, then their end-to-end core
+#                     against a real single-node Kafka on the host
+#                     (OUTBOX_MATRIX=0 leaves it out)
 #    Prints one line per suite and "outbox: N passed, N failed" at the end;
 #    exits non-zero if anything failed.
 #
@@ -257,6 +259,28 @@ for suite in $SUITES; do
 			record "${name%:}" 0 "$p" "$f"
 		done < <(grep -E '^pg[0-9]+: [0-9]+ passed, [0-9]+ failed' "$out")
 		grep -qE '^pg[0-9]+: ' "$out" || record matrix "$st" 0 1
+
+		# The end-to-end core again, against a real Kafka on the host (the
+		# chroots share its loopback; topics are made with kafka_admin).
+		log "version matrix on a real Apache Kafka: PostgreSQL ${OUTBOX_MATRIX_VERSIONS:-17 18}"
+		t0=$SECONDS
+		if ! install_kafka_deps || ! start_kafka mkdir_ --nodes 1; then
+			record matrix-kafka 1 0 1
+			stop_kafkas
+			continue
+		fi
+		out=$LOGDIR/matrix-kafka.out
+		# shellcheck disable=SC2086
+		OUTBOX_BUILD_DIR=$OUTBOX_BUILD.matrix OUTBOX_MATRIX_SUITES=e2e \
+			OUTBOX_TEST_KAFKA_BROKERS=$(cat "$mkdir_/bootstrap") OUTBOX_TEST_KAFKA_PROPERTIES= \
+			bash "$OUTBOX_ROOT/test/pgmatrix.sh" ${OUTBOX_MATRIX_VERSIONS:-17 18} 2>&1 | tee "$out"
+		st=${PIPESTATUS[0]}
+		stop_kafkas
+		while read -r name p _ f _; do
+			record "${name%:}-kafka" 0 "$p" "$f"
+		done < <(grep -E '^pg[0-9]+: [0-9]+ passed, [0-9]+ failed' "$out")
+		grep -qE '^pg[0-9]+: ' "$out" || record matrix-kafka "$st" 0 1
+		echo "matrix on real Kafka took $((SECONDS - t0))s"
 		;;
 	*)
 		echo "unknown suite $suite" >&2

@@ -47,6 +47,7 @@ our @EXPORT = qw(
 my $ROOT   = abs_path(dirname(__FILE__) . '/../..');
 my $BROKER = "$ROOT/test/broker/kafka_mock_broker";
 my $CONSUME = "$ROOT/test/broker/kafka_consume";
+my $ADMIN = "$ROOT/test/broker/kafka_admin";
 my $KAFKA_SH = "$ROOT/test/kafka/kafka.sh";
 
 my @brokers_started;
@@ -73,6 +74,16 @@ sub start_broker
 	{
 		my $b = { bootstrap => real_kafka(), real => 1 };
 		my $k = kafka_cluster();
+		if (!$k && @{ $opts{topics} // [] })
+		{
+			# A cluster we did not start (or no Java at hand, as in the
+			# version chroots): create the topics through the admin API.
+			my ($out, $err) = ('', '');
+			IPC::Run::run([ $ADMIN, '-b', real_kafka(),
+				(map { ('-X', $_) } grep { $_ ne '' } split /;/, _kafka_properties()),
+				@{ $opts{topics} } ], '<', \undef, '>', \$out, '2>', \$err)
+			  or die "kafka_admin failed: $err";
+		}
 		if ($k)
 		{
 			$b->{kafka} = $k;
