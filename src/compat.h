@@ -98,6 +98,37 @@
 	 !XLogRecPtrIsInvalid((s)->data.invalidated_at))
 #endif
 
+/*
+ * Why an invalidated slot was invalidated, for the log and relay_status.
+ * 14 and 15 invalidate for retained WAL only; 16 records the cause and
+ * adds two more (rows removed on a standby's primary, wal_level lowered);
+ * 18 adds idle_replication_slot_timeout.  Read under the slot's mutex.
+ */
+#if PG_VERSION_NUM >= 160000
+static inline const char *
+outbox_slot_invalidation_cause(ReplicationSlot *s)
+{
+	switch (s->data.invalidated)
+	{
+		case RS_INVAL_WAL_REMOVED:
+			return "it retained more WAL than max_slot_wal_keep_size allows";
+		case RS_INVAL_HORIZON:
+			return "rows it still needed were removed (on a standby: by its primary)";
+		case RS_INVAL_WAL_LEVEL:
+			return "wal_level was lowered below logical";
+#if PG_VERSION_NUM >= 180000
+		case RS_INVAL_IDLE_TIMEOUT:
+			return "it was unused for longer than idle_replication_slot_timeout";
+#endif
+		default:
+			return "of a cause this version of outbox does not know";
+	}
+}
+#else
+#define outbox_slot_invalidation_cause(s) \
+	"it retained more WAL than max_slot_wal_keep_size allows"
+#endif
+
 /* Add-in shared memory is requested from shmem_request_hook since 15. */
 #if PG_VERSION_NUM >= 150000
 #define OUTBOX_HAVE_SHMEM_REQUEST_HOOK 1

@@ -558,6 +558,7 @@ relay_acquire_slot(void)
 	Oid			database = InvalidOid;
 	NameData	plugin;
 	bool		invalidated = false;
+	const char *cause = NULL;
 
 	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
 	slot = SearchNamedReplicationSlot(outbox_slot_name, false);
@@ -568,6 +569,8 @@ relay_acquire_slot(void)
 		database = slot->data.database;
 		plugin = slot->data.plugin;
 		invalidated = outbox_slot_is_invalidated(slot);
+		if (invalidated)
+			cause = outbox_slot_invalidation_cause(slot);
 		SpinLockRelease(&slot->mutex);
 	}
 	LWLockRelease(ReplicationSlotControlLock);
@@ -617,8 +620,8 @@ relay_acquire_slot(void)
 	if (invalidated)
 	{
 		relay_blocked("slot_invalidated", WARNING,
-					  "replication slot \"%s\" was invalidated because it retained more WAL than max_slot_wal_keep_size allows; events committed since its confirmed position were not relayed. Drop the slot (SELECT pg_drop_replication_slot('%s')) to resume with a new one, and use outbox.redeliver() for unconfirmed messages",
-					  outbox_slot_name, outbox_slot_name);
+					  "replication slot \"%s\" was invalidated because %s; events committed since its confirmed position were not relayed. Drop the slot (SELECT pg_drop_replication_slot('%s')) to resume with a new one, and use outbox.redeliver() for unconfirmed messages",
+					  outbox_slot_name, cause, outbox_slot_name);
 		return false;
 	}
 	if (active_pid != 0)
