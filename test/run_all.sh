@@ -9,7 +9,8 @@
 #      4. end-to-end  (test/e2e/t/) relay, Kafka, faults, on the mock broker
 #      5. e2e-kafka   the end-to-end tests that make sense on a real broker,
 #                     on a real single-node Apache Kafka (test/kafka/kafka.sh,
-#                     auto topic creation off), including broker down/up
+#                     auto topic creation off, a SASL_SSL listener too),
+#                     including broker down/up and the SASL test (240)
 #      6. e2e-kafka3  real-only fault tests (test/e2e/t/2*_real_*.pl) on a
 #                     real 3-node cluster: RF 3, min.insync.replicas 2;
 #                     leader SIGKILL, controller SIGKILL, a frozen broker,
@@ -55,7 +56,7 @@ MATRIX_SUITE=matrix
 SUITES=${OUTBOX_SUITES:-packaging regress pgtap broker e2e e2e-kafka e2e-kafka3 docs $MATRIX_SUITE}
 # The end-to-end tests that make sense on a real Kafka; the others need the
 # mock's injected errors for most of what they check.
-E2E_KAFKA_TESTS=${OUTBOX_E2E_KAFKA_TESTS:-${OUTBOX_E2E_TESTS:-010_* 020_* 030_* 040_* 050_* 060_* 070_* 080_* 090_*}}
+E2E_KAFKA_TESTS=${OUTBOX_E2E_KAFKA_TESTS:-${OUTBOX_E2E_TESTS:-010_* 020_* 030_* 040_* 050_* 060_* 070_* 080_* 090_* 240_*}}
 KAFKA_SH=$OUTBOX_BUILD/test/kafka/kafka.sh
 LOGDIR=$OUTBOX_BUILD/test-logs
 mkdir -p "$LOGDIR"
@@ -198,11 +199,13 @@ for suite in $SUITES; do
 	e2e-kafka)
 		log "end-to-end on a real Apache Kafka (single node, auto topic creation off)"
 		t0=$SECONDS
-		if ! install_kafka_deps || ! start_kafka kdir --nodes 1 --no-auto-create; then
+		if ! install_kafka_deps || ! start_kafka kdir --nodes 1 --no-auto-create --sasl-ssl; then
 			record e2e-kafka 1 0 1
 			stop_kafkas
 			continue
 		fi
+		# the SASL test (240) reads the client settings as postgres
+		chown postgres: "$kdir/client.properties" "$kdir/bootstrap_sasl" 2>/dev/null
 		echo "Kafka started in $((SECONDS - t0))s at $(cat "$kdir/bootstrap")"
 		OUTBOX_TEST_KAFKA_BROKERS=$(cat "$kdir/bootstrap") OUTBOX_TEST_KAFKA_PROPERTIES= \
 			run_e2e e2e-kafka "$E2E_KAFKA_TESTS" \
