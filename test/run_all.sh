@@ -74,7 +74,8 @@ record() {
 	fi
 	total_pass=$((total_pass + passed))
 	total_fail=$((total_fail + failed))
-	summary+=("$(printf '%-12s %5d passed, %d failed' "$name" "$passed" "$failed")")
+	summary+=("$(printf '%-12s %5d passed, %d failed  (suite time %ds)' "$name" "$passed" "$failed" \
+		$((SECONDS - suite_start)))")
 }
 
 # Counts from prove's summary ("Files=2, Tests=40" and "Failed 3/40 subtests").
@@ -155,6 +156,7 @@ start_kafka() {
 }
 
 for suite in $SUITES; do
+	suite_start=$SECONDS
 	case $suite in
 	packaging)
 		log "packaging"
@@ -292,7 +294,7 @@ for suite in $SUITES; do
 	esac
 done
 
-log "summary"
+log "summary (total time $((SECONDS / 60)) min $((SECONDS % 60)) s)"
 printf '%s\n' "${summary[@]}"
 echo "outbox: $total_pass passed, $total_fail failed"
 [ "$total_fail" -eq 0 ]
