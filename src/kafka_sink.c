@@ -192,6 +192,7 @@ static void record_log(OutboxSink *sink, int level, bool is_error,
 					   const char *fmt,...) pg_attribute_printf(4, 5);
 static bool is_record_error(rd_kafka_resp_err_t err);
 static bool is_size_error(rd_kafka_resp_err_t err);
+static void report_skipped(OutboxSink *sink);
 static bool is_transient_error(rd_kafka_resp_err_t err);
 static void reject(OutboxSink *sink, SinkRecord *rec);
 static void send_record(OutboxSink *sink, SinkRecord *rec);
@@ -1163,6 +1164,22 @@ refresh_topic(OutboxSink *sink, SinkTopic *slot)
 }
 
 /*
+ * Log, once per change, how many events a rewind did not produce again
+ * because Kafka had acknowledged them (once the carried-over set is used up).
+ */
+static void
+report_skipped(OutboxSink *sink)
+{
+	if (sink->skipped != sink->skipped_reported && sink->acked == NULL)
+	{
+		ereport(LOG,
+				(errmsg("outbox relay: skipped %llu event(s) acknowledged before the rewind",
+						(unsigned long long) sink->skipped)));
+		sink->skipped_reported = sink->skipped;
+	}
+}
+
+/*
  * Produce the records waiting for a retry once their pause is over and
  * every record produced before them has been reported; then, once the
  * retried records have all been acknowledged, the held ones.  So a record
@@ -1177,13 +1194,7 @@ resume_stream(OutboxSink *sink)
 	if (sink->failed || sink->in_flight > 0)
 		return;
 
-	if (sink->skipped != sink->skipped_reported && sink->acked == NULL)
-	{
-		ereport(LOG,
-				(errmsg("outbox relay: skipped %llu event(s) acknowledged before the rewind",
-						(unsigned long long) sink->skipped)));
-		sink->skipped_reported = sink->skipped;
-	}
+	report_skipped(sink);
 	if (sink->retry_head != NULL)
 	{
 		TimestampTz now = GetCurrentTimestamp();
@@ -1495,13 +1506,7 @@ outbox_sink_report(OutboxSink *sink)
 			ereport(slot->level <= 4 ? LOG : DEBUG1,
 					(errmsg("outbox relay: librdkafka: %s", slot->text)));
 	}
-	if (sink->skipped != sink->skipped_reported && sink->acked == NULL)
-	{
-		ereport(LOG,
-				(errmsg("outbox relay: skipped %llu event(s) acknowledged before the rewind",
-						(unsigned long long) sink->skipped)));
-		sink->skipped_reported = sink->skipped;
-	}
+	report_skipped(sink);
 	if (sink->retry_head != NULL)
 	{
 		TimestampTz now = GetCurrentTimestamp();
