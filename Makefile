@@ -21,6 +21,7 @@ OBJS = \
 	src/relay_shmem.o \
 	src/launcher.o \
 	src/relay_worker.o \
+	src/watermark.o \
 	src/kafka_sink.o \
 	decoder/outbox_decoder.o \
 	decoder/wire.o
@@ -28,10 +29,10 @@ PGFILEDESC	= "outbox - transactional outbox streamed from the WAL into Kafka"
 
 # Upgrade scripts, one per release step, named explicitly (never a wildcard:
 # sql/ also holds the regression tests).
-UPGRADE_SCRIPTS	= src/sql/outbox--0.1.0--0.2.0.sql
+UPGRADE_SCRIPTS	= src/sql/outbox--0.1.0--0.2.0.sql src/sql/outbox--0.2.0--0.3.0.sql
 # Install scripts of earlier releases, frozen as released (the upgrade test
 # installs the oldest and updates along the chain).
-OLD_INSTALL_SCRIPTS = src/sql/outbox--0.1.0.sql
+OLD_INSTALL_SCRIPTS = src/sql/outbox--0.1.0.sql src/sql/outbox--0.2.0.sql
 DATA_built	= sql/$(EXTENSION)--$(EXTVERSION).sql
 DATA		= $(OLD_INSTALL_SCRIPTS) $(UPGRADE_SCRIPTS)
 
@@ -67,7 +68,7 @@ all: $(TEST_PROGRAMS)
 sql/$(EXTENSION)--$(EXTVERSION).sql: src/sql/outbox.sql $(EXTENSION).control
 	sed 's/@EXTVERSION@/$(EXTVERSION)/g' $< > $@
 
-$(OBJS): src/compat.h src/outbox.h src/event.h src/msgauth.h src/adopt.h decoder/wire.h
+$(OBJS): src/compat.h src/outbox.h src/event.h src/msgauth.h src/adopt.h src/watermark.h decoder/wire.h
 
 test/broker/%: test/broker/%.c test/broker/broker_util.h
 	$(CC) $(CFLAGS_SL_NONE) -O2 -g -Wall -Wextra -Wno-unused-parameter -o $@ $< -lrdkafka -lpthread

@@ -63,6 +63,7 @@
 
 #include "access/xlogdefs.h"
 #include "datatype/timestamp.h"
+#include "lib/stringinfo.h"
 
 #define OUTBOX_WIRE_VERSION		1
 
@@ -124,6 +125,23 @@ typedef struct OutboxWireEvent
 	uint32		nheaders;		/* number of headers */
 	const char *headers;		/* first header's name_len field */
 } OutboxWireEvent;
+
+/* The transaction an encoded frame belongs to. */
+typedef struct OutboxWireTxn
+{
+	XLogRecPtr	commit_lsn;		/* commit record's LSN */
+	XLogRecPtr	end_lsn;		/* LSN past the commit record */
+	uint32		xid;			/* top-level xid */
+	TimestampTz commit_time;	/* commit timestamp */
+} OutboxWireTxn;
+
+struct OutboxEvent;
+
+/* Encode an event (src/event.h) or a commit, as described above. */
+extern void outbox_wire_append_event(StringInfo out, const OutboxWireTxn *txn,
+									 const struct OutboxEvent *ev);
+extern void outbox_wire_append_commit(StringInfo out, const OutboxWireTxn *txn,
+									  uint32 nevents);
 
 /* Parse a frame; false (with *problem set) if it is malformed. */
 extern bool outbox_wire_parse_event(const char *frame, Size len,

@@ -30,13 +30,25 @@
 #define outbox_flush_rec_ptr()	GetFlushRecPtr()
 #endif
 
-/* ReplicationSlotCreate() gained failover/synced arguments in 17. */
+/*
+ * ReplicationSlotCreate() gained failover/synced arguments in 17.  From 17
+ * on the relay's slot is a failover slot: standbys with
+ * sync_replication_slots keep a copy, so a promoted standby goes on from
+ * it.  Such a slot must not hand out changes the standbys named in
+ * synchronized_standby_slots have not confirmed (a walsender waits the same
+ * way); the relay decodes no further than they confirmed.
+ */
 #if PG_VERSION_NUM >= 170000
 #define outbox_slot_create(name) \
-	ReplicationSlotCreate((name), true, RS_EPHEMERAL, false, false, false)
+	ReplicationSlotCreate((name), true, RS_EPHEMERAL, false, true, false)
+#define outbox_slot_waits_for_standbys(s)	((s)->data.failover)
+#define outbox_standbys_confirmed(lsn, elevel) \
+	StandbySlotsHaveCaughtup((lsn), (elevel))
 #else
 #define outbox_slot_create(name) \
 	ReplicationSlotCreate((name), true, RS_EPHEMERAL, false)
+#define outbox_slot_waits_for_standbys(s)	false
+#define outbox_standbys_confirmed(lsn, elevel)	true
 #endif
 
 /*

@@ -58,7 +58,7 @@ outbox_launcher_register(void)
 
 	memset(&bgw, 0, sizeof(bgw));
 	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_start_time = BgWorkerStart_ConsistentState;
 	bgw.bgw_restart_time = 5;
 	strlcpy(bgw.bgw_library_name, "outbox", BGW_MAXLEN);
 	strlcpy(bgw.bgw_function_name, "outbox_launcher_main", BGW_MAXLEN);
@@ -138,7 +138,7 @@ launcher_try_start(BackgroundWorkerHandle **handle, char *logged,
 
 	memset(&bgw, 0, sizeof(bgw));
 	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_start_time = BgWorkerStart_ConsistentState;
 	bgw.bgw_restart_time = BGW_NEVER_RESTART;
 	strlcpy(bgw.bgw_library_name, "outbox", BGW_MAXLEN);
 	strlcpy(bgw.bgw_function_name, "outbox_relay_main", BGW_MAXLEN);

@@ -160,6 +160,17 @@ outbox_status_error(const char *fmt,...)
 	SpinLockRelease(&outbox_relay_shared->mutex);
 }
 
+/* Rows the relay still has to publish while it recovers a lost slot. */
+void
+outbox_status_replay_left(uint64 left)
+{
+	if (outbox_relay_shared == NULL)
+		return;
+	SpinLockAcquire(&outbox_relay_shared->mutex);
+	outbox_relay_shared->status.replay_left = left;
+	SpinLockRelease(&outbox_relay_shared->mutex);
+}
+
 void
 outbox_status_progress(XLogRecPtr confirmed, XLogRecPtr decoded,
 					   uint64 delivered, uint64 in_flight, uint64 dead_lettered,
@@ -188,7 +199,9 @@ outbox_status_progress(XLogRecPtr confirmed, XLogRecPtr decoded,
  * ---------------------------------------------------------------------
  */
 
-#define STATUS_COLS 15
+/* Columns of 0.3.0 and later; 0.2.0's function lacks replay_left. */
+#define STATUS_COLS 16
+#define STATUS_COLS_0_2 15
 
 static Datum
 timestamp_or_null(TimestampTz t, bool *isnull)
@@ -228,6 +241,12 @@ outbox_relay_status(PG_FUNCTION_ARGS)
 	nulls[i++] = XLogRecPtrIsInvalid(st.decoded_lsn);
 	values[i++] = Int64GetDatum((int64) st.delivered);
 	values[i++] = Int64GetDatum((int64) st.in_flight);
+	/* an extension not yet updated to 0.3.0 declares no replay_left */
+	if (rsinfo->setDesc->natts == STATUS_COLS)
+		values[i++] = Int64GetDatum((int64) st.replay_left);
+	else if (rsinfo->setDesc->natts != STATUS_COLS_0_2)
+		elog(ERROR, "outbox._relay_status() declares %d columns, expected %d",
+			 rsinfo->setDesc->natts, STATUS_COLS);
 	values[i++] = Int64GetDatum((int64) st.dead_lettered);
 	values[i++] = Int64GetDatum((int64) st.errors);
 	values[i] = CStringGetTextDatum(st.last_error);
@@ -240,7 +259,7 @@ outbox_relay_status(PG_FUNCTION_ARGS)
 	i++;
 	values[i] = timestamp_or_null(st.started_at, &nulls[i]);
 	i++;
-	Assert(i == STATUS_COLS);
+	Assert(i == rsinfo->setDesc->natts);
 
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	PG_RETURN_VOID();

@@ -33,6 +33,7 @@ typedef struct OutboxRelayStatus
 	XLogRecPtr	decoded_lsn;	/* how far WAL has been decoded */
 	uint64		delivered;		/* events acknowledged by Kafka */
 	uint64		in_flight;		/* events produced, not yet acknowledged */
+	uint64		replay_left;	/* rows to publish again after slot loss */
 	uint64		dead_lettered;	/* events written to outbox.dead_letters */
 	uint64		errors;			/* errors seen since start */
 	char		last_error[OUTBOX_ERROR_LEN];	/* text of the newest error */
@@ -60,6 +61,7 @@ extern void outbox_status_set_state(const char *state);
 extern void outbox_status_launcher(const char *database, const char *slot,
 								   const char *state, const char *error);
 extern void outbox_status_error(const char *fmt,...) pg_attribute_printf(1, 2);
+extern void outbox_status_replay_left(uint64 left);
 extern void outbox_status_progress(XLogRecPtr confirmed, XLogRecPtr decoded,
 								   uint64 delivered, uint64 in_flight,
 								   uint64 dead_lettered,

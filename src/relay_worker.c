@@ -78,6 +78,7 @@
 #include "replication/decode.h"
 #include "replication/logical.h"
 #include "replication/slot.h"
+#include "replication/snapbuild.h"
 #include "storage/fd.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
@@ -97,6 +98,7 @@
 #include "kafka_sink.h"
 #include "outbox.h"
 #include "relay_shmem.h"
+#include "watermark.h"
 #include "wire.h"
 
 /* How long to sleep when idle or waiting for something outside our control. */
@@ -115,6 +117,8 @@
 /* Ask an unreachable cluster for metadata this often, waiting this long. */
 #define RELAY_PROBE_MS				2000
 #define RELAY_PROBE_TIMEOUT_MS		200
+/* Say that the standbys hold decoding back after this long. */
+#define RELAY_STANDBY_WARN_MS		10000
 /* Backoff for dead letter writes that fail. */
 #define RELAY_DEAD_LETTER_RETRY_MIN_MS	1000
 #define RELAY_DEAD_LETTER_RETRY_MAX_MS	30000
@@ -142,6 +146,7 @@ typedef struct RelayState
 	int			pipe_rd;		/* librdkafka wake-up pipe, read end */
 	int			pipe_wr;		/* write end, given to librdkafka */
 	MemoryContext loop_cxt;		/* reset every loop iteration */
+	MemoryContext replay_cxt;	/* the pending replay, reset per stream */
 	char	   *brokers;		/* settings the producer was built with */
 	char	   *file_props;
 	char	   *guc_props;
@@ -161,6 +166,12 @@ typedef struct RelayState
 	TimestampTz dead_letters_retry; /* when to try again */
 	int			dead_letters_backoff_ms;	/* current backoff */
 	char		dbname[NAMEDATALEN];	/* the relayed database's name */
+	bool		replaying;		/* publishing rows after slot loss? */
+	bool		watermark_failed;	/* did the last watermark write fail? */
+	bool		standby_gate;	/* does our failover slot wait for standbys? */
+	XLogRecPtr	standby_target; /* WAL position the standbys must confirm */
+	TimestampTz standby_wait_since; /* since when they have not, or 0 */
+	bool		standby_waiting;	/* said so (waiting_for_standbys)? */
 	uint64		delivered_base; /* delivered by producers already destroyed */
 	uint64		dead_lettered_base; /* likewise for dead letters */
 } RelayState;
@@ -187,6 +198,12 @@ static void relay_advance(bool force_save);
 static void relay_publish_status(bool force);
 static void relay_set_state(void);
 static void relay_write_dead_letters(void);
+static RelayStop relay_replay(WatermarkReplay *replay, uint64 total);
+static void relay_replay_status(uint64 total, uint64 produced);
+static bool relay_read_replay(WatermarkReplay *replay, uint64 *count);
+static void relay_watermark_tick(void);
+static uint64 relay_delivered(void);
+static XLogRecPtr relay_decode_limit(void);
 static void relay_on_exit(int code, Datum arg);
 static void relay_blocked(const char *state, int elevel, const char *fmt,...)
 			pg_attribute_printf(3, 4);
@@ -222,6 +239,9 @@ outbox_relay_main(Datum main_arg)
 	relay.loop_cxt = AllocSetContextCreate(TopMemoryContext,
 										   "outbox relay loop",
 										   ALLOCSET_DEFAULT_SIZES);
+	relay.replay_cxt = AllocSetContextCreate(TopMemoryContext,
+											 "outbox relay replay",
+											 ALLOCSET_SMALL_SIZES);
 	if (CurrentResourceOwner == NULL)
 		CreateAuxProcessResourceOwner();
 
@@ -487,6 +507,12 @@ relay_ready(void)
 		ProcessConfigFile(PGC_SIGHUP);
 	}
 
+	if (RecoveryInProgress())
+	{
+		relay_blocked("standby", LOG,
+					  "the server is a standby; the relay starts streaming when it is promoted");
+		return false;
+	}
 	if (wal_level < WAL_LEVEL_LOGICAL)
 	{
 		relay_blocked("misconfigured", WARNING,
@@ -524,26 +550,60 @@ relay_kafka_configured(void)
  * ---------------------------------------------------------------------
  */
 
+/*
+ * Create the slot.  Its initial snapshot shows exactly the transactions it
+ * will never decode; it is recorded as the boundary of a replay
+ * (src/watermark.c) in the same transaction, and only once that committed
+ * is the slot made persistent: whatever happens in between, either the
+ * boundary is recorded or the slot is gone (and made again).
+ */
 static void
 relay_create_slot(void)
 {
 	LogicalDecodingContext *ctx;
+	MemoryContext cxt;
+	Snapshot	initial;
+	bool		record;
+	XLogRecPtr	start;
 
 	ereport(LOG,
 			(errmsg("outbox relay: creating logical replication slot \"%s\"",
 					outbox_slot_name)));
 	outbox_status_set_state("creating_slot");
 	CheckLogicalDecodingRequirements();
+
+	cxt = relay_begin_xact();
+	/* the initial snapshot needs repeatable read and no snapshot yet */
+	XactIsoLevel = XACT_REPEATABLE_READ;
+	record = outbox_watermark_available();
+	if (!record && OidIsValid(get_extension_oid("outbox", true)))
+		ereport(WARNING,
+				(errmsg("outbox relay: extension \"outbox\" in database \"%s\" is older than 0.3.0; rows committed before the new slot are not published again",
+						relay.dbname),
+				 errhint("Run ALTER EXTENSION outbox UPDATE to get slot-loss recovery.")));
+	InvalidateCatalogSnapshot();
 	outbox_slot_create(outbox_slot_name);
-	ctx = CreateInitDecodingContext("outbox", NIL, false, InvalidXLogRecPtr,
+	ctx = CreateInitDecodingContext("outbox", NIL, true, InvalidXLogRecPtr,
 									XL_ROUTINE(.page_read = read_local_xlog_page,
 											   .segment_open = wal_segment_open,
 											   .segment_close = wal_segment_close),
 									NULL, NULL, NULL);
 	DecodingContextFindStartpoint(ctx);
+	start = MyReplicationSlot->data.confirmed_flush;
+	if (record)
+	{
+		initial = SnapBuildInitialSnapshot(ctx->snapshot_builder);
+		outbox_watermark_begin_replay(initial, start, outbox_slot_name);
+	}
 	FreeDecodingContext(ctx);
+	relay_commit_xact(cxt);
+
 	ReplicationSlotPersist();
+	/* also ends the slot's hold on data rows, needed only for the snapshot */
 	ReplicationSlotRelease();
+	ereport(LOG,
+			(errmsg("outbox relay: created replication slot \"%s\" at %X/%X",
+					outbox_slot_name, LSN_FORMAT_ARGS(start))));
 }
 
 /*
@@ -619,10 +679,20 @@ relay_acquire_slot(void)
 	}
 	if (invalidated)
 	{
-		relay_blocked("slot_invalidated", WARNING,
-					  "replication slot \"%s\" was invalidated because %s; events committed since its confirmed position were not relayed. Drop the slot (SELECT pg_drop_replication_slot('%s')) to resume with a new one, and use outbox.redeliver() for unconfirmed messages",
-					  outbox_slot_name, cause, outbox_slot_name);
-		return false;
+		/*
+		 * The slot can never decode again.  A new one is created, and the
+		 * rows of outbox.messages the watermark does not cover are published
+		 * before it streams (src/watermark.c).
+		 */
+		ereport(WARNING,
+				(errmsg("outbox relay: replication slot \"%s\" was invalidated because %s; dropping it and recovering from outbox.messages",
+						outbox_slot_name, cause),
+				 errdetail("Rows of outbox.messages not covered by the delivery watermark are published again before the relay streams from a new slot; events written only to the WAL (outbox.emit()) that Kafka had not acknowledged are lost.")));
+		outbox_status_error("replication slot \"%s\" was invalidated because %s; recovered from outbox.messages",
+							outbox_slot_name, cause);
+		outbox_status_set_state("slot_invalidated");
+		ReplicationSlotDrop(outbox_slot_name, true);
+		return relay_acquire_slot();
 	}
 	if (active_pid != 0)
 	{
@@ -737,11 +807,40 @@ static RelayStop
 relay_stream(void)
 {
 	List	   *options;
+	WatermarkReplay replay;
+	uint64		replay_rows = 0;
+	bool		replay_pending;
+	RelayStop	stop;
 
+	/*
+	 * A new slot of a database with rows: publish the rows no watermark
+	 * covers first (src/watermark.c).  Acknowledgements kept over a rewind
+	 * name transactions by commit LSN, which replayed rows share: not used.
+	 */
+	replay_pending = relay_read_replay(&replay, &replay_rows);
+	if (replay_pending && relay.acked != NULL)
+	{
+		outbox_sink_free_acked(relay.acked);
+		relay.acked = NULL;
+	}
 	if (!relay_start_sink())
 		return RELAY_RESTART;
 	outbox_sink_set_wait_hook(relay.sink, relay_wait_hook, NULL);
 	outbox_sink_set_database(relay.sink, relay.dbname);
+	outbox_watermark_forget();
+	if (replay_pending)
+	{
+		ereport(LOG,
+				(errmsg("outbox relay: slot \"%s\" starts at %X/%X; publishing the " UINT64_FORMAT " row(s) of outbox.messages committed before it that the delivery watermark does not cover",
+						outbox_slot_name, LSN_FORMAT_ARGS(replay.boundary_lsn),
+						replay_rows),
+				 replay.has_covered ? 0 :
+				 errdetail("There is no delivery watermark of this system yet: every row without a verdict or dead letter is published.")));
+		outbox_status_replay_left(replay_rows);
+		stop = relay_replay(&replay, replay_rows);
+		if (stop != RELAY_CONTINUE)
+			return stop;
+	}
 
 	/*
 	 * Only now is a blocked state over: relay_ready() and the slot may well
@@ -773,7 +872,6 @@ relay_stream(void)
 		XLogRecPtr	flush;
 		TimestampTz batch_start;
 		uint64		n = 0;
-		RelayStop	stop;
 		MemoryContext old;
 		MemoryContext decode_cxt;
 
@@ -789,7 +887,7 @@ relay_stream(void)
 		 */
 		old = MemoryContextSwitchTo(relay.ctx->context);
 		decode_cxt = CurrentMemoryContext;
-		flush = outbox_flush_rec_ptr();
+		flush = relay_decode_limit();
 		batch_start = GetCurrentTimestamp();
 		relay.leave_with = RELAY_CONTINUE;
 		PG_TRY();
@@ -807,6 +905,13 @@ relay_stream(void)
 							 errmsg("outbox relay could not read WAL at %X/%X: %s",
 									LSN_FORMAT_ARGS(relay.ctx->reader->EndRecPtr),
 									errm)));
+				if (record != NULL && relay.standby_gate &&
+					relay.ctx->reader->EndRecPtr > flush)
+				{
+					/* ends past what the standbys confirmed: read it again later */
+					XLogBeginRead(relay.ctx->reader, relay.ctx->reader->ReadRecPtr);
+					break;
+				}
 				if (record != NULL)
 				{
 					relay.in_decoder = true;
@@ -845,6 +950,7 @@ relay_stream(void)
 		stop = relay_service(false);
 		if (stop != RELAY_CONTINUE)
 			return stop;
+		relay_watermark_tick();
 		relay_publish_status(n == 0);
 
 		if (relay.ctx->reader->EndRecPtr >= flush)
@@ -859,7 +965,8 @@ relay_stream(void)
 				return RELAY_RESTART;
 			relay_check_extension();
 			UpdateDecodingStats(relay.ctx);
-			relay_wait(RELAY_IDLE_TIMEOUT_MS);
+			relay_wait(relay.standby_gate && flush < outbox_flush_rec_ptr() ?
+					   10 : RELAY_IDLE_TIMEOUT_MS);
 		}
 	}
 }
@@ -991,10 +1098,14 @@ relay_check_extension(void)
 static void
 relay_set_state(void)
 {
-	if (!relay.have_extension)
+	if (relay.replaying)
+		outbox_status_set_state("recovering");
+	else if (!relay.have_extension)
 		outbox_status_set_state("waiting_for_extension");
 	else if (relay.sink != NULL && outbox_sink_unreachable(relay.sink))
 		outbox_status_set_state("kafka_unreachable");
+	else if (relay.standby_waiting)
+		outbox_status_set_state("waiting_for_standbys");
 	else if (relay.dead_letters_blocked)
 		outbox_status_set_state("dead_letters_blocked");
 	else
@@ -1063,6 +1174,9 @@ relay_advance(bool force_save)
 	/* after a producer failure only a rewind may move anything */
 	if (outbox_sink_failed(relay.sink, &why))
 		return;
+	/* replaying rows after slot loss: the slot waits until they are acked */
+	if (relay.ctx == NULL)
+		return;
 
 	if (outbox_sink_idle(relay.sink))
 		target = Max(target, relay.ctx->reader->EndRecPtr);
@@ -1116,6 +1230,17 @@ relay_publish_status(bool force)
 		return;
 	relay.last_status = now;
 	outbox_sink_stats(relay.sink, &delivered, &dead_lettered, &last_commit, &oldest);
+	if (relay.ctx == NULL)
+	{
+		/* replaying: nothing decoded yet */
+		outbox_status_progress(MyReplicationSlot->data.confirmed_flush,
+							   InvalidXLogRecPtr,
+							   relay.delivered_base + delivered,
+							   outbox_sink_in_flight(relay.sink),
+							   relay.dead_lettered_base + dead_lettered,
+							   last_commit, oldest);
+		return;
+	}
 	SpinLockAcquire(&MyReplicationSlot->mutex);
 	confirmed = MyReplicationSlot->data.confirmed_flush;
 	SpinLockRelease(&MyReplicationSlot->mutex);
@@ -1126,6 +1251,297 @@ relay_publish_status(bool force)
 						   relay.dead_lettered_base + dead_lettered,
 						   last_commit, oldest);
 	relay_set_state();
+}
+
+/* ---------------------------------------------------------------------
+ * Delivery watermark and slot-loss recovery (src/watermark.c)
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Run fn(arg) in a transaction of the relay's own (between WAL records).  On
+ * an error, abort it and return the error's message, allocated in cxt (the
+ * caller's context, made current again either way); NULL on success.
+ */
+static char *
+relay_try_xact(void (*fn) (void *), void *arg, MemoryContext cxt)
+{
+	char	   *failure = NULL;
+
+	PG_TRY();
+	{
+		(void) relay_begin_xact();
+		fn(arg);
+		relay_commit_xact(cxt);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		relay_abort_xact(cxt);
+		failure = pstrdup(edata->message);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	return failure;
+}
+
+/* What relay_watermark_tick() hands to watermark_step(). */
+typedef struct WatermarkArgs
+{
+	XLogRecPtr	confirmed;
+	uint64		delivered;
+} WatermarkArgs;
+
+static void
+watermark_step(void *arg)
+{
+	WatermarkArgs *a = (WatermarkArgs *) arg;
+
+	if (outbox_watermark_available())
+		outbox_watermark_step(a->confirmed, a->delivered, outbox_slot_name);
+}
+
+/* Events acknowledged since the worker started. */
+static uint64
+relay_delivered(void)
+{
+	uint64		delivered = 0;
+	uint64		dead_lettered;
+	TimestampTz last_commit;
+	TimestampTz oldest;
+
+	if (relay.sink != NULL)
+		outbox_sink_stats(relay.sink, &delivered, &dead_lettered,
+						  &last_commit, &oldest);
+	return relay.delivered_base + delivered;
+}
+
+/*
+ * Take a watermark capture and write the newest one the slot confirmed
+ * past, at most once a second and only while events are delivered.  A
+ * failure is logged once and costs nothing but duplicates after a slot
+ * loss; the relay streams on.
+ */
+static void
+relay_watermark_tick(void)
+{
+	XLogRecPtr	confirmed;
+	uint64		delivered = relay_delivered();
+	MemoryContext cxt = CurrentMemoryContext;
+	char	   *failure;
+	WatermarkArgs args;
+
+	if (!relay.have_extension)
+		return;
+	SpinLockAcquire(&MyReplicationSlot->mutex);
+	confirmed = MyReplicationSlot->data.confirmed_flush;
+	SpinLockRelease(&MyReplicationSlot->mutex);
+	if (!outbox_watermark_due(confirmed, delivered))
+		return;
+
+	args.confirmed = confirmed;
+	args.delivered = delivered;
+	failure = relay_try_xact(watermark_step, &args, cxt);
+
+	if (failure != NULL && !relay.watermark_failed)
+	{
+		ereport(WARNING,
+				(errmsg("outbox relay could not write its delivery watermark: %s", failure),
+				 errdetail("Streaming goes on; should the slot be lost before a watermark is written, more rows are published twice.")));
+		outbox_status_error("could not write the delivery watermark: %s", failure);
+	}
+	else if (failure == NULL && relay.watermark_failed)
+		ereport(LOG,
+				(errmsg("outbox relay: the delivery watermark can be written again")));
+	relay.watermark_failed = (failure != NULL);
+	if (failure)
+		pfree(failure);
+}
+
+/* Is a replay pending?  If so, count its rows.  Allocates in the caller's context. */
+static bool
+relay_read_replay(WatermarkReplay *replay, uint64 *count)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	bool		pending = false;
+
+	*count = 0;
+	MemoryContextReset(relay.replay_cxt);
+	(void) relay_begin_xact();
+	if (OidIsValid(get_extension_oid("outbox", true)) &&
+		outbox_watermark_available())
+	{
+		MemoryContextSwitchTo(relay.replay_cxt);
+		pending = outbox_watermark_replay_pending(replay);
+		if (pending)
+			*count = outbox_watermark_replay_count(replay);
+	}
+	relay_commit_xact(cxt);
+	return pending;
+}
+
+/*
+ * Publish the rows a new slot will never decode and no watermark covers,
+ * in id order, then make the slot's start the watermark.  Runs before the
+ * decoding context exists; the service step keeps running (the wait hook
+ * serves it while the sink waits for room), but the slot does not move.
+ */
+/*
+ * relay_status.replay_left while replaying: rows not yet produced, plus rows
+ * produced and not yet acknowledged (all that is in flight is replayed rows).
+ */
+static void
+relay_replay_status(uint64 total, uint64 produced)
+{
+	uint64		left = total > produced ? total - produced : 0;
+
+	outbox_status_replay_left(left + outbox_sink_in_flight(relay.sink));
+}
+
+static RelayStop
+relay_replay(WatermarkReplay *replay, uint64 total)
+{
+#define REPLAY_CHUNK 1000
+	MemoryContext cxt = CurrentMemoryContext;
+	MemoryContext chunk_cxt;
+	StringInfoData frames;
+	int		   *lengths;
+	uint64		replayed = 0;
+	RelayStop	stop = RELAY_CONTINUE;
+
+	chunk_cxt = AllocSetContextCreate(cxt, "outbox replay chunk",
+									  ALLOCSET_DEFAULT_SIZES);
+	relay.replaying = true;
+	relay_set_state();
+	for (;;)
+	{
+		int			examined;
+		int			published;
+		int			i;
+		Size		off = 0;
+
+		MemoryContextReset(chunk_cxt);
+		MemoryContextSwitchTo(chunk_cxt);
+		initStringInfo(&frames);
+		lengths = palloc(sizeof(int) * 2 * REPLAY_CHUNK);
+		(void) relay_begin_xact();
+		MemoryContextSwitchTo(chunk_cxt);
+		examined = outbox_watermark_replay_chunk(replay, REPLAY_CHUNK, &frames,
+												 lengths, &published);
+		relay_commit_xact(chunk_cxt);
+		if (examined == 0)
+			break;
+
+		/* hand the frames over; the wait hook serves while there is no room */
+		relay.leave_with = RELAY_CONTINUE;
+		PG_TRY();
+		{
+			relay.in_decoder = true;
+			for (i = 0; i < 2 * published; i++)
+			{
+				outbox_sink_add_frame(relay.sink, frames.data + off, lengths[i]);
+				off += lengths[i];
+			}
+			relay.in_decoder = false;
+		}
+		PG_CATCH();
+		{
+			relay.in_decoder = false;
+			if (geterrcode() != RELAY_LEAVE_DECODING)
+				PG_RE_THROW();
+			FlushErrorState();
+			relay_abort_xact(chunk_cxt);
+			stop = relay.leave_with;
+		}
+		PG_END_TRY();
+		if (stop != RELAY_CONTINUE)
+			break;
+
+		replayed += published;
+		relay_replay_status(total, replayed);
+		stop = relay_service(false);
+		if (stop != RELAY_CONTINUE)
+			break;
+	}
+
+	/* everything acknowledged (or dead-lettered) before the slot may move */
+	while (stop == RELAY_CONTINUE && !outbox_sink_idle(relay.sink))
+	{
+		relay_replay_status(total, replayed);
+		relay_wait(100);
+		stop = relay_service(false);
+	}
+	MemoryContextSwitchTo(cxt);
+	MemoryContextDelete(chunk_cxt);
+	relay.replaying = false;
+	if (stop != RELAY_CONTINUE)
+	{
+		ereport(LOG,
+				(errmsg("outbox relay: replay interrupted after " UINT64_FORMAT " row(s); it starts over",
+						replayed)));
+		return stop;
+	}
+
+	(void) relay_begin_xact();
+	outbox_watermark_finish_replay(replay);
+	relay_commit_xact(cxt);
+	outbox_status_replay_left(0);
+	ereport(LOG,
+			(errmsg("outbox relay: published " UINT64_FORMAT " row(s) of outbox.messages again after the slot change; streaming from slot \"%s\"",
+					replayed, outbox_slot_name)));
+	return RELAY_CONTINUE;
+}
+
+/*
+ * How far the relay may decode: the flushed WAL, and with a failover slot
+ * (17 and later) no further than every standby in synchronized_standby_slots
+ * confirmed, as a walsender would, so that no event reaches Kafka that a
+ * promoted standby does not have.
+ */
+static XLogRecPtr
+relay_decode_limit(void)
+{
+	XLogRecPtr	flush = outbox_flush_rec_ptr();
+
+	relay.standby_gate = outbox_slot_waits_for_standbys(MyReplicationSlot);
+	if (!relay.standby_gate)
+		return flush;
+	if (XLogRecPtrIsInvalid(relay.standby_target) ||
+		relay.standby_target <= relay.ctx->reader->EndRecPtr)
+		relay.standby_target = flush;
+	if (outbox_standbys_confirmed(relay.standby_target, DEBUG1))
+	{
+		if (relay.standby_waiting)
+			ereport(LOG,
+					(errmsg("outbox relay: the standbys in synchronized_standby_slots confirmed %X/%X; decoding goes on",
+							LSN_FORMAT_ARGS(relay.standby_target))));
+		relay.standby_wait_since = 0;
+		relay.standby_waiting = false;
+		return relay.standby_target;
+	}
+
+	/* a standby that lags or a slot that is missing: say so, once */
+	if (relay.standby_wait_since == 0)
+		relay.standby_wait_since = GetCurrentTimestamp();
+	else if (!relay.standby_waiting &&
+			 TimestampDifferenceExceeds(relay.standby_wait_since,
+										GetCurrentTimestamp(),
+										RELAY_STANDBY_WARN_MS))
+	{
+		(void) outbox_standbys_confirmed(relay.standby_target, WARNING);
+		ereport(WARNING,
+				(errmsg("outbox relay: waiting for the standbys in synchronized_standby_slots to confirm %X/%X before decoding further",
+						LSN_FORMAT_ARGS(relay.standby_target)),
+				 errhint("Events reach Kafka only once every standby named there has them; fix or remove the standby's slot from synchronized_standby_slots.")));
+		outbox_status_error("waiting for the standbys in synchronized_standby_slots to confirm %X/%X",
+							LSN_FORMAT_ARGS(relay.standby_target));
+		relay.standby_waiting = true;
+	}
+	return relay.ctx->reader->EndRecPtr;
 }
 
 /* ---------------------------------------------------------------------
@@ -1157,10 +1573,19 @@ append_headers_json(StringInfo out, const SinkEvent *ev)
 	appendStringInfoChar(out, '}');
 }
 
+/* The dead letters insert_dead_letters() writes. */
+typedef struct DeadLetterArgs
+{
+	SinkDeadLetter *dls;
+	int			n;
+} DeadLetterArgs;
+
 /* Insert the dead letters handed out by the sink, through SPI. */
 static void
-insert_dead_letters(SinkDeadLetter *dls, int n)
+insert_dead_letters(void *arg)
 {
+	SinkDeadLetter *dls = ((DeadLetterArgs *) arg)->dls;
+	int			n = ((DeadLetterArgs *) arg)->n;
 	SPIPlanPtr	plan;
 	Oid			types[10] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 	LSNOID, INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID};
@@ -1241,6 +1666,7 @@ relay_write_dead_letters(void)
 	char	   *first_topic;
 	const char *first_error;
 	TimestampTz now;
+	DeadLetterArgs args;
 
 	if (relay.sink == NULL)
 		return;
@@ -1258,24 +1684,9 @@ relay_write_dead_letters(void)
 	first_topic = pnstrdup(dls[0].event.topic, dls[0].event.topic_len);
 	first_error = dls[0].error;
 
-	PG_TRY();
-	{
-		(void) relay_begin_xact();
-		insert_dead_letters(dls, n);
-		relay_commit_xact(cxt);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		relay_abort_xact(cxt);
-		failure = pstrdup(edata->message);
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
+	args.dls = dls;
+	args.n = n;
+	failure = relay_try_xact(insert_dead_letters, &args, cxt);
 
 	if (failure != NULL)
 	{

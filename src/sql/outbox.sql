@@ -457,6 +457,7 @@ CREATE FUNCTION outbox._relay_status(
     OUT decoded_lsn pg_lsn,
     OUT delivered bigint,
     OUT in_flight bigint,
+    OUT replay_left bigint,
     OUT dead_lettered bigint,
     OUT errors bigint,
     OUT last_error text,
@@ -476,9 +477,13 @@ CREATE VIEW outbox.relay_status AS
            s.database,
            s.confirmed_lsn,
            s.decoded_lsn,
+           -- on a standby (a synchronised failover slot) from the WAL replayed
            CASE WHEN r.restart_lsn IS NOT NULL
-                THEN pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(),
-                                                r.restart_lsn)::bigint
+                THEN pg_catalog.pg_wal_lsn_diff(
+                         CASE WHEN pg_catalog.pg_is_in_recovery()
+                              THEN pg_catalog.pg_last_wal_replay_lsn()
+                              ELSE pg_catalog.pg_current_wal_lsn() END,
+                         r.restart_lsn)::bigint
            END AS wal_retained_bytes,
            s.delivered,
            s.last_delivered_commit_time,
@@ -488,6 +493,7 @@ CREATE VIEW outbox.relay_status AS
                 ELSE 0
            END::double precision AS lag_seconds,
            s.in_flight,
+           s.replay_left,
            s.dead_lettered,
            s.errors,
            s.last_error,
@@ -784,3 +790,33 @@ REVOKE ALL ON outbox.adopted FROM PUBLIC;
 REVOKE ALL ON FUNCTION outbox.adopt(regclass, jsonb),
                        outbox.unadopt(regclass),
                        outbox._adopted_drop() FROM PUBLIC;
+
+-- ===========================================================================
+-- 0.3.0 (issue 9): the delivery watermark, for recovery after slot loss.
+-- This block is repeated verbatim in outbox--0.2.0--0.3.0.sql.
+-- ===========================================================================
+
+-- Written only by the relay, at most once a second while it delivers: every
+-- row of outbox.messages whose inserting (or last updating) transaction is
+-- visible in `snapshot` has been acknowledged by Kafka.  The snapshot was
+-- taken when the WAL ended at `lsn`, and the slot had confirmed past `lsn`
+-- when the row was written.  When the relay creates a slot (the first one,
+-- or after the last was dropped, invalidated or left behind by a failover)
+-- it records the slot's initial snapshot in `replay_snapshot`: the rows
+-- visible there and not in `snapshot` are published again before the relay
+-- streams from the new slot (docs/relay.md, "Slot loss").  Not dumped:
+-- transaction ids mean nothing in another cluster, and a watermark of
+-- another system (system_identifier) is ignored.
+CREATE TABLE outbox.relay_watermark (
+    one_row boolean PRIMARY KEY DEFAULT true CHECK (one_row),
+    system_identifier bigint NOT NULL,
+    slot_name name NOT NULL,
+    snapshot pg_catalog.pg_snapshot,
+    lsn pg_catalog.pg_lsn,
+    replay_snapshot pg_catalog.pg_snapshot,
+    replay_lsn pg_catalog.pg_lsn,
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+REVOKE ALL ON outbox.relay_watermark FROM PUBLIC;
+GRANT SELECT ON outbox.relay_watermark TO pg_monitor;

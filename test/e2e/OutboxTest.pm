@@ -36,7 +36,7 @@ use POSIX ();
 use Exporter 'import';
 our @EXPORT = qw(
   real_kafka start_broker broker_ctl broker_can_fail unique_topic
-  new_relay_node wait_relay_state wait_relay_idle relay_status
+  new_relay_node wait_relay_state wait_relay_idle wait_relay_quiet relay_status
   consume consume_all_ids murmur2 java_partition
   check_per_key_order summarize_duplicates relay_pid wait_for
   consume_lines table_ids check_delivery proc_memory start_writer
@@ -344,6 +344,23 @@ sub wait_relay_idle
 	return $ok;
 }
 
+# Wait until the relay is idle and its confirmed position stays put for
+# 2 s: the relay's own delivery watermark write (about a second after events
+# were delivered) is WAL that moves an idle slot.
+sub wait_relay_quiet
+{
+	my ($node, $timeout) = @_;
+	my $deadline = time() + ($timeout // 120);
+	while (time() < $deadline)
+	{
+		return 0 unless wait_relay_idle($node, $deadline - time());
+		my $c1 = relay_status($node)->{confirmed_lsn};
+		sleep 2;
+		return 1 if relay_status($node)->{confirmed_lsn} eq $c1;
+	}
+	return 0;
+}
+
 # Consume a topic from the beginning.  Options: count (stop after that many),
 # idle_ms, timeout_ms.  Returns a list of records: {topic, partition, offset,
 # key, value, headers (hashref), recv_us}.
@@ -590,8 +607,11 @@ sub count_matches
 # A writer that survives server crashes: a forked loop that runs batches of
 # transactions through psql and simply retries when the server is gone.
 # Each transaction inserts $opts{events} (default 3) events into $topic over
-# $opts{keys} (default 10) keys, then sleeps $opts{pause} (default 0.01 s).
-# Returns an object; $w->stop returns {batches_ok, batches_failed}.
+# $opts{keys} (default 10) keys named "$opts{key_prefix}-N" (default "key"),
+# then sleeps $opts{pause} (default 0.01 s).  With $opts{emit} every
+# transaction also emits one event (outbox.emit(), WAL only) with payload
+# {"w", "seq", "emitted": true}.  Returns an object; $w->stop returns
+# {batches_ok, batches_failed}.
 sub start_writer
 {
 	my ($node, $topic, %opts) = @_;
@@ -601,6 +621,7 @@ sub start_writer
 	my $pause = $opts{pause} // 0.01;
 	my $batch = $opts{batch} // 20;
 	my $writer = $opts{name} // 'w';
+	my $prefix = $opts{key_prefix} // 'key';
 	my $pid = fork();
 	die "fork failed: $!" unless defined $pid;
 	if ($pid == 0)
@@ -617,8 +638,11 @@ sub start_writer
 				{
 					my $k = int(rand($keys));
 					$sql .=
-					  "SELECT outbox.enqueue('$topic', 'key-$k', '{\"w\": \"$writer\", \"seq\": $seq, \"e\": $e}');\n";
+					  "SELECT outbox.enqueue('$topic', '$prefix-$k', '{\"w\": \"$writer\", \"seq\": $seq, \"e\": $e}');\n";
 				}
+				$sql .=
+				  "SELECT outbox.emit('$topic', '$prefix-emitted', '{\"w\": \"$writer\", \"seq\": $seq, \"emitted\": true}');\n"
+				  if $opts{emit};
 				$sql .= "COMMIT;\nSELECT pg_sleep($pause);\n";
 			}
 			my ($out, $err);

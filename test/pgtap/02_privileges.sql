@@ -1,7 +1,7 @@
 -- Privileges: PUBLIC gets nothing but the side-effect-free _check_topic();
 -- the GRANTs in docs/sql-api.md give each role exactly its functions.
 BEGIN;
-SELECT plan(39);
+SELECT plan(43);
 
 CREATE ROLE pgtap_outbox_app;
 CREATE ROLE pgtap_outbox_admin;
@@ -28,6 +28,14 @@ SELECT function_privs_are('outbox', 'messages_check', '{}'::name[], 'public', '{
 -- pg_monitor reads relay_status, nothing else.
 SELECT schema_privs_are('outbox', 'pg_monitor', ARRAY['USAGE'], 'pg_monitor has USAGE on schema outbox');
 SELECT table_privs_are('outbox', 'relay_status', 'pg_monitor', ARRAY['SELECT'], 'pg_monitor reads relay_status');
+-- The delivery watermark: written by the relay only, read by pg_monitor.
+SELECT table_privs_are('outbox', 'relay_watermark', 'public', '{}'::name[], 'PUBLIC has no privilege on outbox.relay_watermark');
+SELECT table_privs_are('outbox', 'relay_watermark', 'pg_monitor', ARRAY['SELECT'], 'pg_monitor only reads outbox.relay_watermark');
+SELECT is((SELECT count(*)::int FROM pg_extension e, unnest(e.extconfig) c
+            WHERE e.extname = 'outbox' AND c = 'outbox.relay_watermark'::regclass), 0,
+          'outbox.relay_watermark is not dumped (its transaction ids mean nothing elsewhere)');
+SELECT throws_ok($$INSERT INTO outbox.relay_watermark (one_row, system_identifier, slot_name) VALUES (false, 1, 's')$$,
+                 '23514', NULL, 'outbox.relay_watermark holds one row at most');
 SELECT table_privs_are('outbox', 'messages', 'pg_monitor', '{}'::name[], 'pg_monitor does not read messages');
 
 -- An application role before and after its GRANTs.
