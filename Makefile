@@ -51,7 +51,10 @@ SHLIB_LINK	= -lrdkafka
 # Test programs (not installed): the local Kafka-protocol broker built on
 # librdkafka's mock cluster, and a small consumer used by the end-to-end tests.
 TEST_PROGRAMS	= $(patsubst %.c,%,$(wildcard test/broker/*.c))
-EXTRA_CLEAN	= $(TEST_PROGRAMS) sql/$(EXTENSION)--$(EXTVERSION).sql
+# Unit checks (not installed): module objects linked with stand-ins for the
+# backend functions they call (see each program's header).
+UNIT_PROGRAMS	= test/unit/sink_check
+EXTRA_CLEAN	= $(TEST_PROGRAMS) $(UNIT_PROGRAMS) sql/$(EXTENSION)--$(EXTVERSION).sql
 
 PG_CONFIG	?= pg_config
 PGXS		:= $(shell $(PG_CONFIG) --pgxs)
@@ -63,7 +66,7 @@ endif
 
 override CFLAGS += -Wall -Wmissing-prototypes -Wpointer-arith -Werror=vla -Wendif-labels
 
-all: $(TEST_PROGRAMS)
+all: $(TEST_PROGRAMS) $(UNIT_PROGRAMS)
 
 sql/$(EXTENSION)--$(EXTVERSION).sql: src/sql/outbox.sql $(EXTENSION).control
 	sed 's/@EXTVERSION@/$(EXTVERSION)/g' $< > $@
@@ -72,6 +75,9 @@ $(OBJS): src/compat.h src/outbox.h src/event.h src/msgauth.h src/adopt.h src/wat
 
 test/broker/%: test/broker/%.c test/broker/broker_util.h
 	$(CC) $(CFLAGS_SL_NONE) -O2 -g -Wall -Wextra -Wno-unused-parameter -o $@ $< -lrdkafka -lpthread
+
+test/unit/sink_check: test/unit/sink_check.c src/kafka_sink.o decoder/wire.o
+	$(CC) $(CFLAGS) $(CPPFLAGS) -o $@ $^ -L$(pkglibdir) -lpgcommon -lpgport -lrdkafka -lpthread
 
 .PHONY: version
 version:
