@@ -24,7 +24,8 @@ OBJS = \
 	src/watermark.o \
 	src/kafka_sink.o \
 	decoder/outbox_decoder.o \
-	decoder/wire.o
+	decoder/wire.o \
+	decoder/wire_encode.o
 PGFILEDESC	= "outbox - transactional outbox streamed from the WAL into Kafka"
 
 # Upgrade scripts, one per release step, named explicitly (never a wildcard:

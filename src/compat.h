@@ -141,6 +141,21 @@ outbox_slot_invalidation_cause(ReplicationSlot *s)
 	"it retained more WAL than max_slot_wal_keep_size allows"
 #endif
 
+/*
+ * CreateWaitEventSet() takes a resource owner from 17 on (NULL: the set
+ * lives as long as the process), a memory context before; 18 moved it to
+ * storage/waiteventset.h.
+ */
+#include "storage/latch.h"
+#if PG_VERSION_NUM >= 180000
+#include "storage/waiteventset.h"
+#endif
+#if PG_VERSION_NUM >= 170000
+#define outbox_create_wait_event_set(n)	CreateWaitEventSet(NULL, (n))
+#else
+#define outbox_create_wait_event_set(n)	CreateWaitEventSet(TopMemoryContext, (n))
+#endif
+
 /* Add-in shared memory is requested from shmem_request_hook since 15. */
 #if PG_VERSION_NUM >= 150000
 #define OUTBOX_HAVE_SHMEM_REQUEST_HOOK 1

@@ -88,7 +88,19 @@ outbox_status_begin(const char *database, const char *slot)
 	strlcpy(st->slot_name, slot, NAMEDATALEN);
 	st->started_at = GetCurrentTimestamp();
 	SpinLockRelease(&outbox_relay_shared->mutex);
-	pg_atomic_write_u32(&outbox_relay_shared->latch_procno, outbox_my_procno() + 1);
+}
+
+/*
+ * Let committing backends wake the relay (it decodes), or not (it waits for
+ * something else: a wake-up per commit would only cost it CPU).
+ */
+void
+outbox_status_listen(bool listen)
+{
+	if (outbox_relay_shared == NULL)
+		return;
+	pg_atomic_write_u32(&outbox_relay_shared->latch_procno,
+						listen ? outbox_my_procno() + 1 : 0);
 }
 
 /* On worker exit: forget the latch, keep counters and last error visible. */

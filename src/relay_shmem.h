@@ -56,6 +56,7 @@ extern OutboxRelayShared *outbox_relay_shared;
 /* Worker-side helpers (no-ops without shared memory). */
 extern void outbox_status_begin(const char *database, const char *slot);
 extern void outbox_status_end(void);
+extern void outbox_status_listen(bool listen);
 extern void outbox_status_set_state(const char *state);
 /* The launcher's word while no relay runs (state and why). */
 extern void outbox_status_launcher(const char *database, const char *slot,

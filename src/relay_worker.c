@@ -145,6 +145,7 @@ typedef struct RelayState
 	SinkAcked  *acked;			/* from the last sink, for the next one */
 	int			pipe_rd;		/* librdkafka wake-up pipe, read end */
 	int			pipe_wr;		/* write end, given to librdkafka */
+	WaitEventSet *wait_set;		/* latch, pipe, postmaster death */
 	MemoryContext loop_cxt;		/* reset every loop iteration */
 	MemoryContext replay_cxt;	/* the pending replay, reset per stream */
 	char	   *brokers;		/* settings the producer was built with */
@@ -413,19 +414,33 @@ relay_run(void)
 static void
 relay_wait(long timeout_ms)
 {
-	int			rc;
+	WaitEvent	events[3];
+	int			n;
+	int			i;
 	char		buf[64];
 
-	rc = WaitLatchOrSocket(MyLatch,
-						   WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT |
-						   WL_EXIT_ON_PM_DEATH,
-						   relay.pipe_rd, timeout_ms, PG_WAIT_EXTENSION);
-	if (rc & WL_LATCH_SET)
-		ResetLatch(MyLatch);
-	if (rc & WL_SOCKET_READABLE)
+	/* one wait set for the life of the worker, not an epoll set per wait */
+	if (relay.wait_set == NULL)
 	{
-		while (read(relay.pipe_rd, buf, sizeof(buf)) > 0)
-			;
+		relay.wait_set = outbox_create_wait_event_set(3);
+		AddWaitEventToSet(relay.wait_set, WL_LATCH_SET, PGINVALID_SOCKET,
+						  MyLatch, NULL);
+		AddWaitEventToSet(relay.wait_set, WL_SOCKET_READABLE, relay.pipe_rd,
+						  NULL, NULL);
+		AddWaitEventToSet(relay.wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET,
+						  NULL, NULL);
+	}
+	n = WaitEventSetWait(relay.wait_set, timeout_ms, events, lengthof(events),
+						 PG_WAIT_EXTENSION);
+	for (i = 0; i < n; i++)
+	{
+		if (events[i].events & WL_LATCH_SET)
+			ResetLatch(MyLatch);
+		if (events[i].events & WL_SOCKET_READABLE)
+		{
+			while (read(relay.pipe_rd, buf, sizeof(buf)) > 0)
+				;
+		}
 	}
 	CHECK_FOR_INTERRUPTS();
 }
@@ -806,7 +821,7 @@ relay_start_sink(void)
 static RelayStop
 relay_stream(void)
 {
-	List	   *options;
+	static List *options = NIL;
 	WatermarkReplay replay;
 	uint64		replay_rows = 0;
 	bool		replay_pending;
@@ -850,7 +865,14 @@ relay_stream(void)
 	relay.logged_state[0] = '\0';
 	relay.logged_msg[0] = '\0';
 
-	options = list_make1(makeDefElem("format", (Node *) makeString("binary"), -1));
+	if (options == NIL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		/* built once: CreateDecodingContext() keeps the list */
+		options = list_make1(makeDefElem("format", (Node *) makeString("binary"), -1));
+		MemoryContextSwitchTo(old);
+	}
 	relay.ctx = CreateDecodingContext(InvalidXLogRecPtr, options, false,
 									  XL_ROUTINE(.page_read = read_local_xlog_page,
 												 .segment_open = wal_segment_open,
@@ -861,6 +883,8 @@ relay_stream(void)
 
 	relay.extension_checked = 0;
 	relay_check_extension();
+	/* from now on committing backends wake the relay */
+	outbox_status_listen(true);
 	ereport(LOG,
 			(errmsg("outbox relay streaming slot \"%s\" from %X/%X to Kafka at %s",
 					outbox_slot_name,
@@ -1136,6 +1160,7 @@ relay_destroy_sink(void)
 static void
 relay_teardown(bool release_slot)
 {
+	outbox_status_listen(false);
 	relay_destroy_sink();
 	if (relay.ctx != NULL)
 	{

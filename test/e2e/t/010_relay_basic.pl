@@ -105,9 +105,11 @@ is($s->{in_flight}, 0, 'nothing in flight');
 is($s->{errors}, 0, 'no errors');
 ok(defined $s->{last_delivered_commit_time}, 'last delivered commit time');
 ok(defined $s->{wal_retained_bytes}, 'WAL retained is reported');
-is($node->safe_psql('postgres',
+# (status is published every 100 ms; the slot may just have moved past the
+# relay's own watermark write)
+ok(wait_for(sub { $node->safe_psql('postgres',
 	q{SELECT confirmed_flush_lsn = (SELECT confirmed_lsn FROM outbox.relay_status)
-	    FROM pg_replication_slots WHERE slot_name = 'outbox'}), 't',
+	    FROM pg_replication_slots WHERE slot_name = 'outbox'}) eq 't' }, 10),
 	'relay_status confirmed LSN is the slot\'s');
 
 # Ordinary roles cannot read the Kafka properties setting.

@@ -31,7 +31,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep);
 
-my $bound = 64 * 1024;
+my $bound = 8 * 1024;
 
 my $topic = unique_topic('memory');
 my $b = start_broker(topics => ["$topic:1"]);
