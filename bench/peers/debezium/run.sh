@@ -189,7 +189,7 @@ CREATE PUBLICATION dbz FOR TABLE outboxevent;
 SELECT 1 FROM pg_create_logical_replication_slot('outbox_bench', 'outbox')
  WHERE NOT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = 'outbox_bench');
 SELECT 1 FROM pg_create_logical_replication_slot('dbz', 'pgoutput');
-CREATE TABLE lat_raw (who text, id uuid, recv_us bigint);
+CREATE TABLE lat_raw (who text, id uuid, xid text, recv_us bigint);
 
 -- N inserts in transactions of B: the payload of bench/drain.sh
 CREATE PROCEDURE bench_load(n bigint, batch int)
@@ -362,17 +362,24 @@ fi
 # (ii) latency
 # ---------------------------------------------------------------------
 
+cat >"$TMP/enqueue.sql" <<'EOF'
+\set k random(0, 999)
+\set o random(1, 1000000000)
+SELECT outbox.enqueue('ob.Order', 'customer-' || :k, jsonb_build_object('order_id', :o, 'customer_id', 'c-' || :k, 'amount', round((:o % 100000) / 100.0, 2), 'currency', 'EUR', 'status', 'created', 'created_at', '2024-05-01T12:00:00Z'), '{"eventType": "OrderCreated"}');
+EOF
 cat >"$TMP/insert.sql" <<'EOF'
 \set k random(0, 999)
 \set o random(1, 1000000000)
 INSERT INTO outboxevent VALUES (gen_random_uuid(), 'Order', 'customer-' || :k, 'OrderCreated', jsonb_build_object('order_id', :o, 'customer_id', 'c-' || :k, 'amount', round((:o % 100000) / 100.0, 2), 'currency', 'EUR', 'status', 'created', 'created_at', '2024-05-01T12:00:00Z'));
 EOF
-chmod 644 "$TMP/insert.sql"
+chmod 644 "$TMP/insert.sql" "$TMP/enqueue.sql"
 
-# latency WHO TOPIC: consumer from the end, warm-up, pgbench, then the
-# percentiles of receive time - commit time, joined by the id header.
+# latency WHO TOPIC [SCRIPT]: consumer from the end, warm-up, pgbench, then
+# the percentiles of receive time - commit time of the inserting
+# transaction, found by the id header (the row's xmin), or for
+# outbox.enqueue() by the outbox-xid header.
 latency() {
-	local who=$1 topic=$2 cons i
+	local who=$1 topic=$2 script=${3:-insert} cons i
 	: >"$TMP/$who.consume"
 	"$CONSUME_BIN" -b "$BOOTSTRAP" -t "$topic" --from-end --idle-ms 5000 --timeout-ms 0 \
 		>"$TMP/$who.consume" 2>"$TMP/$who.consume.err" &
@@ -388,17 +395,25 @@ latency() {
 	sleep 1
 	# only the transactions of this run count (32-bit xids, as in xmin)
 	from_xid=$(bpsql -c "SELECT txid_current() % 4294967296")
-	log "$who: pgbench -R $RATE -T $DURATION -c 4 -j 2 (one insert into the adopted table per transaction)"
+	log "$who: pgbench -R $RATE -T $DURATION -c 4 -j 2 (one $script per transaction)"
 	as_pg "$PGBIN/pgbench" -n -h "$TMP" -p "$PORT" -U postgres -R "$RATE" -T "$DURATION" -c 4 -j 2 \
-		-f "$TMP/insert.sql" postgres >"$TMP/$who.pgbench" 2>&1 || { cat "$TMP/$who.pgbench" >&2; die "pgbench failed"; }
+		-f "$TMP/$script.sql" postgres >"$TMP/$who.pgbench" 2>&1 || { cat "$TMP/$who.pgbench" >&2; die "pgbench failed"; }
 	wait "$cons" || true
-	perl -ne 'chomp; my @f = split /\t/, $_, -1; my ($id) = $f[5] =~ /"id":"([0-9a-f-]{36})"/; print "'"$who"'\t$id\t$f[6]\n" if defined $id' \
-		"$TMP/$who.consume" | bpsql -c "COPY lat_raw (who, id, recv_us) FROM STDIN"
+	perl -ne 'chomp; my @f = split /\t/, $_, -1; my ($id) = $f[5] =~ /"id":"([0-9a-f-]{36})"/; my ($x) = $f[5] =~ /"outbox-xid":"(\d+)"/;
+		print "'"$who"'\t", $id // "\\N", "\t", $x // "\\N", "\t$f[6]\n"' \
+		"$TMP/$who.consume" | bpsql -c "COPY lat_raw (who, id, xid, recv_us) FROM STDIN"
 	bpsql -F ' ' <<SQL
-WITH l AS (
-	SELECT (r.recv_us - extract(epoch FROM pg_xact_commit_timestamp(e.xmin)) * 1e6) / 1000.0 AS ms
+WITH x AS (
+	SELECT r.recv_us, e.xmin AS xid
 	  FROM lat_raw r JOIN outboxevent e USING (id)
-	 WHERE r.who = '$who' AND e.type <> 'Warmup' AND e.xmin::text::bigint > $from_xid)
+	 WHERE r.who = '$who' AND '$script' = 'insert' AND e.type <> 'Warmup'
+	UNION ALL
+	SELECT r.recv_us, r.xid::xid
+	  FROM lat_raw r
+	 WHERE r.who = '$who' AND '$script' = 'enqueue' AND r.id IS NULL),
+l AS (
+	SELECT (recv_us - extract(epoch FROM pg_xact_commit_timestamp(xid)) * 1e6) / 1000.0 AS ms
+	  FROM x WHERE xid::text::bigint > $from_xid)
 SELECT count(*),
        round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 2),
        round(percentile_cont(0.9) WITHIN GROUP (ORDER BY ms)::numeric, 2),
@@ -412,6 +427,9 @@ if ! skipped latency; then
 	relay_on
 	read -r R[ob_lat_n] R[ob_p50] R[ob_p90] R[ob_p99] R[ob_max] < <(latency outbox ob.Order)
 	log "outbox: ${R[ob_lat_n]} events, p50 ${R[ob_p50]} p90 ${R[ob_p90]} p99 ${R[ob_p99]} max ${R[ob_max]} ms"
+	# for reference: outbox.enqueue(), which wakes the relay at commit
+	read -r R[eq_lat_n] R[eq_p50] R[eq_p90] R[eq_p99] R[eq_max] < <(latency outbox-enqueue ob.Order enqueue)
+	log "outbox, enqueue(): ${R[eq_lat_n]} events, p50 ${R[eq_p50]} p90 ${R[eq_p90]} p99 ${R[eq_p99]} max ${R[eq_max]} ms"
 	relay_off
 
 	# shellcheck disable=SC2086
@@ -481,11 +499,11 @@ EOF
 			v=${vl[$(((i + r - 1) % ${#vl[@]}))]}
 			t=$(wp_run "$v" "$WP_SECONDS")
 			echo "$t" >>"$TMP/wp_$v.tps"
-			line+=" $v=$t"
+			line+=" $v=$(printf %.0f "$t")"
 		done
 		log "write path $line"
 	done
-	for v in $VARIANTS; do R[wp_$v]=$(median <"$TMP/wp_$v.tps"); done
+	for v in $VARIANTS; do R[wp_$v]=$(median <"$TMP/wp_$v.tps" | xargs printf '%.0f'); done
 fi
 
 # ---------------------------------------------------------------------
@@ -493,25 +511,28 @@ fi
 # ---------------------------------------------------------------------
 printf '\n%s\n' "outbox vs Debezium 3.6.1.Final: PostgreSQL $PGVERSION, Kafka 4.1.1 single node, $PARTITIONS partitions, $(nproc) cores"
 if ! skipped drain; then
-	printf '%-44s %14s %14s %8s\n' "drain of $EVENTS events" outbox Debezium ratio
-	printf '%-44s %14s %14s %8s\n' "events/s, from start to last ack (outbox: and slot confirmed)" "${R[ob_rate]}" "${R[dbz_rate]}" "$(ratio "${R[ob_rate]}" "${R[dbz_rate]}")"
-	printf '%-44s %14s %14s %8s\n' "events/s, from first to last ack" \
+	printf '%-62s %14s %14s %8s\n' "drain of $EVENTS events" outbox Debezium ratio
+	printf '%-62s %14s %14s %8s\n' "events/s, from start to last ack (outbox: and slot confirmed)" "${R[ob_rate]}" "${R[dbz_rate]}" "$(ratio "${R[ob_rate]}" "${R[dbz_rate]}")"
+	printf '%-62s %14s %14s %8s\n' "events/s, from first to last ack" \
 		"$(awk -v n="$EVENTS" -v a="${R[o_first]}" -v b="${R[o_acked]}" 'BEGIN { printf "%.0f", n / (b - a) }')" "${R[dbz_rate_stream]}" \
 		"$(ratio "$(awk -v n="$EVENTS" -v a="${R[o_first]}" -v b="${R[o_acked]}" 'BEGIN { printf "%.0f", n / (b - a) }')" "${R[dbz_rate_stream]}")"
-	printf '%-44s %14s %14s %8s\n' "start to first ack, s" "${R[o_first]}" "${R[dbz_first_s]}" ""
-	printf '%-44s %14s %14s %8s\n' "peak RSS (VmHWM), MB" "$((R[ob_hwm] / 1024))" "$((R[dbz_hwm] / 1024))" "$(ratio "${R[ob_hwm]}" "${R[dbz_hwm]}")"
-	printf '%-44s %14s %14s %8s\n' "largest anonymous RSS seen, MB" "$((R[ob_rss] / 1024))" "$((R[dbz_rss] / 1024))" "$(ratio "${R[ob_rss]}" "${R[dbz_rss]}")"
+	printf '%-62s %14s %14s %8s\n' "start to first ack, s" "${R[o_first]}" "${R[dbz_first_s]}" ""
+	printf '%-62s %14s %14s %8s\n' "peak RSS (VmHWM), MB" "$((R[ob_hwm] / 1024))" "$((R[dbz_hwm] / 1024))" "$(ratio "${R[ob_hwm]}" "${R[dbz_hwm]}")"
+	printf '%-62s %14s %14s %8s\n' "largest anonymous RSS seen, MB" "$((R[ob_rss] / 1024))" "$((R[dbz_rss] / 1024))" "$(ratio "${R[ob_rss]}" "${R[dbz_rss]}")"
 fi
 if ! skipped latency; then
-	printf '%-44s %14s %14s %8s\n' "latency at $RATE tx/s, ms (events)" "outbox (${R[ob_lat_n]})" "Debezium (${R[dbz_lat_n]})" ratio
+	printf '%-62s %14s %14s %8s\n' "latency at $RATE tx/s, ms (events: outbox ${R[ob_lat_n]}, Debezium ${R[dbz_lat_n]})" outbox Debezium ratio
 	for q in p50 p90 p99 max; do
-		printf '%-44s %14s %14s %8s\n' "  $q" "${R[ob_$q]}" "${R[dbz_$q]}" "$(ratio "${R[ob_$q]}" "${R[dbz_$q]}")"
+		printf '%-62s %14s %14s %8s\n' "  $q" "${R[ob_$q]}" "${R[dbz_$q]}" "$(ratio "${R[ob_$q]}" "${R[dbz_$q]}")"
 	done
+	printf '%-62s %14s %14s %8s\n' "  for reference, outbox.enqueue() (${R[eq_lat_n]} events) p50/p99/max" \
+		"${R[eq_p50]}/${R[eq_p99]}/${R[eq_max]}" "" "$(ratio "${R[eq_p50]}" "${R[dbz_p50]}")"
+
 fi
 if ! skipped write; then
-	printf '%-44s %14s %8s\n' "write path, tps (median of $WP_ROUNDS x ${WP_SECONDS}s, $WP_CLIENTS clients)" tps "vs bare"
+	printf '%-62s %14s %8s\n' "write path, tps (median of $WP_ROUNDS x ${WP_SECONDS}s, $WP_CLIENTS clients)" tps "vs bare"
 	for v in $VARIANTS; do
-		printf '%-44s %14s %8s\n' "  $v" "${R[wp_$v]}" "$(ratio "${R[wp_$v]}" "${R[wp_bare]}")"
+		printf '%-62s %14s %8s\n' "  $v" "${R[wp_$v]}" "$(ratio "${R[wp_$v]}" "${R[wp_bare]}")"
 	done
 fi
 printf 'debezium tuning: drain [%s, producer %s], latency [%s, producer %s]; JVM %s\n' \
