@@ -381,7 +381,8 @@ chmod 644 "$TMP/insert.sql" "$TMP/enqueue.sql"
 latency() {
 	local who=$1 topic=$2 script=${3:-insert} cons i
 	: >"$TMP/$who.consume"
-	"$CONSUME_BIN" -b "$BOOTSTRAP" -t "$topic" --from-end --idle-ms 5000 --timeout-ms 0 \
+	# gives up after 20 s without records (Debezium may still be starting)
+	"$CONSUME_BIN" -b "$BOOTSTRAP" -t "$topic" --from-end --idle-ms 20000 --timeout-ms 0 \
 		>"$TMP/$who.consume" 2>"$TMP/$who.consume.err" &
 	cons=$!
 	PIDS+=($cons)
@@ -424,14 +425,8 @@ SQL
 }
 
 if ! skipped latency; then
-	relay_on
-	read -r R[ob_lat_n] R[ob_p50] R[ob_p90] R[ob_p99] R[ob_max] < <(latency outbox ob.Order)
-	log "outbox: ${R[ob_lat_n]} events, p50 ${R[ob_p50]} p90 ${R[ob_p90]} p99 ${R[ob_p99]} max ${R[ob_max]} ms"
-	# for reference: outbox.enqueue(), which wakes the relay at commit
-	read -r R[eq_lat_n] R[eq_p50] R[eq_p90] R[eq_p99] R[eq_max] < <(latency outbox-enqueue ob.Order enqueue)
-	log "outbox, enqueue(): ${R[eq_lat_n]} events, p50 ${R[eq_p50]} p90 ${R[eq_p90]} p99 ${R[eq_p99]} max ${R[eq_max]} ms"
-	relay_off
-
+	# Debezium first, so that it does not have to read the outbox runs'
+	# rows first (the relay reads Debezium's run's rows in a moment)
 	# shellcheck disable=SC2086
 	cfg=$(dbz_config dbz-latency peer.expect=0 $DBZ_LATENCY \
 		$(for kv in $PRODUCER_LATENCY; do echo "peer.producer.$kv"; done))
@@ -439,18 +434,23 @@ if ! skipped latency; then
 	bash "$DBZ_SH" run "$cfg" >"$TMP/dbz-latency.out" 2>"$TMP/dbz-latency.err" &
 	jpid=$!
 	PIDS+=($jpid)
-	# the consumer gives up after 5 s without records: start it once
-	# Debezium streams (its slot is active)
 	for i in $(seq 1 300); do
 		[ "$(bpsql -c "SELECT active FROM pg_replication_slots WHERE slot_name = 'dbz'")" = t ] && break
 		kill -0 "$jpid" 2>/dev/null || die "Debezium exited: $(grep -v ' INFO ' "$TMP/dbz-latency.err" | tail -5)"
 		sleep 0.5
 	done
-	sleep 2
 	read -r R[dbz_lat_n] R[dbz_p50] R[dbz_p90] R[dbz_p99] R[dbz_max] < <(latency debezium dbz.Order)
 	kill -TERM "$jpid"
 	wait "$jpid" || true
 	log "Debezium: ${R[dbz_lat_n]} events, p50 ${R[dbz_p50]} p90 ${R[dbz_p90]} p99 ${R[dbz_p99]} max ${R[dbz_max]} ms"
+
+	relay_on
+	read -r R[ob_lat_n] R[ob_p50] R[ob_p90] R[ob_p99] R[ob_max] < <(latency outbox ob.Order)
+	log "outbox: ${R[ob_lat_n]} events, p50 ${R[ob_p50]} p90 ${R[ob_p90]} p99 ${R[ob_p99]} max ${R[ob_max]} ms"
+	# for reference: outbox.enqueue(), which wakes the relay at commit
+	read -r R[eq_lat_n] R[eq_p50] R[eq_p90] R[eq_p99] R[eq_max] < <(latency outbox-enqueue ob.Order enqueue)
+	log "outbox, enqueue(): ${R[eq_lat_n]} events, p50 ${R[eq_p50]} p90 ${R[eq_p90]} p99 ${R[eq_p99]} max ${R[eq_max]} ms"
+	relay_off
 fi
 
 # ---------------------------------------------------------------------
