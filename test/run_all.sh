@@ -10,7 +10,9 @@
 #      5. e2e-kafka   the end-to-end tests that make sense on a real broker,
 #                     on a real single-node Apache Kafka (test/kafka/kafka.sh,
 #                     auto topic creation off, a SASL_SSL listener too),
-#                     including broker down/up and the SASL test (240)
+#                     including broker down/up, the SASL test (240) and the
+#                     record comparison with Debezium's Outbox Event Router
+#                     (115; bench/peers/debezium, built with Maven)
 #      6. e2e-kafka3  real-only fault tests (test/e2e/t/2*_real_*.pl) on a
 #                     real 3-node cluster: RF 3, min.insync.replicas 2;
 #                     leader SIGKILL, controller SIGKILL, a frozen broker,
@@ -56,7 +58,7 @@ MATRIX_SUITE=matrix
 SUITES=${OUTBOX_SUITES:-packaging regress pgtap broker e2e e2e-kafka e2e-kafka3 docs $MATRIX_SUITE}
 # The end-to-end tests that make sense on a real Kafka; the others need the
 # mock's injected errors for most of what they check.
-E2E_KAFKA_TESTS=${OUTBOX_E2E_KAFKA_TESTS:-${OUTBOX_E2E_TESTS:-010_* 020_* 030_* 040_* 050_* 060_* 070_* 080_* 090_* 130_* 135_* 240_*}}
+E2E_KAFKA_TESTS=${OUTBOX_E2E_KAFKA_TESTS:-${OUTBOX_E2E_TESTS:-010_* 020_* 030_* 040_* 050_* 060_* 070_* 080_* 090_* 115_* 130_* 135_* 240_*}}
 KAFKA_SH=$OUTBOX_BUILD/test/kafka/kafka.sh
 LOGDIR=$OUTBOX_BUILD/test-logs
 mkdir -p "$LOGDIR"
@@ -209,9 +211,16 @@ for suite in $SUITES; do
 		# the SASL test (240) reads the client settings as postgres
 		chown postgres: "$kdir/client.properties" "$kdir/bootstrap_sasl" 2>/dev/null
 		echo "Kafka started in $((SECONDS - t0))s at $(cat "$kdir/bootstrap")"
+		# Debezium for the comparison test (115), built with Maven once
+		# into a directory postgres can read; a failed build fails 115
+		dbz=$OUTBOX_BUILD/bench/peers/debezium/debezium.sh
+		t1=$SECONDS
+		bash "$dbz" fetch > "$LOGDIR/debezium-fetch.out" 2>&1 || cat "$LOGDIR/debezium-fetch.out"
+		echo "Debezium peer resolved in $((SECONDS - t1))s: $(bash "$dbz" libs)"
 		OUTBOX_TEST_KAFKA_BROKERS=$(cat "$kdir/bootstrap") OUTBOX_TEST_KAFKA_PROPERTIES= \
 			run_e2e e2e-kafka "$E2E_KAFKA_TESTS" \
 			OUTBOX_TEST_KAFKA_DIR="$kdir" \
+			OUTBOX_TEST_DEBEZIUM_LIBS="$(bash "$dbz" libs)" \
 			OUTBOX_TEST_KAFKA_STOP_CMD="bash $KAFKA_SH stop-node $kdir 1" \
 			OUTBOX_TEST_KAFKA_START_CMD="bash $KAFKA_SH start-node $kdir 1"
 		if [ $? -ne 0 ]; then

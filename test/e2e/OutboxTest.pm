@@ -363,7 +363,8 @@ sub wait_relay_quiet
 
 # Consume a topic from the beginning.  Options: count (stop after that many),
 # idle_ms, timeout_ms.  Returns a list of records: {topic, partition, offset,
-# key, value, headers (hashref), recv_us}.
+# key, value, headers (hashref), headers_raw (the JSON object as printed, in
+# the record's header order), recv_us}.
 sub consume
 {
 	my ($b, $topic, %opts) = @_;
@@ -382,6 +383,7 @@ sub consume
 			key => _unescape($k),
 			value => _unescape($v),
 			headers => decode_json($h),
+			headers_raw => $h,
 			recv_us => $us
 		  };
 	}
