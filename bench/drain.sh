@@ -183,13 +183,15 @@ recvlogical_drain()
 
 rate() { printf '%.0f' "$(echo "$EVENTS / $1" | bc -l)"; }
 
-# VmHWM (peak resident set) and RssShmem of the relay process, in kB.
+# VmHWM (peak resident set) and RssShmem of the relay process, in kB, and
+# the CPU seconds (user + system, all its threads) it has used so far.
 relay_memory()
 {
-	local pid
+	local pid cpu
 	pid=$(bpsql -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'outbox relay'")
-	[ -n "$pid" ] && [ -r "/proc/$pid/status" ] || { echo "- -"; return; }
-	awk '/^VmHWM:/ {h=$2} /^RssShmem:/ {s=$2} END {print h, s}' "/proc/$pid/status"
+	[ -n "$pid" ] && [ -r "/proc/$pid/status" ] || { echo "- - -"; return; }
+	cpu=$(awk -v hz="$(getconf CLK_TCK)" '{sub(/.*\) /, ""); printf "%.2f", ($12 + $13) / hz}' "/proc/$pid/stat")
+	awk -v cpu="$cpu" '/^VmHWM:/ {h=$2} /^RssShmem:/ {s=$2} END {print h, s, cpu}' "/proc/$pid/status"
 }
 
 : >"$BENCH_TMP/base.txt" ; : >"$BENCH_TMP/plug.txt" ; : >"$BENCH_TMP/relay.txt"
@@ -213,6 +215,7 @@ for r in $(seq 1 "$RUNS"); do
 		echo "$plug_rate" >>"$BENCH_TMP/plug.txt"
 	fi
 
+	read -r _ _ cpu0_s < <(relay_memory)
 	bpsql -c "ALTER SYSTEM SET outbox.kafka_brokers = '$BENCH_BOOTSTRAP'" \
 		-c "ALTER SYSTEM SET outbox.kafka_properties = '$RELAY_PROPS'"
 	res=$(bpsql -F ' ' -c "SELECT coalesce(first_s, -1), coalesce(delivered_s, -1), coalesce(confirmed_s, -1), delivered, state, coalesce(last_error, '') FROM bench_relay_wait($EVENTS, '$END_LSN', $TIMEOUT_S)")
@@ -220,7 +223,10 @@ for r in $(seq 1 "$RUNS"); do
 	if [ "$conf_s" = "-1" ]; then
 		die "run $r: relay did not finish within ${TIMEOUT_S}s: delivered=$delivered state=$state error=$lasterr"
 	fi
-	read -r hwm_kb shmem_kb < <(relay_memory)
+	read -r hwm_kb shmem_kb cpu_s < <(relay_memory)
+	# the relay's CPU time during the drain (all of it if it is a new process)
+	[ "$cpu0_s" != "-" ] && [ "$cpu_s" != "-" ] &&
+		cpu_s=$(awk -v a="$cpu_s" -v b="$cpu0_s" 'BEGIN { printf "%.2f", (a >= b ? a - b : a) }')
 	bpsql -c "ALTER SYSTEM SET outbox.kafka_brokers = ''" -c "SELECT pg_reload_conf()" >/dev/null
 
 	base_rate=$(rate "$base_s")
@@ -237,7 +243,7 @@ for r in $(seq 1 "$RUNS"); do
 	[ "$hwm_mb" != "-" ] && echo "$hwm_mb" >>"$BENCH_TMP/hwm.txt"
 	printf '%-6s %13s %13s %13s %8s %8s %8.3f %8.3f %8.3f %8s\n' "$r" "$base_rate" "$plug_rate" "$relay_rate" \
 		"$dratio" "$ratio" "$first_s" "$deliv_s" "$conf_s" "$hwm_mb" >&2
-	[ "$hwm_kb" != "-" ] && log "relay peak resident memory (VmHWM) $hwm_mb MB, of which shared memory (RssShmem, now) $((shmem_kb / 1024)) MB"
+	[ "$hwm_kb" != "-" ] && log "relay peak resident memory (VmHWM) $hwm_mb MB, of which shared memory (RssShmem, now) $((shmem_kb / 1024)) MB; relay CPU time $cpu_s s in ${conf_s} s ($(printf %.0f "$(echo "100 * $cpu_s / $conf_s" | bc -l)")% of one core; machine load average $(cut -d' ' -f1 /proc/loadavg))"
 	bpsql -c "SELECT pg_drop_replication_slot('td_$r')" >/dev/null
 	[ "$PLUGIN_BASELINE" = 1 ] && bpsql -c "SELECT pg_drop_replication_slot('oj_$r')" >/dev/null
 done
