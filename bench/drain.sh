@@ -1,23 +1,30 @@
 #!/usr/bin/env bash
 # bench/drain.sh — how fast does the relay drain a backlog into Kafka?
 #
-# Builds a throw-away cluster and the mock Kafka broker, writes a backlog of
-# N events with outbox.enqueue() (R copies of every slot are created first,
-# so each run drains the very same WAL), then per run:
+# Builds a throw-away cluster and a Kafka (by default a real single-node
+# Apache Kafka from test/kafka/kafka.sh; --kafka3: three nodes, topic with
+# replication factor 3 and min.insync.replicas 2; --mock: the mock broker),
+# writes a backlog of N events with outbox.enqueue() (R copies of every slot
+# are created first, so each run drains the very same WAL), then per run:
 #   (a) baseline: pg_recvlogical + test_decoding drains the backlog to
 #       /dev/null (bare logical decoding, no Kafka);
-#   (b) decoder:  pg_recvlogical + the outbox plugin (JSON format) to
-#       /dev/null (our decoder alone, no Kafka);
+#   (b) decoder:  pg_recvlogical + the outbox plugin to /dev/null, in the
+#       binary format the relay decodes (--decoder-format json: JSON), so
+#       our decoder alone, output discarded, no Kafka (decode-only);
 #   (c) outbox:   the relay is switched on (outbox.kafka_brokers set, config
 #       reloaded) and timed until relay_status shows delivered = N,
 #       in_flight = 0 and confirmed_lsn >= the backlog's end LSN (polled
-#       every 20 ms inside the server).
-# Prints events/s for each, the outbox/baseline ratio, the median over the
-# runs and a final one-line summary.
+#       every 20 ms inside the server); then the relay's peak resident
+#       memory (VmHWM in /proc) is read.
+# Prints events/s for each, the outbox/decoder and outbox/baseline ratios,
+# the relay's peak memory, the median over the runs and a final one-line
+# summary with the targets (outbox >= 95% of decode-only, relay <= 64 MB).
 #
 # Usage: bench/drain.sh [--events N] [--runs R] [--batch B] [--pgbin DIR]
-#                       [--partitions P] [--no-plugin-baseline] [--keep]
+#                       [--kafka3 | --mock] [--partitions P]
+#                       [--decoder-format binary|json] [--no-plugin-baseline]
 #                       [--relay-props 'name=value;...'] [--set 'guc = value']...
+#                       [--keep]
 #
 # bench/drain.sh
 
@@ -28,6 +35,7 @@ RUNS=1
 BATCH=1000
 PARTITIONS=16
 PLUGIN_BASELINE=1
+DECODER_FORMAT=binary
 RELAY_PROPS=""
 EXTRA_CONF=""
 TIMEOUT_S=600
@@ -48,6 +56,9 @@ while [ $# -gt 0 ]; do
 		--relay-props) RELAY_PROPS=$2; shift 2 ;;
 		--set) EXTRA_CONF+="$2"$'\n'; shift 2 ;;
 		--no-plugin-baseline) PLUGIN_BASELINE=0; shift ;;
+		--decoder-format) DECODER_FORMAT=$2; shift 2 ;;
+		--kafka3) BENCH_KAFKA=kafka3; shift ;;
+		--mock) BENCH_KAFKA=mock; shift ;;
 		--timeout) TIMEOUT_S=$2; shift 2 ;;
 		--keep) BENCH_KEEP=1; shift ;;
 		-h|--help) usage ;;
@@ -57,16 +68,16 @@ done
 [[ "$EVENTS" =~ ^[0-9]+$ && "$EVENTS" -gt 0 ]] || die "--events wants a positive number"
 [[ "$RUNS" =~ ^[0-9]+$ && "$RUNS" -gt 0 ]] || die "--runs wants a positive number"
 [[ "$BATCH" =~ ^[0-9]+$ && "$BATCH" -gt 0 ]] || die "--batch wants a positive number"
+[[ "$DECODER_FORMAT" =~ ^(binary|json)$ ]] || die "--decoder-format wants binary or json"
 
 bench_resolve_pgbin
 bench_setup_tmp
 
 log "cluster in $BENCH_TMP (PostgreSQL from $PGBIN)"
+bench_start_kafka bench "$PARTITIONS"
 bench_init_cluster "outbox.slot_name = 'outbox_1'
 $EXTRA_CONF"
 bench_pg_start
-bench_start_broker --topic "bench:$PARTITIONS"
-log "mock broker at $BENCH_BOOTSTRAP"
 
 bpsql <<'SQL'
 CREATE EXTENSION outbox;
@@ -132,13 +143,19 @@ BEGIN
 END $$;
 SQL
 
-# One test_decoding, one outbox-JSON and one relay slot per run, all made
-# before the backlog so that every run decodes exactly the same WAL.
+# One test_decoding, one outbox-plugin and one relay slot per run, all made
+# before the backlog so that every run decodes exactly the same WAL.  The
+# idle relay creates its own slot (outbox_1) at start-up: wait for that.
+for i in $(seq 1 600); do
+	[ "$(bpsql -c "SELECT state FROM outbox.relay_status")" = disabled ] && break
+	sleep 0.1
+done
 for r in $(seq 1 "$RUNS"); do
 	bpsql -c "SELECT pg_create_logical_replication_slot('td_$r', 'test_decoding')" >/dev/null
 	[ "$PLUGIN_BASELINE" = 1 ] &&
 		bpsql -c "SELECT pg_create_logical_replication_slot('oj_$r', 'outbox')" >/dev/null
-	bpsql -c "SELECT pg_create_logical_replication_slot('outbox_$r', 'outbox')" >/dev/null
+	bpsql -c "SELECT pg_create_logical_replication_slot('outbox_$r', 'outbox')
+	            WHERE NOT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = 'outbox_$r')" >/dev/null
 done
 
 START_LSN=$(bpsql -c "SELECT pg_current_wal_lsn()")
@@ -166,8 +183,22 @@ recvlogical_drain()
 
 rate() { printf '%.0f' "$(echo "$EVENTS / $1" | bc -l)"; }
 
-: >"$BENCH_TMP/base.txt" ; : >"$BENCH_TMP/plug.txt" ; : >"$BENCH_TMP/relay.txt" ; : >"$BENCH_TMP/ratio.txt"
-printf '\n%-6s %14s %14s %14s %8s %9s %9s %9s\n' run "baseline ev/s" "decoder ev/s" "outbox ev/s" "ratio" "first_s" "acked_s" "total_s" >&2
+# VmHWM (peak resident set) and RssShmem of the relay process, in kB, and
+# the CPU seconds (user + system, all its threads) it has used so far.
+relay_memory()
+{
+	local pid cpu
+	pid=$(bpsql -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'outbox relay'")
+	[ -n "$pid" ] && [ -r "/proc/$pid/status" ] || { echo "- - -"; return; }
+	cpu=$(awk -v hz="$(getconf CLK_TCK)" '{sub(/.*\) /, ""); printf "%.2f", ($12 + $13) / hz}' "/proc/$pid/stat")
+	awk -v cpu="$cpu" '/^VmHWM:/ {h=$2} /^RssShmem:/ {s=$2} END {print h, s, cpu}' "/proc/$pid/status"
+}
+
+: >"$BENCH_TMP/base.txt" ; : >"$BENCH_TMP/plug.txt" ; : >"$BENCH_TMP/relay.txt"
+: >"$BENCH_TMP/ratio.txt" ; : >"$BENCH_TMP/dratio.txt" ; : >"$BENCH_TMP/hwm.txt"
+log "Kafka: $(bench_kafka_desc); decoder = outbox plugin, $DECODER_FORMAT format, pg_recvlogical to /dev/null"
+printf '\n%-6s %13s %13s %13s %8s %8s %8s %8s %8s %8s\n' run "baseline ev/s" "decoder ev/s" "outbox ev/s" \
+	"/decoder" "/base" "first_s" "acked_s" "total_s" "hwm_MB" >&2
 for r in $(seq 1 "$RUNS"); do
 	if [ "$r" -gt 1 ]; then
 		# the relay's slot is fixed for the postmaster's life
@@ -179,11 +210,12 @@ for r in $(seq 1 "$RUNS"); do
 	base_s=$(recvlogical_drain "td_$r")
 	plug_rate="-"
 	if [ "$PLUGIN_BASELINE" = 1 ]; then
-		plug_s=$(recvlogical_drain "oj_$r")
+		plug_s=$(recvlogical_drain "oj_$r" -o "format=$DECODER_FORMAT")
 		plug_rate=$(rate "$plug_s")
 		echo "$plug_rate" >>"$BENCH_TMP/plug.txt"
 	fi
 
+	read -r _ _ cpu0_s < <(relay_memory)
 	bpsql -c "ALTER SYSTEM SET outbox.kafka_brokers = '$BENCH_BOOTSTRAP'" \
 		-c "ALTER SYSTEM SET outbox.kafka_properties = '$RELAY_PROPS'"
 	res=$(bpsql -F ' ' -c "SELECT coalesce(first_s, -1), coalesce(delivered_s, -1), coalesce(confirmed_s, -1), delivered, state, coalesce(last_error, '') FROM bench_relay_wait($EVENTS, '$END_LSN', $TIMEOUT_S)")
@@ -191,15 +223,27 @@ for r in $(seq 1 "$RUNS"); do
 	if [ "$conf_s" = "-1" ]; then
 		die "run $r: relay did not finish within ${TIMEOUT_S}s: delivered=$delivered state=$state error=$lasterr"
 	fi
+	read -r hwm_kb shmem_kb cpu_s < <(relay_memory)
+	# the relay's CPU time during the drain (all of it if it is a new process)
+	[ "$cpu0_s" != "-" ] && [ "$cpu_s" != "-" ] &&
+		cpu_s=$(awk -v a="$cpu_s" -v b="$cpu0_s" 'BEGIN { printf "%.2f", (a >= b ? a - b : a) }')
 	bpsql -c "ALTER SYSTEM SET outbox.kafka_brokers = ''" -c "SELECT pg_reload_conf()" >/dev/null
 
 	base_rate=$(rate "$base_s")
 	relay_rate=$(rate "$conf_s")
 	ratio=$(printf '%.3f' "$(echo "$relay_rate / $base_rate" | bc -l)")
+	dratio="-"
+	[ "$PLUGIN_BASELINE" = 1 ] && dratio=$(printf '%.3f' "$(echo "$relay_rate / $plug_rate" | bc -l)")
+	hwm_mb="-"
+	[ "$hwm_kb" != "-" ] && hwm_mb=$(printf '%.1f' "$(echo "$hwm_kb / 1024" | bc -l)")
 	echo "$base_rate" >>"$BENCH_TMP/base.txt"
 	echo "$relay_rate" >>"$BENCH_TMP/relay.txt"
 	echo "$ratio" >>"$BENCH_TMP/ratio.txt"
-	printf '%-6s %14s %14s %14s %8s %9.3f %9.3f %9.3f\n' "$r" "$base_rate" "$plug_rate" "$relay_rate" "$ratio" "$first_s" "$deliv_s" "$conf_s" >&2
+	[ "$dratio" != "-" ] && echo "$dratio" >>"$BENCH_TMP/dratio.txt"
+	[ "$hwm_mb" != "-" ] && echo "$hwm_mb" >>"$BENCH_TMP/hwm.txt"
+	printf '%-6s %13s %13s %13s %8s %8s %8.3f %8.3f %8.3f %8s\n' "$r" "$base_rate" "$plug_rate" "$relay_rate" \
+		"$dratio" "$ratio" "$first_s" "$deliv_s" "$conf_s" "$hwm_mb" >&2
+	[ "$hwm_kb" != "-" ] && log "relay peak resident memory (VmHWM) $hwm_mb MB, of which shared memory (RssShmem, now) $((shmem_kb / 1024)) MB; relay CPU time $cpu_s s in ${conf_s} s ($(printf %.0f "$(echo "100 * $cpu_s / $conf_s" | bc -l)")% of one core; machine load average $(cut -d' ' -f1 /proc/loadavg))"
 	bpsql -c "SELECT pg_drop_replication_slot('td_$r')" >/dev/null
 	[ "$PLUGIN_BASELINE" = 1 ] && bpsql -c "SELECT pg_drop_replication_slot('oj_$r')" >/dev/null
 done
@@ -207,10 +251,14 @@ done
 m_base=$(median <"$BENCH_TMP/base.txt")
 m_relay=$(median <"$BENCH_TMP/relay.txt")
 m_ratio=$(median <"$BENCH_TMP/ratio.txt")
-m_plug="-"
-[ "$PLUGIN_BASELINE" = 1 ] && m_plug=$(median <"$BENCH_TMP/plug.txt")
-printf '%-6s %14.0f %14s %14.0f %8s\n\n' median "$m_base" "$m_plug" "$m_relay" "$m_ratio" >&2
+m_plug="-" m_dratio="-" m_hwm="-"
+[ "$PLUGIN_BASELINE" = 1 ] && m_plug=$(median <"$BENCH_TMP/plug.txt") && m_dratio=$(median <"$BENCH_TMP/dratio.txt")
+[ -s "$BENCH_TMP/hwm.txt" ] && m_hwm=$(sort -g "$BENCH_TMP/hwm.txt" | tail -1)
+printf '%-6s %13.0f %13s %13.0f %8s %8s %8s %8s %8s %8s\n\n' median "$m_base" "$m_plug" "$m_relay" "$m_dratio" "$m_ratio" "" "" "" "$m_hwm" >&2
 
-verdict=$(awk -v r="$m_relay" 'BEGIN { print (r >= 300000 ? "target met" : "TARGET MISSED") }')
-printf 'drain: events=%d runs=%d relay_props[%s] outbox=%.0f ev/s baseline(test_decoding)=%.0f ev/s decoder(outbox json)=%s ev/s ratio=%s target>=300000 ev/s: %s\n' \
-	"$EVENTS" "$RUNS" "$RELAY_PROPS" "$m_relay" "$m_base" "$m_plug" "$m_ratio" "$verdict"
+# Targets of issue 7: outbox >= 95% of decode-only; relay <= 64 MB resident.
+v_rate=$(awk -v r="$m_dratio" 'BEGIN { if (r == "-") print "not measured"; else print (r >= 0.95 ? "met" : "MISSED") }')
+v_mem=$(awk -v m="$m_hwm" 'BEGIN { if (m == "-") print "not measured"; else print (m <= 64 ? "met" : "MISSED") }')
+printf 'drain: kafka[%s] events=%d runs=%d relay_props[%s] outbox=%.0f ev/s decoder(outbox %s, decode-only)=%s ev/s baseline(test_decoding)=%.0f ev/s outbox/decoder=%s outbox/baseline=%s relay VmHWM max=%s MB; target outbox/decoder>=0.95: %s; target VmHWM<=64 MB: %s\n' \
+	"$(bench_kafka_desc)" "$EVENTS" "$RUNS" "$RELAY_PROPS" "$m_relay" "$DECODER_FORMAT" "$m_plug" "$m_base" \
+	"$m_dratio" "$m_ratio" "$m_hwm" "$v_rate" "$v_mem"

@@ -2,11 +2,15 @@
 #
 # Provides: a private temporary directory, a throw-away PostgreSQL cluster on
 # a Unix socket inside it (run as the "postgres" OS user when we are root),
-# the mock Kafka broker, and cleanup on exit.
+# a Kafka to produce to (a real Apache Kafka from test/kafka/kafka.sh, one
+# node or three, or the mock broker), and cleanup on exit.
 #
 # Inputs (environment, or set by the caller's option parsing):
-#   PGBIN       PostgreSQL bin directory (default: `pg_config --bindir`)
-#   BENCH_KEEP  1 = keep the temporary directory (logs) after exit
+#   PGBIN        PostgreSQL bin directory (default: `pg_config --bindir`)
+#   BENCH_KEEP   1 = keep the temporary directory (logs) after exit
+#   BENCH_KAFKA  kafka1 (default: real Apache Kafka, single node), kafka3
+#                (3 nodes, topic with replication factor 3 and
+#                min.insync.replicas 2) or mock (test/broker/kafka_mock_broker)
 #
 # bench/lib.sh
 
@@ -15,6 +19,8 @@ set -euo pipefail
 BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BROKER_BIN="$BENCH_ROOT/test/broker/kafka_mock_broker"
 CONSUME_BIN="$BENCH_ROOT/test/broker/kafka_consume"
+KAFKA_SH="$BENCH_ROOT/test/kafka/kafka.sh"
+BENCH_KAFKA=${BENCH_KAFKA:-kafka1}
 
 BENCH_TMP=""
 BENCH_PGDATA=""
@@ -23,6 +29,7 @@ BENCH_PORT=5432
 BENCH_PG_STARTED=0
 BENCH_PIDS=()					# background processes we started
 BENCH_BOOTSTRAP=""
+BENCH_KAFKA_DIR=""				# the real cluster's directory, if any
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -44,7 +51,14 @@ bench_resolve_pgbin()
 		PGBIN=$(pg_config --bindir)
 	fi
 	[ -x "$PGBIN/postgres" ] || die "no postgres binary in $PGBIN"
-	[ -x "$BROKER_BIN" ] || die "$BROKER_BIN is not built (run make, or bash test/run_all.sh, first)"
+	case $BENCH_KAFKA in
+	mock) [ -x "$BROKER_BIN" ] || die "$BROKER_BIN is not built (run make, or bash test/run_all.sh, first)" ;;
+	kafka1 | kafka3)
+		command -v java >/dev/null || die "a real Kafka needs Java 17 (or pass --mock)"
+		command -v mvn >/dev/null || die "a real Kafka needs Maven (or pass --mock)"
+		;;
+	*) die "BENCH_KAFKA must be kafka1, kafka3 or mock" ;;
+	esac
 	[ -x "$CONSUME_BIN" ] || die "$CONSUME_BIN is not built (run make first)"
 }
 
@@ -59,12 +73,15 @@ bench_cleanup()
 	if [ "$BENCH_PG_STARTED" = 1 ]; then
 		as_pg "$PGBIN/pg_ctl" -D "$BENCH_PGDATA" -m immediate -w stop >/dev/null 2>&1
 	fi
+	if [ -n "$BENCH_KAFKA_DIR" ]; then
+		bash "$KAFKA_SH" stop "$BENCH_KAFKA_DIR" >/dev/null 2>&1
+	fi
 	for pid in "${BENCH_PIDS[@]}"; do
 		wait "$pid" 2>/dev/null
 	done
 	if [ -n "$BENCH_TMP" ]; then
 		if [ "${BENCH_KEEP:-0}" = 1 ] || [ $rc != 0 ]; then
-			log "kept $BENCH_TMP (logs: pg.log, broker.err)"
+			log "kept $BENCH_TMP (logs: pg.log, broker.err or kafka/n*/logs)"
 		else
 			rm -rf "$BENCH_TMP"
 		fi
@@ -144,6 +161,42 @@ bench_start_broker()
 	done
 	[ -s "$BENCH_TMP/bootstrap" ] || die "mock broker did not start"
 	BENCH_BOOTSTRAP=$(cat "$BENCH_TMP/bootstrap")
+}
+
+# bench_start_kafka TOPIC PARTITIONS: the Kafka of BENCH_KAFKA with the topic
+# TOPIC; sets BENCH_BOOTSTRAP.  A real cluster runs from test/kafka/kafka.sh
+# in $BENCH_TMP/kafka with auto topic creation off (3 nodes: replication
+# factor 3, min.insync.replicas 2; the relay's idempotent producer uses
+# acks=all); the mock broker gets 3 brokers and replication 3.
+bench_start_kafka()
+{
+	local topic=$1 partitions=$2
+	if [ "$BENCH_KAFKA" = mock ]; then
+		bench_start_broker --topic "$topic:$partitions"
+		log "mock broker at $BENCH_BOOTSTRAP"
+		return
+	fi
+	local nodes=1 rf=1 isr=1
+	[ "$BENCH_KAFKA" = kafka3 ] && { nodes=3; rf=3; isr=2; }
+	BENCH_KAFKA_DIR=$BENCH_TMP/kafka
+	mkdir -p "$BENCH_KAFKA_DIR"
+	log "starting a real Apache Kafka ($nodes node(s)) with test/kafka/kafka.sh ..."
+	bash "$KAFKA_SH" start --dir "$BENCH_KAFKA_DIR" --nodes "$nodes" --no-auto-create \
+		>"$BENCH_TMP/kafka-start.log" 2>&1 || { tail -20 "$BENCH_TMP/kafka-start.log" >&2; die "Kafka did not start"; }
+	bash "$KAFKA_SH" create-topic "$BENCH_KAFKA_DIR" "$topic" "$partitions" "$rf" "$isr" \
+		>>"$BENCH_TMP/kafka-start.log" 2>&1 || { tail -20 "$BENCH_TMP/kafka-start.log" >&2; die "could not create topic $topic"; }
+	BENCH_BOOTSTRAP=$(cat "$BENCH_KAFKA_DIR/bootstrap")
+	log "Apache Kafka ($nodes node(s)) at $BENCH_BOOTSTRAP, topic $topic: $partitions partitions, replication factor $rf, min.insync.replicas $isr"
+}
+
+# A description of the Kafka in use, for the summary lines.
+bench_kafka_desc()
+{
+	case $BENCH_KAFKA in
+	mock) echo "mock broker" ;;
+	kafka1) echo "Apache Kafka, 1 node" ;;
+	kafka3) echo "Apache Kafka, 3 nodes, RF 3, min.insync.replicas 2" ;;
+	esac
 }
 
 # Median of numbers on stdin (one per line).

@@ -29,6 +29,10 @@
 #    kafka.sh status D           one line per node: id, pid, state, ports
 #    kafka.sh stop D             stop every node; nothing left running, no
 #                                port left bound
+#    kafka.sh run-class MAIN [ARG...]  run a Java main class of the resolved
+#                                jars (kafka-clients, kafka-tools: e.g.
+#                                org.apache.kafka.tools.ConsoleProducer) like
+#                                the admin tools, stdin and stdout passed on
 #
 #    Processes run as the owner of D: when root calls this for a directory
 #    owned by another user (the tests use postgres), the jars are resolved
@@ -530,6 +534,7 @@ shift
 case $cmd in
 fetch) fetch ;;
 start) cmd_start "$@" ;;
+run-class) [ $# -ge 1 ] || die "usage: run-class MAIN [ARG...]"; tool "$@" ;;
 *)
 	[ $# -ge 1 ] || die "$cmd needs the cluster directory"
 	as_owner "$1" "$cmd" "$@"
