@@ -932,8 +932,13 @@ relay_stream(void)
 				if (record != NULL && relay.standby_gate &&
 					relay.ctx->reader->EndRecPtr > flush)
 				{
-					/* ends past what the standbys confirmed: read it again later */
+					/*
+					 * It ends past what the standbys were asked to confirm
+					 * (the flush position was inside it): read it again once
+					 * they confirmed a newer target, which covers it.
+					 */
 					XLogBeginRead(relay.ctx->reader, relay.ctx->reader->ReadRecPtr);
+					relay.standby_target = InvalidXLogRecPtr;
 					break;
 				}
 				if (record != NULL)
