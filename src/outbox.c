@@ -31,7 +31,7 @@ char	   *outbox_database = NULL;
 char	   *outbox_slot_name = NULL;
 char	   *outbox_kafka_properties = NULL;
 char	   *outbox_kafka_config_file = NULL;
-int			outbox_max_in_flight = 100000;
+int			outbox_max_in_flight = 20000;
 int			outbox_retry_interval_ms = 1000;
 int			outbox_dead_letter_after_ms = 300000;
 int			outbox_on_permanent_error = OUTBOX_ON_ERROR_DEAD_LETTER;
@@ -120,7 +120,7 @@ _PG_init(void)
 							gettext_noop("Most events the relay keeps produced but not yet acknowledged by Kafka."),
 							gettext_noop("Decoding pauses at this bound until Kafka acknowledges; it bounds the relay's memory."),
 							&outbox_max_in_flight,
-							100000, 1, 10000000,
+							20000, 1, 10000000,
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 

@@ -66,6 +66,7 @@
 #include "access/xlog.h"
 #include "access/xlogreader.h"
 #include "access/xlogutils.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
@@ -86,6 +87,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
 #include "utils/resowner.h"
@@ -103,6 +105,8 @@
 
 /* How long to sleep when idle or waiting for something outside our control. */
 #define RELAY_IDLE_TIMEOUT_MS		1000
+/* Look for new WAL this often when no commit wakes the relay (adopted tables). */
+#define RELAY_POLL_MS				10
 #define RELAY_CALM_WAIT_MS			5000
 /* Decode at most this long between two looks at Kafka and the slot. */
 #define RELAY_BATCH_MS				50
@@ -159,6 +163,7 @@ typedef struct RelayState
 	char		logged_state[OUTBOX_STATE_LEN]; /* last state logged */
 	char		logged_msg[OUTBOX_ERROR_LEN];	/* and its message */
 	bool		have_extension; /* is the extension installed? */
+	bool		poll_wal;		/* adopted tables: look for WAL every 10 ms */
 	TimestampTz extension_checked;	/* last look for it, 0 = look now */
 	bool		in_decoder;		/* inside LogicalDecodingProcessRecord()? */
 	RelayStop	leave_with;		/* why the wait hook left the decoder */
@@ -195,6 +200,7 @@ static RelayStop relay_stream(void);
 static void relay_teardown(bool release_slot);
 static void relay_wait(long timeout_ms);
 static void relay_check_extension(void);
+static bool relay_have_adoptions(void);
 static void relay_advance(bool force_save);
 static void relay_publish_status(bool force);
 static void relay_set_state(void);
@@ -994,8 +1000,8 @@ relay_stream(void)
 				return RELAY_RESTART;
 			relay_check_extension();
 			UpdateDecodingStats(relay.ctx);
-			relay_wait(relay.standby_gate && flush < outbox_flush_rec_ptr() ?
-					   10 : RELAY_IDLE_TIMEOUT_MS);
+			relay_wait((relay.standby_gate && flush < outbox_flush_rec_ptr()) ||
+					   relay.poll_wal ? RELAY_POLL_MS : RELAY_IDLE_TIMEOUT_MS);
 		}
 	}
 }
@@ -1086,6 +1092,28 @@ relay_wait_hook(void *arg)
 }
 
 /*
+ * Are tables adopted (outbox.adopt())?  Their inserts call no outbox
+ * function, so no commit wakes the relay: while there are any, it looks for
+ * new WAL every RELAY_POLL_MS instead of sleeping up to a second.
+ */
+static bool
+relay_have_adoptions(void)
+{
+	Oid			nsp = get_namespace_oid("outbox", true);
+	bool		found;
+
+	if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid("adopted", nsp)))
+		return false;
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	found = SPI_execute("SELECT 1 FROM outbox.adopted LIMIT 1", true, 1) == SPI_OK_SELECT &&
+		SPI_processed > 0;
+	PopActiveSnapshot();
+	SPI_finish();
+	return found;
+}
+
+/*
  * Is the extension installed?  Looked up at most once a second, while
  * caught up: relay_status follows CREATE and DROP EXTENSION.  Decoding goes
  * on either way (without the extension there is nothing to find).
@@ -1106,6 +1134,7 @@ relay_check_extension(void)
 
 	cxt = relay_begin_xact();
 	relay.have_extension = OidIsValid(get_extension_oid("outbox", true));
+	relay.poll_wal = relay.have_extension && relay_have_adoptions();
 	relay_commit_xact(cxt);
 
 	if (!relay.have_extension && (had || strcmp(relay.logged_state, "waiting_for_extension") != 0))

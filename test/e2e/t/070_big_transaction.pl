@@ -85,8 +85,8 @@ diag(sprintf('relay memory while streaming (%d samples): peak RssAnon %.1f MB, V
 	$samples, $peak_anon / 1024, $peak_hwm / 1024));
 
 # Bound: logical_decoding_work_mem (64 MB) for the reorder buffer before it
-# spills, plus outbox.max_in_flight (100,000) records of ~0.5 kB each (our
-# copy of the frame and librdkafka's message and batch buffers, ~50 MB),
+# spills, plus outbox.max_in_flight (20,000 by default) records of ~0.5 kB
+# each (our copy of the frame and librdkafka's message and batch buffers),
 # plus librdkafka's and the backend's own memory, under 200 MB together.
 # Without a bound on either side it would be the whole transaction (over
 # 300 MB of events).
