@@ -99,8 +99,9 @@ outbox_status_listen(bool listen)
 {
 	if (outbox_relay_shared == NULL)
 		return;
-	pg_atomic_write_u32(&outbox_relay_shared->latch_procno,
-						listen ? outbox_my_procno() + 1 : 0);
+	/* a full barrier: the decoding that follows sees every commit after it */
+	(void) pg_atomic_exchange_u32(&outbox_relay_shared->latch_procno,
+								  listen ? outbox_my_procno() + 1 : 0);
 }
 
 /* On worker exit: forget the latch, keep counters and last error visible. */

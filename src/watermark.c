@@ -6,7 +6,12 @@
  *
  * The watermark says which rows of outbox.messages Kafka acknowledged,
  * without a write per event: a row was acknowledged when the transaction
- * that wrote it (its xmin) is visible in the watermark's snapshot.
+ * that published it last is visible in the watermark's snapshot.  That
+ * transaction is the row's published_xid (the INSERT's, by default, or the
+ * redeliver() / redrive() that published it again), not its xmin: any later
+ * UPDATE (a verdict, a column of the user's, a table rewrite) changes xmin
+ * without publishing anything.  Rows written before 0.3.0 have no
+ * published_xid; for them the raw xmin is used.
  *
  * How a watermark is made.  Now and then (outbox_watermark_due()) the relay
  * takes its transaction snapshot S and then reads the WAL insert position W.
@@ -22,18 +27,20 @@
  * its initial snapshot B (SnapBuildInitialSnapshot(), the one a walsender
  * exports) shows exactly the transactions the slot will never decode.  B is
  * recorded as the replay boundary in the transaction that creates the slot,
- * before the slot is made persistent.  Before the relay streams from the new
- * slot it publishes, in id order, every row that is visible in B, is not
- * visible in the watermark, has no verdict and no dead letter; once Kafka
+ * before the slot is made persistent (the relay commits synchronously:
+ * relay_force_settings()).  Before the relay streams from the new slot it
+ * publishes, in id order, every row whose publishing transaction is visible
+ * in B and not in the watermark, and that has no verdict and no dead letter; once Kafka
  * acknowledged them all, B becomes the watermark.  A relay that dies while
  * replaying replays again (duplicates, never a gap).
  *
- * Transaction ids are compared as full 64-bit ids, the epoch taken from the
- * next transaction id; a row's xmin is its raw xmin, which freezing keeps.
- * A row older than 2^32 transactions would be taken for a recent one and
- * published again (a duplicate, not a loss).  A watermark written on another
- * system (a restored dump; pg_upgrade) is ignored: its ids mean nothing
- * here, so every unanswered row is published again.
+ * Transaction ids are compared as full 64-bit ids.  published_xid is one;
+ * a raw xmin (rows from before 0.3.0) is widened with the epoch of the next
+ * transaction id, which is wrong for a row older than 2^31 transactions.  A
+ * published_xid from the future (a dump restored into another cluster) is
+ * not trusted: xmin is used.  A watermark written on another system (a
+ * restored dump; pg_upgrade) is ignored: its ids mean nothing here, so every
+ * unanswered row is published again.
  *
  * src/watermark.c
  *
@@ -55,6 +62,7 @@
 #include "utils/pg_lsn.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
+#include "utils/xid8.h"
 
 #include "event.h"
 #include "watermark.h"
@@ -191,13 +199,10 @@ bad:
 			 errmsg("invalid snapshot \"%s\" in outbox.relay_watermark", text)));
 }
 
-/* Was the transaction that wrote a row (its raw xmin) complete in snap? */
+/* Was a transaction (a full id) complete in snap? */
 static bool
-xid_visible(const WatermarkSnapshot *snap, FullTransactionId next,
-			TransactionId xmin)
+xid_visible(const WatermarkSnapshot *snap, uint64 full)
 {
-	uint64		full = widen_xid(next, xmin);
-
 	if (full < snap->xmin)
 		return true;
 	if (full >= snap->xmax)
@@ -205,16 +210,44 @@ xid_visible(const WatermarkSnapshot *snap, FullTransactionId next,
 	return bsearch(&full, snap->xip, snap->nxip, sizeof(uint64), cmp_u64) == NULL;
 }
 
-/* Should the replay publish a row written by xmin? */
-static bool
-row_to_publish(const WatermarkReplay *replay, FullTransactionId next,
-			   TransactionId xmin)
+/*
+ * The transaction that last published a row: published_xid (its INSERT, or
+ * the redeliver() / redrive() that published it again), or for a row
+ * written before 0.3.0 its raw xmin.  A published_xid from the future (a
+ * dump restored into another cluster) is not trusted either.
+ */
+static uint64
+row_publisher(FullTransactionId next, bool has_published, uint64 published,
+			  TransactionId xmin)
 {
-	if (!xid_visible(&replay->boundary, next, xmin))
+	if (has_published && published < U64FromFullTransactionId(next))
+		return published;
+	return widen_xid(next, xmin);
+}
+
+/* Should the replay publish a row published by that transaction? */
+static bool
+row_to_publish(const WatermarkReplay *replay, uint64 publisher)
+{
+	if (!xid_visible(&replay->boundary, publisher))
 		return false;			/* the new slot decodes it */
-	if (replay->has_covered && xid_visible(&replay->covered, next, xmin))
+	if (replay->has_covered && xid_visible(&replay->covered, publisher))
 		return false;			/* acknowledged before the slot was lost */
 	return true;
+}
+
+/* The publishing transaction of a replay query's row (columns xcol, xcol+1). */
+static uint64
+tuple_publisher(HeapTuple tup, TupleDesc desc, int xcol, FullTransactionId next)
+{
+	bool		isnull;
+	bool		pub_null;
+	TransactionId xmin = DatumGetTransactionId(SPI_getbinval(tup, desc, xcol, &isnull));
+	Datum		pub = SPI_getbinval(tup, desc, xcol + 1, &pub_null);
+
+	return row_publisher(next, !pub_null,
+						 pub_null ? 0 : U64FromFullTransactionId(DatumGetFullTransactionId(pub)),
+						 xmin);
 }
 
 /* ---------------------------------------------------------------------
@@ -474,12 +507,13 @@ outbox_watermark_replay_pending(WatermarkReplay *replay)
 uint64
 outbox_watermark_replay_count(const WatermarkReplay *replay)
 {
-	FullTransactionId next = ReadNextFullTransactionId();
+	FullTransactionId next;
 	Portal		portal;
 	uint64		count = 0;
 
 	wm_spi_begin();
-	portal = SPI_cursor_open_with_args(NULL, "SELECT m.xmin " REPLAY_ROWS,
+	next = ReadNextFullTransactionId();
+	portal = SPI_cursor_open_with_args(NULL, "SELECT m.xmin, m.published_xid " REPLAY_ROWS,
 									   0, NULL, NULL, NULL, true, 0);
 	for (;;)
 	{
@@ -490,11 +524,9 @@ outbox_watermark_replay_count(const WatermarkReplay *replay)
 			break;
 		for (i = 0; i < SPI_processed; i++)
 		{
-			bool		isnull;
-			Datum		d = SPI_getbinval(SPI_tuptable->vals[i],
-										  SPI_tuptable->tupdesc, 1, &isnull);
-
-			if (row_to_publish(replay, next, DatumGetTransactionId(d)))
+			if (row_to_publish(replay, tuple_publisher(SPI_tuptable->vals[i],
+													   SPI_tuptable->tupdesc,
+													   1, next)))
 				count++;
 		}
 		SPI_freetuptable(SPI_tuptable);
@@ -527,7 +559,7 @@ outbox_watermark_replay_chunk(WatermarkReplay *replay, int max_rows,
 							  StringInfo frames, int *lengths, int *published)
 {
 	MemoryContext caller_cxt = CurrentMemoryContext;
-	FullTransactionId next = ReadNextFullTransactionId();
+	FullTransactionId next;
 	Oid			types[2] = {INT8OID, INT4OID};
 	Datum		values[2];
 	uint64		i;
@@ -537,8 +569,9 @@ outbox_watermark_replay_chunk(WatermarkReplay *replay, int max_rows,
 	values[0] = Int64GetDatum(replay->after_id);
 	values[1] = Int32GetDatum(max_rows);
 	wm_spi_begin();
-	if (SPI_execute_with_args("SELECT m.id, m.xmin, m.topic, m.key, m.payload, "
-							  "m.headers, m.attempts, m.created_at "
+	next = ReadNextFullTransactionId();
+	if (SPI_execute_with_args("SELECT m.id, m.xmin, m.published_xid, m.topic, m.key, "
+							  "m.payload, m.headers, m.attempts, m.created_at "
 							  REPLAY_ROWS "AND m.id > $1 ORDER BY m.id LIMIT $2",
 							  2, types, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "outbox relay: could not read outbox.messages for the replay");
@@ -557,19 +590,19 @@ outbox_watermark_replay_chunk(WatermarkReplay *replay, int max_rows,
 		int			start;
 
 		replay->after_id = id;
-		if (!row_to_publish(replay, next, xmin))
+		if (!row_to_publish(replay, tuple_publisher(tup, desc, 2, next)))
 			continue;
 
 		memset(&ev, 0, sizeof(ev));
 		ev.has_id = true;
 		ev.id = id;
-		ev.topic = text_column(tup, desc, 3, &ev.topic_len);
-		ev.key = text_column(tup, desc, 4, &ev.key_len);
-		d = SPI_getbinval(tup, desc, 5, &isnull);
-		ev.payload = isnull ? NULL : DatumGetJsonbP(d);
+		ev.topic = text_column(tup, desc, 4, &ev.topic_len);
+		ev.key = text_column(tup, desc, 5, &ev.key_len);
 		d = SPI_getbinval(tup, desc, 6, &isnull);
-		ev.headers = isnull ? NULL : DatumGetJsonbP(d);
+		ev.payload = isnull ? NULL : DatumGetJsonbP(d);
 		d = SPI_getbinval(tup, desc, 7, &isnull);
+		ev.headers = isnull ? NULL : DatumGetJsonbP(d);
+		d = SPI_getbinval(tup, desc, 8, &isnull);
 		ev.attempts = isnull ? 1 : DatumGetInt32(d);
 		if (ev.topic == NULL)
 			continue;			/* cannot be: topic is NOT NULL */
@@ -582,7 +615,7 @@ outbox_watermark_replay_chunk(WatermarkReplay *replay, int max_rows,
 		txn.commit_lsn = replay->boundary_lsn;
 		txn.end_lsn = replay->boundary_lsn;
 		txn.xid = xmin;
-		d = SPI_getbinval(tup, desc, 8, &isnull);
+		d = SPI_getbinval(tup, desc, 9, &isnull);
 		txn.commit_time = isnull ? GetCurrentTimestamp() : DatumGetTimestampTz(d);
 
 		old = MemoryContextSwitchTo(caller_cxt);

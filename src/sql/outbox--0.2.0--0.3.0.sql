@@ -101,3 +101,109 @@ CREATE TABLE outbox.relay_watermark (
 
 REVOKE ALL ON outbox.relay_watermark FROM PUBLIC;
 GRANT SELECT ON outbox.relay_watermark TO pg_monitor;
+
+-- The transaction that last published a row: its INSERT, or the
+-- redeliver() / redrive() that published it again.  Recovery decides by it,
+-- not by xmin, which any later UPDATE (a verdict, a column of your own, a
+-- table rewrite) changes.  Rows written before 0.3.0 have none; for them
+-- xmin is used.
+ALTER TABLE outbox.messages ADD COLUMN published_xid pg_catalog.xid8;
+ALTER TABLE outbox.messages
+    ALTER COLUMN published_xid SET DEFAULT pg_catalog.pg_current_xact_id();
+
+-- redeliver() and redrive() record the publishing transaction.
+CREATE OR REPLACE FUNCTION outbox.redeliver(older_than interval DEFAULT '5 minutes',
+                                 max_attempts integer DEFAULT 10)
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    m record;
+    n bigint := 0;
+BEGIN
+    IF older_than IS NULL OR older_than < '0'::interval THEN
+        RAISE EXCEPTION 'older_than must be a non-negative interval'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = pg_catalog.format('older_than is %s.',
+                                             COALESCE(older_than::text, 'null')),
+                  HINT = 'Pass how long a message stays unconfirmed before it is re-published, for example ''5 minutes''.';
+    END IF;
+    IF max_attempts IS NULL OR max_attempts < 1 THEN
+        RAISE EXCEPTION 'max_attempts must be at least 1'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = pg_catalog.format('max_attempts is %s; it counts publications, the first being 1.',
+                                             COALESCE(max_attempts::text, 'null')),
+                  HINT = 'Pass the most publications a message may have, for example 10.';
+    END IF;
+    -- Rows another session holds are skipped (a concurrent confirm() or
+    -- redeliver() is deciding about them); the rest go out in id order.
+    FOR m IN
+        WITH due AS (
+            SELECT s.id FROM outbox.messages s
+             WHERE s.confirm_status IS DISTINCT FROM 'confirmed'
+               AND s.published_at <= pg_catalog.now() - older_than
+               AND s.attempts < max_attempts
+               -- a dead-lettered message is left to redrive()
+               AND NOT EXISTS (SELECT 1 FROM outbox.dead_letters d
+                                WHERE d.message_id = s.id)
+               FOR UPDATE SKIP LOCKED
+        ), done AS (
+            UPDATE outbox.messages u
+               SET attempts = u.attempts + 1,
+                   published_at = pg_catalog.now(),
+                   published_xid = pg_catalog.pg_current_xact_id(),
+                   confirmed_at = NULL,
+                   confirm_status = NULL,
+                   confirm_detail = NULL
+              FROM due
+             WHERE u.id = due.id
+            RETURNING u.id, u.attempts, u.topic, u.key, u.payload, u.headers
+        )
+        SELECT * FROM done ORDER BY done.id
+    LOOP
+        PERFORM outbox._emit_stored(m.id, m.attempts, m.topic, m.key,
+                                    m.payload, m.headers);
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION outbox.redrive(id bigint) RETURNS boolean
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    d record;
+    attempt integer := 1;
+BEGIN
+    -- redriven_xid lets a renewed failure of an emitted event (which has no
+    -- message id) find this dead letter: see outbox._dead_letters_merge().
+    UPDATE outbox.dead_letters x
+       SET redriven_at = pg_catalog.now(), redrives = x.redrives + 1,
+           redriven_xid = pg_catalog.txid_current() % 4294967296
+     WHERE x.id = redrive.id
+    RETURNING x.message_id, x.topic, x.key, x.payload, x.headers INTO d;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF d.message_id IS NOT NULL THEN
+        UPDATE outbox.messages m
+           SET attempts = m.attempts + 1,
+               published_at = pg_catalog.now(),
+               published_xid = pg_catalog.pg_current_xact_id(),
+               confirmed_at = NULL,
+               confirm_status = NULL,
+               confirm_detail = NULL
+         WHERE m.id = d.message_id
+        RETURNING m.attempts INTO attempt;
+        attempt := COALESCE(attempt, 1);  -- the row may have been purged
+    END IF;
+    PERFORM outbox._emit_stored(d.message_id, attempt,
+                                d.topic, d.key, d.payload, d.headers);
+    RETURN true;
+END;
+$$;

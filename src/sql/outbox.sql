@@ -368,6 +368,7 @@ BEGIN
             UPDATE outbox.messages u
                SET attempts = u.attempts + 1,
                    published_at = pg_catalog.now(),
+                   published_xid = pg_catalog.pg_current_xact_id(),
                    confirmed_at = NULL,
                    confirm_status = NULL,
                    confirm_detail = NULL
@@ -431,6 +432,7 @@ BEGIN
         UPDATE outbox.messages m
            SET attempts = m.attempts + 1,
                published_at = pg_catalog.now(),
+               published_xid = pg_catalog.pg_current_xact_id(),
                confirmed_at = NULL,
                confirm_status = NULL,
                confirm_detail = NULL
@@ -820,3 +822,12 @@ CREATE TABLE outbox.relay_watermark (
 
 REVOKE ALL ON outbox.relay_watermark FROM PUBLIC;
 GRANT SELECT ON outbox.relay_watermark TO pg_monitor;
+
+-- The transaction that last published a row: its INSERT, or the
+-- redeliver() / redrive() that published it again.  Recovery decides by it,
+-- not by xmin, which any later UPDATE (a verdict, a column of your own, a
+-- table rewrite) changes.  Rows written before 0.3.0 have none; for them
+-- xmin is used.
+ALTER TABLE outbox.messages ADD COLUMN published_xid pg_catalog.xid8;
+ALTER TABLE outbox.messages
+    ALTER COLUMN published_xid SET DEFAULT pg_catalog.pg_current_xact_id();

@@ -1,6 +1,6 @@
 -- Schema, tables, columns and function signatures of the outbox extension.
 BEGIN;
-SELECT plan(91);
+SELECT plan(93);
 
 SELECT has_extension('outbox', 'extension outbox is installed');
 SELECT has_schema('outbox');
@@ -9,8 +9,10 @@ SELECT has_schema('outbox');
 SELECT has_table('outbox', 'messages', 'table outbox.messages exists');
 SELECT columns_are('outbox', 'messages', ARRAY[
     'id', 'topic', 'key', 'payload', 'headers', 'created_at', 'published_at',
-    'attempts', 'confirmed_at', 'confirm_status', 'confirm_detail']);
+    'attempts', 'confirmed_at', 'confirm_status', 'confirm_detail', 'published_xid']);
 SELECT col_type_is('outbox', 'messages', 'id', 'bigint', 'messages.id is bigint');
+SELECT col_type_is('outbox', 'messages', 'published_xid', 'xid8', 'messages.published_xid is xid8');
+SELECT col_default_is('outbox', 'messages', 'published_xid', 'pg_current_xact_id()', 'messages.published_xid is the inserting transaction by default');
 SELECT col_type_is('outbox', 'messages', 'topic', 'text', 'messages.topic is text');
 SELECT col_type_is('outbox', 'messages', 'key', 'text', 'messages.key is text');
 SELECT col_type_is('outbox', 'messages', 'payload', 'jsonb', 'messages.payload is jsonb');

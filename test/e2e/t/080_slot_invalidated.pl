@@ -85,6 +85,15 @@ like($log, qr/slot "outbox" starts at [0-9A-F]+\/[0-9A-F]+; publishing the \d+ r
 $node->safe_psql('postgres',
 	"SELECT outbox.enqueue('$topic', 'k' || g % 3, jsonb_build_object('late', g)) FROM generate_series(1, 5) g"
 );
+# Updates that publish nothing, after the new slot began: a column of the
+# user's, a table rewrite, a verdict written and withdrawn.  They change
+# every row's xmin; the rows still waiting for the replay must still go out.
+$node->safe_psql('postgres', q{
+	ALTER TABLE outbox.messages ADD COLUMN note text;
+	UPDATE outbox.messages SET note = 'touched';
+	ALTER TABLE outbox.messages ALTER COLUMN note TYPE integer USING length(note);
+	UPDATE outbox.messages SET confirm_status = 'failed' WHERE id = (SELECT max(id) FROM outbox.messages);
+	UPDATE outbox.messages SET confirm_status = NULL WHERE confirm_status = 'failed';});
 
 # Kafka back: the replay completes, the relay streams from the new slot.
 $node->safe_psql('postgres', q{
