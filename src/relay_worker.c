@@ -83,6 +83,7 @@
 #include "storage/fd.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lwlock.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -183,6 +184,9 @@ typedef struct RelayState
 } RelayState;
 
 static RelayState relay;
+
+/* The decoding context relay_create_slot() is using, for its error path. */
+static LogicalDecodingContext *creating_ctx = NULL;
 
 static void relay_run(void);
 static void relay_force_settings(void);
@@ -609,6 +613,7 @@ relay_create_slot(void)
 											   .segment_open = wal_segment_open,
 											   .segment_close = wal_segment_close),
 									NULL, NULL, NULL);
+	creating_ctx = ctx;
 	DecodingContextFindStartpoint(ctx);
 	start = MyReplicationSlot->data.confirmed_flush;
 	if (record)
@@ -617,6 +622,7 @@ relay_create_slot(void)
 		outbox_watermark_begin_replay(initial, start, outbox_slot_name);
 	}
 	FreeDecodingContext(ctx);
+	creating_ctx = NULL;
 	relay_commit_xact(cxt);
 
 	ReplicationSlotPersist();
@@ -672,7 +678,18 @@ relay_acquire_slot(void)
 			MemoryContextSwitchTo(cxt);
 			edata = CopyErrorData();
 			FlushErrorState();
-			/* an ephemeral slot is dropped by its release */
+			/*
+			 * As a walsender cleans up: locks first, then the WAL segment the
+			 * decoding context read (a plain file descriptor; the context's
+			 * memory goes with the transaction), then the slot (an ephemeral
+			 * slot is dropped by its release).
+			 */
+			LWLockReleaseAll();
+			if (creating_ctx != NULL)
+			{
+				wal_segment_close(creating_ctx->reader);
+				creating_ctx = NULL;
+			}
 			if (MyReplicationSlot != NULL)
 				ReplicationSlotRelease();
 			relay_abort_xact(cxt);
