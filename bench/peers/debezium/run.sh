@@ -211,33 +211,9 @@ BEGIN
 		i := i + batch;
 	END LOOP;
 END $$;
-
--- bench/drain.sh's wait: the relay on, polled inside the server
-CREATE FUNCTION bench_relay_wait(n bigint, target pg_lsn, timeout_s float8,
-                                 OUT first_s float8, OUT delivered_s float8,
-                                 OUT confirmed_s float8, OUT delivered bigint)
-LANGUAGE plpgsql AS $$
-DECLARE
-	t0 timestamptz := clock_timestamp();
-	s record;
-	el float8;
-BEGIN
-	PERFORM pg_reload_conf();
-	LOOP
-		SELECT * INTO s FROM outbox._relay_status();
-		el := extract(epoch FROM clock_timestamp() - t0);
-		IF s.delivered > 0 AND first_s IS NULL THEN first_s := el; END IF;
-		IF s.delivered >= n AND delivered_s IS NULL THEN delivered_s := el; END IF;
-		IF s.delivered >= n AND s.in_flight = 0 AND s.confirmed_lsn >= target THEN
-			confirmed_s := el;
-			EXIT;
-		END IF;
-		EXIT WHEN el > timeout_s;
-		PERFORM pg_sleep(0.02);
-	END LOOP;
-	delivered := s.delivered;
-END $$;
 SQL
+# bench/drain.sh's wait: the relay on, polled inside the server
+bpsql < "$ROOT/bench/relay_wait.sql"
 
 # The Debezium connector's properties: $1 name, $2 sink settings, then
 # "name=value" tuning words (engine first, producer ones prefixed).
