@@ -96,6 +96,7 @@
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
+#include "adopt.h"
 #include "compat.h"
 #include "event.h"
 #include "kafka_sink.h"
@@ -197,6 +198,7 @@ static bool relay_ready(void);
 static bool relay_kafka_configured(void);
 static RelayStop relay_service(bool in_decoder);
 static void relay_wait_hook(void *arg);
+static RelayStop relay_left_decoder(MemoryContext cxt);
 static void relay_destroy_sink(void);
 static bool relay_acquire_slot(void);
 static void relay_create_slot(void);
@@ -987,12 +989,7 @@ relay_stream(void)
 		}
 		PG_CATCH();
 		{
-			relay.in_decoder = false;
-			if (geterrcode() != RELAY_LEAVE_DECODING)
-				PG_RE_THROW();
-			FlushErrorState();
-			relay_abort_xact(decode_cxt);
-			stop = relay.leave_with;
+			stop = relay_left_decoder(decode_cxt);
 		}
 		PG_END_TRY();
 		MemoryContextSwitchTo(old);
@@ -1088,6 +1085,22 @@ relay_service(bool in_decoder)
 }
 
 /*
+ * In a PG_CATCH around decoding (or the replay's hand-over to the sink):
+ * the wait hook left it (RELAY_LEAVE_DECODING), so clean up and return
+ * why; any other error is thrown on.
+ */
+static RelayStop
+relay_left_decoder(MemoryContext cxt)
+{
+	relay.in_decoder = false;
+	if (geterrcode() != RELAY_LEAVE_DECODING)
+		PG_RE_THROW();
+	FlushErrorState();
+	relay_abort_xact(cxt);
+	return relay.leave_with;
+}
+
+/*
  * Runs while the sink waits for room inside the decoder: the service step,
  * and a way out when the producer must go.
  */
@@ -1116,10 +1129,11 @@ relay_wait_hook(void *arg)
 static bool
 relay_have_adoptions(void)
 {
-	Oid			nsp = get_namespace_oid("outbox", true);
+	Oid			nsp = get_namespace_oid(OUTBOX_SCHEMA_NAME, true);
 	bool		found;
 
-	if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid("adopted", nsp)))
+	if (!OidIsValid(nsp) ||
+		!OidIsValid(get_relname_relid(OUTBOX_ADOPTED_TABLE_NAME, nsp)))
 		return false;
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -1526,12 +1540,7 @@ relay_replay(WatermarkReplay *replay, uint64 total)
 		}
 		PG_CATCH();
 		{
-			relay.in_decoder = false;
-			if (geterrcode() != RELAY_LEAVE_DECODING)
-				PG_RE_THROW();
-			FlushErrorState();
-			relay_abort_xact(chunk_cxt);
-			stop = relay.leave_with;
+			stop = relay_left_decoder(chunk_cxt);
 		}
 		PG_END_TRY();
 		if (stop != RELAY_CONTINUE)

@@ -65,6 +65,7 @@
 #include "utils/xid8.h"
 
 #include "event.h"
+#include "outbox.h"
 #include "watermark.h"
 #include "wire.h"
 
@@ -269,12 +270,11 @@ wm_spi_end(void)
 	SPI_finish();
 }
 
-/* Run a statement with parameters; text parameters are C strings. */
+/* Run a statement with parameters (none null); it must return expected. */
 static void
-wm_execute(const char *sql, int nargs, Oid *types, Datum *values,
-		   const char *nulls, int expected)
+wm_execute(const char *sql, int nargs, Oid *types, Datum *values, int expected)
 {
-	int			rc = SPI_execute_with_args(sql, nargs, types, values, nulls,
+	int			rc = SPI_execute_with_args(sql, nargs, types, values, NULL,
 										   false, 0);
 
 	if (rc != expected)
@@ -285,7 +285,7 @@ wm_execute(const char *sql, int nargs, Oid *types, Datum *values,
 bool
 outbox_watermark_available(void)
 {
-	Oid			nsp = get_namespace_oid("outbox", true);
+	Oid			nsp = get_namespace_oid(OUTBOX_SCHEMA_NAME, true);
 
 	return OidIsValid(nsp) && OidIsValid(get_relname_relid("relay_watermark", nsp));
 }
@@ -362,7 +362,7 @@ outbox_watermark_step(XLogRecPtr confirmed, uint64 delivered,
 	wm.last_step = GetCurrentTimestamp();
 
 	/* capture first: a write below would put our own xid in the snapshot */
-	if ((wm.forced || delivered != wm.delivered_at_capture))
+	if (wm.forced || delivered != wm.delivered_at_capture)
 	{
 		Snapshot	snap = GetTransactionSnapshot();
 
@@ -410,7 +410,7 @@ outbox_watermark_step(XLogRecPtr confirmed, uint64 delivered,
 				   "slot_name = excluded.slot_name, snapshot = excluded.snapshot, "
 				   "lsn = excluded.lsn, updated_at = excluded.updated_at "
 				   "WHERE w.replay_snapshot IS NULL",
-				   4, types, values, NULL, SPI_OK_INSERT);
+				   4, types, values, SPI_OK_INSERT);
 		wm_spi_end();
 
 		for (i = 0; i <= reached; i++)
@@ -452,7 +452,7 @@ outbox_watermark_begin_replay(Snapshot initial, XLogRecPtr start_lsn,
 			   "slot_name = excluded.slot_name, "
 			   "replay_snapshot = excluded.replay_snapshot, "
 			   "replay_lsn = excluded.replay_lsn, updated_at = excluded.updated_at",
-			   4, types, values, NULL, SPI_OK_INSERT);
+			   4, types, values, SPI_OK_INSERT);
 	wm_spi_end();
 }
 
@@ -639,6 +639,6 @@ outbox_watermark_finish_replay(const WatermarkReplay *replay)
 	wm_execute("UPDATE outbox.relay_watermark SET snapshot = replay_snapshot, "
 			   "lsn = replay_lsn, replay_snapshot = NULL, replay_lsn = NULL, "
 			   "updated_at = pg_catalog.now() WHERE replay_snapshot IS NOT NULL",
-			   0, NULL, NULL, NULL, SPI_OK_UPDATE);
+			   0, NULL, NULL, SPI_OK_UPDATE);
 	wm_spi_end();
 }
