@@ -57,12 +57,16 @@ SKIP:
 		'last_error names the Kafka problem');
 	ok(wait_for(sub { relay_status($node)->{in_flight} > $down->{in_flight} }, 10),
 		'decoding goes on while Kafka is down');
-	my $conf1 = relay_status($node)->{confirmed_lsn};
+	# Read the reference now: an acknowledgement of a request the brokers
+	# answered just before they went down can still be counted at the
+	# relay's next poll, after the first error was already visible.
+	my $ref = relay_status($node);
+	my $conf1 = $ref->{confirmed_lsn};
 	sleep(5 - (time() - $t0)) if time() - $t0 < 5;	# hold the fault ~5 s
 	my $s = relay_status($node);
 	is($s->{confirmed_lsn}, $conf1,
 		'the slot does not advance past unacknowledged events');
-	cmp_ok($s->{delivered}, '<=', $down->{delivered} + 0,
+	cmp_ok($s->{delivered}, '<=', $ref->{delivered} + 0,
 		'nothing is acknowledged while every broker is down');
 
 	if ($broker->{real}) { broker_ctl($broker, 'up', 'all') }
