@@ -619,6 +619,40 @@ on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 	d->done = 1;
 }
 
+/*
+ * Take or give up partitions, and say so (the demo waits for the first
+ * assignment before it writes orders).
+ */
+static void
+on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+			 rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+	int			cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+	int			assign = err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+	rd_kafka_error_t *error = NULL;
+	rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+	int			i;
+
+	printf(PROGNAME ": partitions %s:", assign ? "assigned" : "revoked");
+	for (i = 0; i < parts->cnt; i++)
+		printf(" %s[%" PRId32 "]", parts->elems[i].topic, parts->elems[i].partition);
+	putchar('\n');
+	fflush(stdout);
+
+	if (cooperative)
+		error = assign ? rd_kafka_incremental_assign(rk, parts)
+			: rd_kafka_incremental_unassign(rk, parts);
+	else
+		aerr = rd_kafka_assign(rk, assign ? parts : NULL);
+	if (error != NULL)
+	{
+		complain("rebalance: %s", rd_kafka_error_string(error));
+		rd_kafka_error_destroy(error);
+	}
+	else if (aerr != RD_KAFKA_RESP_ERR_NO_ERROR)
+		complain("rebalance: %s", rd_kafka_err2str(aerr));
+}
+
 static void
 conf_set(rd_kafka_conf_t *conf, const char *key, const char *value)
 {
@@ -956,6 +990,7 @@ main(int argc, char **argv)
 	conf_set(cconf, "enable.auto.commit", "false");
 	conf_set(cconf, "auto.offset.reset", "earliest");
 	conf_set(cconf, "isolation.level", "read_committed");
+	rd_kafka_conf_set_rebalance_cb(cconf, on_rebalance);
 
 	/* the reply producer: idempotent, reports failures within 30 s */
 	pconf = new_conf(&o);
