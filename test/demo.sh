@@ -216,22 +216,27 @@ wait $LATE_COMMIT
 log "the loop at work: verdict/attempts per message, as they change"
 state_line() {
 	psql_demo shop -Atc "SELECT string_agg(format('%s %s: %s/%s', id, key,
-	                          coalesce(confirm_status, 'unanswered'), attempts), ',  ' ORDER BY id)
+	                          coalesce(confirm_status, CASE WHEN expired_at IS NOT NULL THEN 'expired' END,
+	                                   'unanswered'), attempts), ',  ' ORDER BY id)
 	                       FROM outbox.messages"
 }
-all_answered() {
-	[ "$(psql_demo shop -Atc "SELECT count(*) FILTER (WHERE confirm_status IS NOT NULL) = 3
+# Done when every message has a verdict (or has expired) and one has been
+# published again.
+loop_done() {
+	[ "$(psql_demo shop -Atc "SELECT count(*) FILTER (WHERE confirm_status IS NOT NULL OR expired_at IS NOT NULL) = 3
 	                          AND count(*) FILTER (WHERE attempts > 1) > 0 FROM outbox.messages")" = t ]
 }
 last=
 deadline=$((SECONDS + 60))
 while :; do
+	done=0
+	loop_done && done=1
 	now=$(state_line)
 	if [ "$now" != "$last" ]; then
 		printf '  +%2d s  %s\n' $((SECONDS - t_orders)) "$now"
 		last=$now
 	fi
-	all_answered && break
+	[ $done -eq 0 ] || break
 	[ $SECONDS -lt $deadline ] || { echo "  (gave up waiting after 60 s)"; break; }
 	sleep 0.2
 done
