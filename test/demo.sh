@@ -242,7 +242,9 @@ while :; do
 done
 
 log "outbox.messages in database shop (id order is insert order)"
-psql_demo shop -c "SELECT id, key, attempts, confirm_status, confirm_detail FROM outbox.messages ORDER BY id"
+psql_demo shop -c "SELECT id, key, attempts, confirm_status, confirm_detail,
+                          round(extract(epoch FROM confirmed_at - published_at), 2) AS answered_after_s
+                     FROM outbox.messages ORDER BY id"
 
 # One partition, so Kafka's offsets show the whole stream's order.
 log "topic 'orders' (1 partition): offsets follow commit order, not id order; message 1 twice"

@@ -990,6 +990,8 @@ main(int argc, char **argv)
 	conf_set(cconf, "enable.auto.commit", "false");
 	conf_set(cconf, "auto.offset.reset", "earliest");
 	conf_set(cconf, "isolation.level", "read_committed");
+	/* answer soon also where a broker holds an empty fetch to the end */
+	conf_set(cconf, "fetch.wait.max.ms", "100");
 	rd_kafka_conf_set_rebalance_cb(cconf, on_rebalance);
 
 	/* the reply producer: idempotent, reports failures within 30 s */
