@@ -15,7 +15,9 @@
  *	 2. in ONE transaction of its own database: claims (outbox-db,
  *		outbox-id) in the table processed; if an earlier delivery already
  *		claimed it, takes the verdict stored then (Kafka delivers at least
- *		once, and the relay redelivers messages left unanswered); otherwise
+ *		once, and the relay redelivers messages left unanswered), unless the
+ *		header outbox-source shows a new installation of the extension (ids
+ *		start at 1 again after DROP and CREATE EXTENSION); otherwise
  *		reserves the ordered quantity if there is enough stock (verdict
  *		"confirmed") or reserves nothing (verdict "failed", with the reason in
  *		the detail), and stores the verdict;
@@ -366,7 +368,7 @@ db_connect(const char *conninfo)
 	}
 	PQsetNoticeProcessor(conn, ignore_notice, NULL);
 	if (db_command(conn, "SELECT sku, on_hand FROM stock LIMIT 0", &res) != 0 ||
-		db_command(conn, "SELECT db, outbox_id, status, detail FROM processed LIMIT 0",
+		db_command(conn, "SELECT db, outbox_id, source, status, detail FROM processed LIMIT 0",
 				   &res) != 0)
 	{
 		complain("database %s is not set up for the inventory service: %s\n"
@@ -500,7 +502,7 @@ reserve_stock(PGconn *conn, const char *sku, const char *qty, Verdict *v)
  */
 static Outcome
 decide(PGconn *conn, const rd_kafka_message_t *msg, const char *db,
-	   const char *id, Verdict *v, char **order)
+	   const char *id, const char *source, Verdict *v, char **order)
 {
 	char	   *invalid = NULL;
 	char	   *sku = NULL;
@@ -519,16 +521,22 @@ decide(PGconn *conn, const rd_kafka_message_t *msg, const char *db,
 		goto failed;
 
 	/*
-	 * Claim the message.  A concurrent delivery of it (another instance of
-	 * the group, during a rebalance) waits here for this transaction and
-	 * then finds the verdict stored.
+	 * Claim the message: a new row, or the row of an earlier installation's
+	 * message with the same id, taken over.  A concurrent delivery of it
+	 * (another instance of the group, during a rebalance) waits here for
+	 * this transaction and then finds the verdict stored.
 	 */
 	params[0] = db;
 	params[1] = id;
+	params[2] = source;
 	res = PQexecParams(conn,
-					   "INSERT INTO processed (db, outbox_id, status)"
-					   " VALUES ($1, $2::bigint, 'pending') ON CONFLICT DO NOTHING",
-					   2, NULL, params, NULL, NULL, 0);
+					   "INSERT INTO processed AS p (db, outbox_id, source, status)"
+					   " VALUES ($1, $2::bigint, $3, 'pending')"
+					   " ON CONFLICT (db, outbox_id) DO UPDATE"
+					   " SET source = excluded.source, status = 'pending', detail = NULL,"
+					   "     processed_at = now()"
+					   " WHERE p.source IS DISTINCT FROM excluded.source",
+					   3, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_COMMAND_OK)
 		goto failed;
 
@@ -863,8 +871,10 @@ handle_record(Options *o, PGconn *conn, rd_kafka_t *consumer,
 	char		label[256];
 	char		idbuf[32];
 	char		dbbuf[256];
+	char		sourcebuf[64];
 	const char *idtext = header_text(msg, "outbox-id", idbuf, sizeof(idbuf));
 	const char *db = header_text(msg, "outbox-db", dbbuf, sizeof(dbbuf));
+	const char *source = header_text(msg, "outbox-source", sourcebuf, sizeof(sourcebuf));
 	long long	id = parse_id(idtext);
 	Verdict		v;
 	char	   *order = NULL;
@@ -891,7 +901,7 @@ handle_record(Options *o, PGconn *conn, rd_kafka_t *consumer,
 		{
 			free(order);
 			order = NULL;
-			outcome = decide(conn, msg, db, idtext, &v, &order);
+			outcome = decide(conn, msg, db, idtext, source, &v, &order);
 			if (outcome != OUTCOME_RETRY)
 				break;
 			pause_ms(RETRY_MS);

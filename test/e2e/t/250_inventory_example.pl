@@ -12,7 +12,9 @@
 #    - a message delivered again (outbox.redeliver()) is answered with the
 #      stored verdict: the same reply, nothing reserved twice;
 #    - offsets are committed: after SIGTERM (exit status 0) and a restart in
-#      the same group nothing is processed again, and new orders are.
+#      the same group nothing is processed again, and new orders are;
+#    - a message id answered before, from another installation (header
+#      outbox-source), is a new message.
 #    Needs a real cluster started by test/kafka/kafka.sh (suite e2e-kafka):
 #    consumer groups are what the mock broker does poorly.
 #
@@ -192,9 +194,34 @@ my @v = verdicts($inv2);
 is(scalar(@v), 1, 'and nothing else: the offsets were committed');
 like($v[0], qr{^inventory: postgres/$new order 6: confirmed \(sku apple: 7 reserved, 0 left\)$},
 	'the new order is confirmed');
+
+# 4. The id of an answered message, from another installation (header
+# outbox-source; after DROP and CREATE EXTENSION ids start at 1 again): a
+# new message, not the stored verdict.
+my $first = $orders[0][4];
+my $source = $node->safe_psql('postgres',
+	'SELECT installation_id FROM outbox.source');
+my $other = '00000000-0000-4000-8000-000000000001';
+isnt($source, $other, 'the installation has another identity');
+IPC::Run::run([ 'kcat', '-P', '-b', $broker->{bootstrap}, '-t', $orders, '-k', 'gina',
+		'-H', "outbox-id=$first", '-H', 'outbox-db=postgres',
+		'-H', "outbox-source=$other", @props ],
+	'<', \'{"event":"order_placed","order":7,"sku":"plum","qty":1}',
+	'>', \$kout, '2>', \$kerr)
+  or die "kcat failed: $kerr";
+ok(wait_for(sub { scalar(verdicts($inv2)) >= 2 }, 90),
+	'the service processed the message of the other installation')
+  or diag(slurp_file($inv2->[1]) . slurp_file($inv2->[2]));
+like((verdicts($inv2))[1],
+	qr{^inventory: postgres/$first order 7: confirmed \(sku plum: 1 reserved, 1 left\)$},
+	'as a new message');
+is($node->safe_psql('inventory',
+		"SELECT source FROM processed WHERE db = 'postgres' AND outbox_id = $first"),
+	$other, 'its verdict replaced the earlier installation\'s');
+
 my %r3 = replies();
-is(scalar(map { @$_ } values %r3), 10, 'ten replies in all');
-is(stock(), 'apple=0 pear=1 plum=2', 'stock after the new order');
+is(scalar(map { @$_ } values %r3), 11, 'eleven replies in all');
+is(stock(), 'apple=0 pear=1 plum=1', 'stock after the new orders');
 is(stop_inventory($inv2), 0, 'second SIGTERM: exit status 0, no signal');
 
 $node->stop;
