@@ -23,6 +23,20 @@
 #define OUTBOX_STATE_LEN	32
 #define OUTBOX_ERROR_LEN	1024
 
+/*
+ * TEMPORARY (branch schedule): the declaration the lead is adding on main
+ * ("relay_status counters"); dropped in favour of main's when merged.
+ */
+typedef enum OutboxCounter
+{
+	OUTBOX_COUNT_REPLIES_APPLIED,	/* reply-topic verdicts applied */
+	OUTBOX_COUNT_REPLIES_REJECTED,	/* replies kept in rejected_replies */
+	OUTBOX_COUNT_REDELIVERED,	/* messages re-published on schedule */
+	OUTBOX_COUNT_EXPIRED,		/* messages that ran out of attempts */
+	OUTBOX_COUNT_PURGED,		/* messages deleted by retention */
+	OUTBOX_NUM_COUNTERS
+} OutboxCounter;
+
 typedef struct OutboxRelayStatus
 {
 	int			pid;			/* worker's pid, 0 when not running */
@@ -61,6 +75,7 @@ extern void outbox_status_set_state(const char *state);
 /* The launcher's word while no relay runs (state and why). */
 extern void outbox_status_launcher(const char *database, const char *slot,
 								   const char *state, const char *error);
+extern void outbox_status_count(OutboxCounter counter, uint64 n);	/* TEMPORARY */
 extern void outbox_status_error(const char *fmt,...) pg_attribute_printf(1, 2);
 extern void outbox_status_replay_left(uint64 left);
 extern void outbox_status_progress(XLogRecPtr confirmed, XLogRecPtr decoded,
