@@ -362,6 +362,8 @@ relay_begin_xact(void)
 
 	Assert(!relay.in_decoder);
 	InvalidateSystemCaches();
+	/* now() is the transaction's start: without this, the worker's start */
+	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	return caller_cxt;
 }
