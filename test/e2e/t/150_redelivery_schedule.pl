@@ -105,6 +105,12 @@ is_deeply([ map { $_->{attempt} } @{ $seen{late} } ], [ 1, 2 ],
 is_deeply([ map { $_->{attempt} } @{ $seen{confirmed} }, @{ $seen{failed} } ], [ 1, 1 ],
 	'a first publication has no outbox-attempt header');
 
+# relay_status counts what the schedule did: silent twice, late once; one
+# expiry.
+my $st = relay_status($node);
+is("$st->{redelivered}/$st->{expired}", '3/1',
+	'relay_status: redelivered 3 (silent twice, late once), expired 1');
+
 # redeliver() with more attempts revives the expired message (and, as it
 # always did, re-publishes the one with a failed verdict).
 is(sql("SELECT outbox.redeliver('0', 4)"), '2', 'redeliver() with max_attempts 4 publishes it again');

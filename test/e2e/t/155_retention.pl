@@ -47,6 +47,7 @@ ok(wait_for(sub { sql('SELECT count(*) FROM outbox.messages') == 4 }, 30),
 is(sql('SELECT string_agg(id::text, \',\' ORDER BY id) FROM outbox.messages'),
 	'6,7,8,9', 'failed (6, 7, 8) and dead-lettered (9) rows are kept');
 is(sql('SELECT count(*) FROM outbox.dead_letters'), '1', 'the dead letter is kept');
+is(relay_status($node)->{purged}, 16, 'relay_status.purged counts the 16 rows deleted');
 
 # ---------------------------------------------------------------------
 # Kafka down: nothing written meanwhile is acknowledged, nothing deleted.
@@ -82,6 +83,7 @@ my ($out, $err) = ('', '');
 my $h = start_pgbench($node, enqueue_script($topic, 1),
 	[ '-c', 2, '-T', 12, '-R', 200 ], \$out, \$err);
 sleep 1;
+my $purged_before = relay_status($node)->{purged};
 set_conf("outbox.retention = '2s'");
 my $t0 = time();
 my (@counts, $max_xact, $t_done);
@@ -108,6 +110,8 @@ cmp_ok(scalar keys %distinct, '>=', 3,
 	'in steps: the count was seen at ' . (scalar keys %distinct) . ' values in between');
 cmp_ok($max_xact, '<', 1.0,
 	sprintf('the relay\'s longest transaction seen while deleting: %.3f s', $max_xact));
+cmp_ok(relay_status($node)->{purged} - $purged_before, '>=', $backlog,
+	'relay_status.purged counts the backlog');
 diag(sprintf('retention deleted %d rows in %.1f s (%.0f rows/s) while pgbench wrote',
 	$backlog, $secs, $backlog / ($secs || 1)));
 $h->finish;
