@@ -7,7 +7,9 @@
  * Both run as passes over outbox.messages in id order, cut into small
  * transactions (a batch each), a few batches per service step of the relay,
  * so that a backlog never makes one long transaction, never holds row locks
- * for long, and decoding keeps going between the batches.
+ * for long, and decoding keeps going between the batches.  While a pass is
+ * unfinished the relay's latch is set, so that an idle relay comes straight
+ * back for the next batches instead of sleeping until WAL arrives.
  *
  * Scheduled redelivery (outbox.redeliver_interval > 0): every interval, a
  * pass of outbox._redeliver_batch() (the SQL function redeliver() uses too)
@@ -42,6 +44,8 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/lsyscache.h"
@@ -417,6 +421,8 @@ schedule_pass(SchedulePass *pass, const char *what, void (*fn) (void *),
 			return PASS_FINISHED;
 		}
 	}
+	/* more to do: the relay must come back soon, not sleep until WAL comes */
+	SetLatch(MyLatch);
 	return PASS_GOING;
 }
 
