@@ -48,6 +48,7 @@
 #include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -253,6 +254,14 @@ retention_xact(void *arg)
 	a->available = schedule_available();
 	if (!a->available)
 		return;
+
+	/*
+	 * A deletion lost in a crash is simply done again: no need to wait for
+	 * the WAL flush that the relay's session otherwise asks for (dead
+	 * letters), and the writers' flushes are not delayed by ours.
+	 */
+	(void) set_config_option("synchronous_commit", "off", PGC_SUSET,
+							 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
 	a->done = retention_batch(interval_ms((int64) outbox_retention_s * 1000),
 							  outbox_redeliver_interval_ms > 0,
 							  a->after_id, SCHEDULE_RETENTION_ROWS,
