@@ -445,7 +445,9 @@ relay_leave_absent(void)
 	if (slot != NULL)
 	{
 		SpinLockAcquire(&slot->mutex);
-		ours = slot->data.database == MyDatabaseId &&
+		/* on a standby the slot is the primary's (synchronised) */
+		ours = !RecoveryInProgress() &&
+			slot->data.database == MyDatabaseId &&
 			strcmp(NameStr(slot->data.plugin), "outbox") == 0 &&
 			slot->active_pid == 0;
 		SpinLockRelease(&slot->mutex);
