@@ -587,4 +587,3 @@ outbox_relay_status(PG_FUNCTION_ARGS)
 			status_row(rsinfo, &e.status);
 	PG_RETURN_VOID();
 }
-
