@@ -316,7 +316,8 @@ launcher_scan(void)
 			{
 				ereport(LOG,
 						(errmsg("outbox launcher: database \"%s\" is no longer relayed; stopping its relay",
-								db->name)));
+								db->name),
+						 errdetail("Its replication slot is kept and holds WAL; drop it with pg_drop_replication_slot() if the database is not to be relayed again.")));
 				TerminateBackgroundWorker(db->handle);
 				continue;		/* forgotten once it stopped */
 			}
