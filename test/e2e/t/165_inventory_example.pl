@@ -1,5 +1,5 @@
 #
-# 250_inventory_example.pl
+# 165_inventory_example.pl
 #    The demo's inventory service (examples/inventory/inventory.c) on a real
 #    Apache Kafka, fed by the relay, without the relay's reply consumer:
 #    - each order event gets one reply on the reply topic, keyed like the
