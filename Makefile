@@ -23,6 +23,7 @@ OBJS = \
 	src/relay_worker.o \
 	src/watermark.o \
 	src/kafka_sink.o \
+	src/reply.o \
 	decoder/outbox_decoder.o \
 	decoder/wire.o \
 	decoder/wire_encode.o

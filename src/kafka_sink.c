@@ -215,9 +215,9 @@ static void adopt_acked(OutboxSink *sink, SinkTxn *txn);
  * example 'Invalid value "..." for configuration property "acks"'), and a
  * value may be a password, so the error we return names the property only.
  */
-static bool
-conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
-		 char **errstr)
+bool
+outbox_kafka_conf_set(rd_kafka_conf_t *conf, const char *name,
+					  const char *value, char **errstr)
 {
 	char		buf[512];
 	char		msg[SINK_LOG_LEN];
@@ -318,10 +318,43 @@ conf_apply_list(rd_kafka_conf_t *conf, const char *list, const char *seps,
 		for (e = value + strlen(value) - 1;
 			 e >= value && (*e == ' ' || *e == '\t' || *e == '\r'); e--)
 			*e = '\0';
-		ok = conf_set(conf, name, value, errstr);
+		ok = outbox_kafka_conf_set(conf, name, value, errstr);
 	}
 	free(item);
 	return ok;
+}
+
+/*
+ * Apply the user's properties: outbox.kafka_config_file's lines, then
+ * outbox.kafka_properties' items (later ones win).
+ */
+bool
+outbox_kafka_conf_apply(rd_kafka_conf_t *conf, const char *file_properties,
+						const char *guc_properties, char **errstr)
+{
+	return conf_apply_list(conf, file_properties, "\n", false,
+						   "outbox.kafka_config_file", errstr) &&
+		conf_apply_list(conf, guc_properties, ";", true,
+						"outbox.kafka_properties", errstr);
+}
+
+/*
+ * rd_kafka_new() with every signal blocked: librdkafka's threads inherit
+ * our signal mask, and PostgreSQL's signals must reach only our thread.
+ */
+rd_kafka_t *
+outbox_kafka_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, char *errbuf,
+				 size_t errbuf_size)
+{
+	sigset_t	all;
+	sigset_t	saved;
+	rd_kafka_t *rk;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &saved);
+	rk = rd_kafka_new(type, conf, errbuf, errbuf_size);
+	pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	return rk;
 }
 
 OutboxSink *
@@ -334,8 +367,6 @@ outbox_sink_create(const char *brokers, const char *file_properties,
 	rd_kafka_queue_t *mainq;
 	char		buf[512];
 	char		num[32];
-	sigset_t	all;
-	sigset_t	saved;
 
 	*errstr = NULL;
 	sink = calloc(1, sizeof(OutboxSink));
@@ -349,19 +380,16 @@ outbox_sink_create(const char *brokers, const char *file_properties,
 
 	conf = rd_kafka_conf_new();
 	snprintf(num, sizeof(num), "%d", Min(outbox_max_in_flight * 2, 10000000));
-	if (!conf_set(conf, "bootstrap.servers", brokers, errstr) ||
-		!conf_set(conf, "client.id", "outbox-relay", errstr) ||
-		!conf_set(conf, "enable.idempotence", "true", errstr) ||
-		!conf_set(conf, "partitioner", "murmur2_random", errstr) ||
-		!conf_set(conf, "message.timeout.ms", "0", errstr) ||
-		!conf_set(conf, "linger.ms", "0", errstr) ||
-		!conf_set(conf, "socket.nagle.disable", "true", errstr) ||
-		!conf_set(conf, "queue.buffering.max.messages", num, errstr) ||
-		!conf_set(conf, "log.queue", "true", errstr) ||
-		!conf_apply_list(conf, file_properties, "\n", false,
-						 "outbox.kafka_config_file", errstr) ||
-		!conf_apply_list(conf, guc_properties, ";", true,
-						 "outbox.kafka_properties", errstr))
+	if (!outbox_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr) ||
+		!outbox_kafka_conf_set(conf, "client.id", "outbox-relay", errstr) ||
+		!outbox_kafka_conf_set(conf, "enable.idempotence", "true", errstr) ||
+		!outbox_kafka_conf_set(conf, "partitioner", "murmur2_random", errstr) ||
+		!outbox_kafka_conf_set(conf, "message.timeout.ms", "0", errstr) ||
+		!outbox_kafka_conf_set(conf, "linger.ms", "0", errstr) ||
+		!outbox_kafka_conf_set(conf, "socket.nagle.disable", "true", errstr) ||
+		!outbox_kafka_conf_set(conf, "queue.buffering.max.messages", num, errstr) ||
+		!outbox_kafka_conf_set(conf, "log.queue", "true", errstr) ||
+		!outbox_kafka_conf_apply(conf, file_properties, guc_properties, errstr))
 	{
 		rd_kafka_conf_destroy(conf);
 		free(sink);
@@ -373,14 +401,7 @@ outbox_sink_create(const char *brokers, const char *file_properties,
 	rd_kafka_conf_set_error_cb(conf, on_error);
 	rd_kafka_conf_set_log_cb(conf, on_log);
 
-	/*
-	 * librdkafka's threads inherit our signal mask: block everything while
-	 * they are created so PostgreSQL's signals reach only our thread.
-	 */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &saved);
-	sink->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, buf, sizeof(buf));
-	pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	sink->rk = outbox_kafka_new(RD_KAFKA_PRODUCER, conf, buf, sizeof(buf));
 	if (sink->rk == NULL)
 	{
 		/* rd_kafka_new() frees conf only on success */

@@ -32,6 +32,8 @@
 #include "access/xlogdefs.h"
 #include "datatype/timestamp.h"
 
+#include <librdkafka/rdkafka.h>
+
 #include "wire.h"
 
 typedef struct OutboxSink OutboxSink;
@@ -60,6 +62,23 @@ typedef struct SinkDeadLetter
 } SinkDeadLetter;
 
 
+
+/*
+ * librdkafka configuration shared by the producer and the reply consumer
+ * (reply.c).  Each returns false and a malloc'd message in *errstr on a bad
+ * property; no message ever quotes a value.  outbox_kafka_conf_apply() sets
+ * the user's properties: "name=value" lines (file_properties, '#'
+ * comments), then "name=value" items separated by ';' (guc_properties,
+ * where "\;" and "\\" escape); later ones win.  outbox_kafka_new() is
+ * rd_kafka_new() with every signal blocked while librdkafka's threads start.
+ */
+extern bool outbox_kafka_conf_set(rd_kafka_conf_t *conf, const char *name,
+								  const char *value, char **errstr);
+extern bool outbox_kafka_conf_apply(rd_kafka_conf_t *conf,
+									const char *file_properties,
+									const char *guc_properties, char **errstr);
+extern rd_kafka_t *outbox_kafka_new(rd_kafka_type_t type, rd_kafka_conf_t *conf,
+									char *errbuf, size_t errbuf_size);
 
 /*
  * Create a producer for the given bootstrap servers.  Extra librdkafka

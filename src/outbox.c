@@ -20,6 +20,7 @@
 #include "utils/guc.h"
 
 #include "compat.h"
+#include "event.h"
 #include "outbox.h"
 
 PG_MODULE_MAGIC;
@@ -31,6 +32,7 @@ char	   *outbox_database = NULL;
 char	   *outbox_slot_name = NULL;
 char	   *outbox_kafka_properties = NULL;
 char	   *outbox_kafka_config_file = NULL;
+char	   *outbox_reply_topic = NULL;
 int			outbox_max_in_flight = 20000;
 int			outbox_retry_interval_ms = 1000;
 int			outbox_dead_letter_after_ms = 300000;
@@ -55,6 +57,7 @@ static void outbox_shmem_request(void);
 static void outbox_shmem_startup(void);
 static void outbox_xact_callback(XactEvent event, void *arg);
 static bool check_slot_name(char **newval, void **extra, GucSource source);
+static bool check_reply_topic(char **newval, void **extra, GucSource source);
 
 void
 _PG_init(void)
@@ -115,6 +118,14 @@ _PG_init(void)
 							   "",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("outbox.reply_topic",
+							   gettext_noop("Kafka topic of consumer verdicts the relays apply as outbox.confirm() would; empty turns the reply consumer off."),
+							   gettext_noop("Each relay consumes it in consumer group outbox-reply-<database>; see docs/relay.md."),
+							   &outbox_reply_topic,
+							   "",
+							   PGC_SIGHUP, 0,
+							   check_reply_topic, NULL, NULL);
 
 	DefineCustomIntVariable("outbox.max_in_flight",
 							gettext_noop("Most events the relay keeps produced but not yet acknowledged by Kafka."),
@@ -204,6 +215,23 @@ check_slot_name(char **newval, void **extra, GucSource source)
 			GUC_check_errdetail("Replication slot names may contain only lower case letters, numbers, and the underscore character.");
 			return false;
 		}
+	}
+	return true;
+}
+
+/* Empty, or a name Kafka accepts for a topic. */
+static bool
+check_reply_topic(char **newval, void **extra, GucSource source)
+{
+	const char *problem;
+
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	problem = outbox_topic_problem(*newval, strlen(*newval));
+	if (problem != NULL)
+	{
+		GUC_check_errdetail("%s", problem);
+		return false;
 	}
 	return true;
 }

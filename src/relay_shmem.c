@@ -208,6 +208,46 @@ outbox_status_progress(XLogRecPtr confirmed, XLogRecPtr decoded,
 }
 
 /* ---------------------------------------------------------------------
+ * INTERIM (branch reply): single-database forms of the lead's API
+ * ---------------------------------------------------------------------
+ */
+
+void
+outbox_status_count(OutboxCounter c, uint64 n)
+{
+	if (outbox_relay_shared == NULL)
+		return;
+	SpinLockAcquire(&outbox_relay_shared->mutex);
+	outbox_relay_shared->status.counters[c] += n;
+	SpinLockRelease(&outbox_relay_shared->mutex);
+}
+
+bool
+outbox_relays_know_database(const char *name)
+{
+	bool		known;
+
+	if (outbox_relay_shared == NULL)
+		return false;
+	SpinLockAcquire(&outbox_relay_shared->mutex);
+	known = strcmp(outbox_relay_shared->status.database, name) == 0;
+	SpinLockRelease(&outbox_relay_shared->mutex);
+	return known;
+}
+
+bool
+outbox_relay_keeps_strays(void)
+{
+	return true;
+}
+
+int
+outbox_relays_running(void)
+{
+	return 1;
+}
+
+/* ---------------------------------------------------------------------
  * outbox._relay_status(): one row per relay (none unless preloaded)
  * ---------------------------------------------------------------------
  */

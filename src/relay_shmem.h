@@ -23,6 +23,20 @@
 #define OUTBOX_STATE_LEN	32
 #define OUTBOX_ERROR_LEN	1024
 
+/*
+ * INTERIM (branch reply): the lead's relay_status counters and relay-set
+ * questions, in their single-database form; main's version replaces this
+ * block when it is merged.
+ */
+typedef enum OutboxCounter
+{
+	OUTBOX_COUNT_REPLIES_APPLIED,
+	OUTBOX_COUNT_REPLIES_REJECTED,
+	OUTBOX_COUNT_REDELIVERED,
+	OUTBOX_COUNT_EXPIRED,
+	OUTBOX_COUNT_PURGED,
+	OUTBOX_NUM_COUNTERS
+} OutboxCounter;
 typedef struct OutboxRelayStatus
 {
 	int			pid;			/* worker's pid, 0 when not running */
@@ -41,6 +55,7 @@ typedef struct OutboxRelayStatus
 	TimestampTz last_delivered_commit_time; /* commit time of newest acked */
 	TimestampTz oldest_in_flight_commit_time;	/* 0 when nothing in flight */
 	TimestampTz started_at;		/* worker start, 0 when not running */
+	uint64		counters[OUTBOX_NUM_COUNTERS];	/* INTERIM: see below */
 } OutboxRelayStatus;
 
 typedef struct OutboxRelayShared
@@ -68,5 +83,10 @@ extern void outbox_status_progress(XLogRecPtr confirmed, XLogRecPtr decoded,
 								   uint64 dead_lettered,
 								   TimestampTz last_delivered_commit_time,
 								   TimestampTz oldest_in_flight_commit_time);
+
+extern void outbox_status_count(OutboxCounter c, uint64 n);
+extern bool outbox_relays_know_database(const char *name);
+extern bool outbox_relay_keeps_strays(void);
+extern int	outbox_relays_running(void);
 
 #endif							/* OUTBOX_RELAY_SHMEM_H */
