@@ -1,11 +1,15 @@
 /*-------------------------------------------------------------------------
  *
  * relay_shmem.h
- *	  The relay's status in shared memory, read by outbox.relay_status.
+ *	  The relays' status in shared memory, read by outbox.relay_status.
  *
- * The relay worker is the only writer; any backend may read.  Counters and
- * text are protected by a spinlock; the latch's owner is an atomic so that
- * committing backends can wake the relay without taking the lock.
+ * One entry per relayed database, OUTBOX_MAX_RELAYS entries in all (as many
+ * as there can be background workers).  The launcher is the only process
+ * that takes an entry for a database or gives it back; while the entry's
+ * relay runs, that relay is the only writer of its status.  Any backend may
+ * read.  Counters and text are protected by the entry's spinlock; the
+ * latch's owner is an atomic so that committing backends can wake their
+ * database's relay without taking a lock.
  *
  * src/relay_shmem.h
  *
@@ -23,20 +27,17 @@
 #define OUTBOX_STATE_LEN	32
 #define OUTBOX_ERROR_LEN	1024
 
-/*
- * INTERIM (branch reply): the lead's relay_status counters and relay-set
- * questions, in their single-database form; main's version replaces this
- * block when it is merged.
- */
+/* Counters of the consumer loop, shown as relay_status columns. */
 typedef enum OutboxCounter
 {
-	OUTBOX_COUNT_REPLIES_APPLIED,
-	OUTBOX_COUNT_REPLIES_REJECTED,
-	OUTBOX_COUNT_REDELIVERED,
-	OUTBOX_COUNT_EXPIRED,
-	OUTBOX_COUNT_PURGED,
+	OUTBOX_COUNT_REPLIES_APPLIED,	/* reply-topic verdicts applied */
+	OUTBOX_COUNT_REPLIES_REJECTED,	/* replies kept in rejected_replies */
+	OUTBOX_COUNT_REDELIVERED,	/* messages re-published on schedule */
+	OUTBOX_COUNT_EXPIRED,		/* messages that ran out of attempts */
+	OUTBOX_COUNT_PURGED,		/* messages deleted by retention */
 	OUTBOX_NUM_COUNTERS
 } OutboxCounter;
+
 typedef struct OutboxRelayStatus
 {
 	int			pid;			/* worker's pid, 0 when not running */
@@ -55,14 +56,28 @@ typedef struct OutboxRelayStatus
 	TimestampTz last_delivered_commit_time; /* commit time of newest acked */
 	TimestampTz oldest_in_flight_commit_time;	/* 0 when nothing in flight */
 	TimestampTz started_at;		/* worker start, 0 when not running */
-	uint64		counters[OUTBOX_NUM_COUNTERS];	/* INTERIM: see below */
+	uint64		counters[OUTBOX_NUM_COUNTERS];	/* see OutboxCounter */
 } OutboxRelayStatus;
+
+/* One relayed database. */
+typedef struct OutboxRelayEntry
+{
+	slock_t		mutex;			/* protects everything below but latch_procno */
+	pg_atomic_uint32 latch_procno;	/* relay's pgprocno + 1, 0 if none */
+	bool		in_use;			/* taken by the launcher for a database */
+	bool		visible;		/* shown by relay_status */
+	bool		absent;			/* relay found no extension and left */
+	Oid			dboid;			/* database, InvalidOid if it was not found */
+	OutboxRelayStatus status;	/* what relay_status shows */
+} OutboxRelayEntry;
 
 typedef struct OutboxRelayShared
 {
-	slock_t		mutex;			/* protects status */
-	pg_atomic_uint32 latch_procno;	/* relay's pgprocno + 1, 0 if none */
-	OutboxRelayStatus status;	/* what relay_status shows */
+	pg_atomic_uint32 launcher_procno;	/* launcher's pgprocno + 1, 0 if none */
+	pg_atomic_uint32 registrations; /* CREATE EXTENSIONs committed */
+	pg_atomic_uint32 registered_db; /* database of the newest of them */
+	int			nentries;		/* length of entries[] */
+	OutboxRelayEntry entries[FLEXIBLE_ARRAY_MEMBER];
 } OutboxRelayShared;
 
 /* NULL unless the library was preloaded and shared memory is attached. */
@@ -71,11 +86,26 @@ extern OutboxRelayShared *outbox_relay_shared;
 /* Worker-side helpers (no-ops without shared memory). */
 extern void outbox_status_begin(const char *database, const char *slot);
 extern void outbox_status_end(void);
+extern void outbox_status_show(void);
+extern void outbox_status_absent(void);
 extern void outbox_status_listen(bool listen);
 extern void outbox_status_set_state(const char *state);
-/* The launcher's word while no relay runs (state and why). */
-extern void outbox_status_launcher(const char *database, const char *slot,
-								   const char *state, const char *error);
+extern void outbox_status_count(OutboxCounter counter, uint64 n);
+
+/* Other relays, as seen by one of them. */
+extern bool outbox_relays_know_database(const char *name);
+extern bool outbox_relay_keeps_strays(void);
+extern int	outbox_relays_running(void);
+
+/* Launcher side: entries taken and given back, its word while none runs. */
+extern int	outbox_entry_take(Oid dboid, const char *database, const char *slot,
+							  bool visible);
+extern void outbox_entry_release(int index);
+extern bool outbox_entry_absent(int index);
+extern void outbox_status_launcher(int index, const char *state,
+								   const char *error);
+extern bool outbox_entry_visible(int index);
+extern void outbox_launcher_listen(bool listen);
 extern void outbox_status_error(const char *fmt,...) pg_attribute_printf(1, 2);
 extern void outbox_status_replay_left(uint64 left);
 extern void outbox_status_progress(XLogRecPtr confirmed, XLogRecPtr decoded,
@@ -83,10 +113,5 @@ extern void outbox_status_progress(XLogRecPtr confirmed, XLogRecPtr decoded,
 								   uint64 dead_lettered,
 								   TimestampTz last_delivered_commit_time,
 								   TimestampTz oldest_in_flight_commit_time);
-
-extern void outbox_status_count(OutboxCounter c, uint64 n);
-extern bool outbox_relays_know_database(const char *name);
-extern bool outbox_relay_keeps_strays(void);
-extern int	outbox_relays_running(void);
 
 #endif							/* OUTBOX_RELAY_SHMEM_H */
