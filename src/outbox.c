@@ -14,10 +14,12 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
 #include "utils/guc.h"
+#include "utils/varlena.h"
 
 #include "compat.h"
 #include "event.h"
@@ -28,7 +30,7 @@ PG_MODULE_MAGIC;
 /* GUC variables */
 int			outbox_max_message_size = 1000000;
 char	   *outbox_kafka_brokers = NULL;
-char	   *outbox_database = NULL;
+char	   *outbox_databases = NULL;
 char	   *outbox_slot_name = NULL;
 char	   *outbox_kafka_properties = NULL;
 char	   *outbox_kafka_config_file = NULL;
@@ -46,6 +48,8 @@ static const struct config_enum_entry on_permanent_error_options[] = {
 
 /* Did the current transaction write an event? */
 static bool wake_relay_at_commit = false;
+/* Did it create the extension (the launcher may have a relay to start)? */
+static bool register_at_commit = false;
 
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 #ifdef OUTBOX_HAVE_SHMEM_REQUEST_HOOK
@@ -57,7 +61,10 @@ static void outbox_shmem_request(void);
 static void outbox_shmem_startup(void);
 static void outbox_xact_callback(XactEvent event, void *arg);
 static bool check_slot_name(char **newval, void **extra, GucSource source);
+static bool check_databases(char **newval, void **extra, GucSource source);
 static bool check_reply_topic(char **newval, void **extra, GucSource source);
+
+PG_FUNCTION_INFO_V1(outbox_register_database_sql);
 
 void
 _PG_init(void)
@@ -87,17 +94,17 @@ _PG_init(void)
 							   PGC_SIGHUP, 0,
 							   NULL, NULL, NULL);
 
-	DefineCustomStringVariable("outbox.database",
-							   gettext_noop("Database whose outbox the relay streams."),
-							   NULL,
-							   &outbox_database,
-							   "postgres",
-							   relay_fixed, 0,
-							   NULL, NULL, NULL);
+	DefineCustomStringVariable("outbox.databases",
+							   gettext_noop("Databases whose outbox is relayed, one relay each: a list of names, or * for every database where the extension is installed."),
+							   gettext_noop("Names are separated by commas; quote a name with upper case letters, as an identifier."),
+							   &outbox_databases,
+							   "*",
+							   PGC_SIGHUP, GUC_LIST_INPUT,
+							   check_databases, NULL, NULL);
 
 	DefineCustomStringVariable("outbox.slot_name",
-							   gettext_noop("Logical replication slot the relay decodes from; created if missing."),
-							   NULL,
+							   gettext_noop("Prefix of the relays' logical replication slots, each named <prefix>_<database OID>; created if missing."),
+							   gettext_noop("A slot named exactly the prefix, of the outbox plugin and the relay's database, is used instead if it exists (the slot of releases before 0.4.0)."),
 							   &outbox_slot_name,
 							   "outbox",
 							   relay_fixed, 0,
@@ -202,10 +209,10 @@ check_slot_name(char **newval, void **extra, GucSource source)
 {
 	const char *s = *newval;
 
-	if (s == NULL || s[0] == '\0' || strlen(s) >= NAMEDATALEN)
+	if (s == NULL || s[0] == '\0' || strlen(s) > OUTBOX_SLOT_PREFIX_MAX)
 	{
-		GUC_check_errdetail("Replication slot names are 1 to %d characters long.",
-							NAMEDATALEN - 1);
+		GUC_check_errdetail("The prefix is 1 to %d characters long: a slot name is at most %d, and \"_\" and the database OID are added.",
+							OUTBOX_SLOT_PREFIX_MAX, NAMEDATALEN - 1);
 		return false;
 	}
 	for (; *s; s++)
@@ -217,6 +224,43 @@ check_slot_name(char **newval, void **extra, GucSource source)
 		}
 	}
 	return true;
+}
+
+/* '*', or a list of database names (identifiers: quote upper case). */
+static bool
+check_databases(char **newval, void **extra, GucSource source)
+{
+	char	   *copy;
+	List	   *names;
+	ListCell   *lc;
+	bool		ok = true;
+
+	if (strcmp(*newval, "*") == 0)
+		return true;
+	copy = pstrdup(*newval);
+	if (!SplitIdentifierString(copy, ',', &names))
+	{
+		GUC_check_errdetail("The list of database names is malformed.");
+		ok = false;
+	}
+	else if (names == NIL)
+	{
+		GUC_check_errdetail("The list is empty; set * for every database with the extension.");
+		ok = false;
+	}
+	else
+		foreach(lc, names)
+		{
+			if (strcmp((char *) lfirst(lc), "*") == 0)
+			{
+				GUC_check_errdetail("* stands alone: it means every database where the extension is installed.");
+				ok = false;
+				break;
+			}
+		}
+	list_free(names);
+	pfree(copy);
+	return ok;
 }
 
 /* Empty, or a name Kafka accepts for a topic. */
@@ -237,9 +281,21 @@ check_reply_topic(char **newval, void **extra, GucSource source)
 }
 
 /* ---------------------------------------------------------------------
- * Waking the relay
+ * Waking the relay and the launcher
  * ---------------------------------------------------------------------
  */
+
+/*
+ * outbox._register_database(), run by the extension's install and update
+ * scripts: at commit, tell the launcher that this database has the
+ * extension now (outbox.databases = '*' relays it without a restart).
+ */
+Datum
+outbox_register_database_sql(PG_FUNCTION_ARGS)
+{
+	register_at_commit = true;
+	PG_RETURN_VOID();
+}
 
 void
 outbox_wake_relay_at_commit(void)
@@ -262,12 +318,16 @@ outbox_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (wake_relay_at_commit)
 				outbox_relay_set_latch();
+			if (register_at_commit)
+				outbox_register_database();
 			wake_relay_at_commit = false;
+			register_at_commit = false;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
 			wake_relay_at_commit = false;
+			register_at_commit = false;
 			break;
 		default:
 			break;

@@ -43,8 +43,11 @@
 /* GUCs (outbox.c) */
 extern int	outbox_max_message_size;	/* outbox.max_message_size, bytes */
 extern char *outbox_kafka_brokers;	/* outbox.kafka_brokers */
-extern char *outbox_database;	/* outbox.database */
-extern char *outbox_slot_name;	/* outbox.slot_name */
+extern char *outbox_databases;	/* outbox.databases: names or "*" */
+extern char *outbox_slot_name;	/* outbox.slot_name, the slots' prefix */
+
+/* A slot is named <prefix>_<database OID>: room for "_" and 10 digits. */
+#define OUTBOX_SLOT_PREFIX_MAX	(NAMEDATALEN - 1 - 11)
 extern char *outbox_kafka_properties;	/* outbox.kafka_properties (secret) */
 extern char *outbox_kafka_config_file;	/* outbox.kafka_config_file */
 extern char *outbox_reply_topic;	/* outbox.reply_topic, "" = off */
@@ -78,6 +81,7 @@ extern bool outbox_installation_id(char *buf);
 extern Size outbox_shmem_size(void);
 extern void outbox_shmem_init(void);
 extern void outbox_relay_set_latch(void);
+extern void outbox_register_database(void);
 
 /* launcher.c */
 extern void outbox_launcher_register(void);

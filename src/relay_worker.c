@@ -175,6 +175,8 @@ typedef struct RelayState
 	TimestampTz dead_letters_retry; /* when to try again */
 	int			dead_letters_backoff_ms;	/* current backoff */
 	char		dbname[NAMEDATALEN];	/* the relayed database's name */
+	char		slot_name[NAMEDATALEN]; /* our slot (relay_choose_slot_name()) */
+	bool		all_databases;	/* started for outbox.databases = '*'? */
 	bool		replaying;		/* publishing rows after slot loss? */
 	bool		watermark_failed;	/* did the last watermark write fail? */
 	bool		standby_gate;	/* does our failover slot wait for standbys? */
@@ -192,6 +194,8 @@ static RelayState relay;
 static LogicalDecodingContext *creating_ctx = NULL;
 
 static void relay_run(void);
+static void relay_choose_slot_name(void);
+static void relay_leave_absent(void);
 static void relay_force_settings(void);
 static MemoryContext relay_begin_xact(void);
 static void relay_commit_xact(MemoryContext caller_cxt);
@@ -277,13 +281,18 @@ outbox_relay_main(Datum main_arg)
 		strlcpy(relay.dbname, name ? name : "", sizeof(relay.dbname));
 		relay_commit_xact(cxt);
 	}
+	relay.all_databases = strcmp(outbox_databases, "*") == 0;
+	relay_choose_slot_name();
 
-	outbox_status_begin(relay.dbname, outbox_slot_name);
+	outbox_status_begin(relay.dbname, relay.slot_name);
 	before_shmem_exit(relay_on_exit, (Datum) 0);
+	/* a named database is shown at once; with '*', once it has the extension */
+	if (!relay.all_databases)
+		outbox_status_show();
 
-	ereport(LOG,
+	ereport(relay.all_databases ? DEBUG1 : LOG,
 			(errmsg("outbox relay started for database \"%s\", slot \"%s\"",
-					relay.dbname, outbox_slot_name)));
+					relay.dbname, relay.slot_name)));
 
 	PG_TRY();
 	{
@@ -389,6 +398,70 @@ relay_abort_xact(MemoryContext caller_cxt)
 	MemoryContextSwitchTo(caller_cxt);
 }
 
+/*
+ * The slot's name: <outbox.slot_name>_<database OID>, unless this database
+ * has a slot named just outbox.slot_name of our plugin (the one slot of a
+ * release before 0.4.0), which is kept: its position is where the relay
+ * stopped, and a new slot would start a replay.
+ */
+static void
+relay_choose_slot_name(void)
+{
+	ReplicationSlot *slot;
+	bool		legacy = false;
+
+	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
+	slot = SearchNamedReplicationSlot(outbox_slot_name, false);
+	if (slot != NULL)
+	{
+		SpinLockAcquire(&slot->mutex);
+		legacy = slot->data.database == MyDatabaseId &&
+			strcmp(NameStr(slot->data.plugin), "outbox") == 0;
+		SpinLockRelease(&slot->mutex);
+	}
+	LWLockRelease(ReplicationSlotControlLock);
+	if (legacy)
+		strlcpy(relay.slot_name, outbox_slot_name, NAMEDATALEN);
+	else
+		snprintf(relay.slot_name, NAMEDATALEN, "%s_%u", outbox_slot_name,
+				 MyDatabaseId);
+}
+
+/*
+ * outbox.databases = '*' and this database has no extension (never had, or
+ * it was dropped): drop our slot if there is one (nothing can use it; it
+ * would only hold WAL and stop DROP DATABASE), tell the launcher, and go.
+ * The launcher starts a relay here again when CREATE EXTENSION commits.
+ */
+static void
+relay_leave_absent(void)
+{
+	ReplicationSlot *slot;
+	bool		ours = false;
+
+	relay_teardown(true);
+	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
+	slot = SearchNamedReplicationSlot(relay.slot_name, false);
+	if (slot != NULL)
+	{
+		SpinLockAcquire(&slot->mutex);
+		ours = slot->data.database == MyDatabaseId &&
+			strcmp(NameStr(slot->data.plugin), "outbox") == 0 &&
+			slot->active_pid == 0;
+		SpinLockRelease(&slot->mutex);
+	}
+	LWLockRelease(ReplicationSlotControlLock);
+	if (ours)
+	{
+		ereport(LOG,
+				(errmsg("outbox relay: extension \"outbox\" is not installed in database \"%s\"; dropping its replication slot \"%s\"",
+						relay.dbname, relay.slot_name)));
+		ReplicationSlotDrop(relay.slot_name, true);
+	}
+	outbox_status_absent();
+	proc_exit(0);
+}
+
 static void
 relay_run(void)
 {
@@ -397,6 +470,14 @@ relay_run(void)
 		RelayStop	stop;
 
 		CHECK_FOR_INTERRUPTS();
+		if (relay.all_databases)
+		{
+			/* '*' relays only where the extension is */
+			relay_check_extension();
+			if (!relay.have_extension)
+				relay_leave_absent();
+			outbox_status_show();
+		}
 		if (!relay_ready())
 		{
 			relay_teardown(true);
@@ -599,7 +680,7 @@ relay_create_slot(void)
 
 	ereport(LOG,
 			(errmsg("outbox relay: creating logical replication slot \"%s\"",
-					outbox_slot_name)));
+					relay.slot_name)));
 	outbox_status_set_state("creating_slot");
 	CheckLogicalDecodingRequirements();
 
@@ -613,7 +694,7 @@ relay_create_slot(void)
 						relay.dbname),
 				 errhint("Run ALTER EXTENSION outbox UPDATE to get slot-loss recovery.")));
 	InvalidateCatalogSnapshot();
-	outbox_slot_create(outbox_slot_name);
+	outbox_slot_create(relay.slot_name);
 	ctx = CreateInitDecodingContext("outbox", NIL, true, InvalidXLogRecPtr,
 									XL_ROUTINE(.page_read = read_local_xlog_page,
 											   .segment_open = wal_segment_open,
@@ -625,7 +706,7 @@ relay_create_slot(void)
 	if (record)
 	{
 		initial = SnapBuildInitialSnapshot(ctx->snapshot_builder);
-		outbox_watermark_begin_replay(initial, start, outbox_slot_name);
+		outbox_watermark_begin_replay(initial, start, relay.slot_name);
 	}
 	FreeDecodingContext(ctx);
 	creating_ctx = NULL;
@@ -636,7 +717,7 @@ relay_create_slot(void)
 	ReplicationSlotRelease();
 	ereport(LOG,
 			(errmsg("outbox relay: created replication slot \"%s\" at %X/%X",
-					outbox_slot_name, LSN_FORMAT_ARGS(start))));
+					relay.slot_name, LSN_FORMAT_ARGS(start))));
 }
 
 /*
@@ -654,7 +735,7 @@ relay_acquire_slot(void)
 	const char *cause = NULL;
 
 	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
-	slot = SearchNamedReplicationSlot(outbox_slot_name, false);
+	slot = SearchNamedReplicationSlot(relay.slot_name, false);
 	if (slot != NULL)
 	{
 		SpinLockAcquire(&slot->mutex);
@@ -700,7 +781,7 @@ relay_acquire_slot(void)
 				ReplicationSlotRelease();
 			relay_abort_xact(cxt);
 			problem = psprintf("could not create replication slot \"%s\": %s%s%s",
-							   outbox_slot_name, edata->message,
+							   relay.slot_name, edata->message,
 							   edata->hint ? " " : "",
 							   edata->hint ? edata->hint : "");
 			FreeErrorData(edata);
@@ -718,7 +799,7 @@ relay_acquire_slot(void)
 	{
 		relay_blocked("misconfigured", WARNING,
 					  "replication slot \"%s\" is not an \"outbox\" slot of database \"%s\" (it uses plugin \"%s\"); drop it or set outbox.slot_name",
-					  outbox_slot_name, relay.dbname, NameStr(plugin));
+					  relay.slot_name, relay.dbname, NameStr(plugin));
 		return false;
 	}
 	if (invalidated)
@@ -730,23 +811,23 @@ relay_acquire_slot(void)
 		 */
 		ereport(WARNING,
 				(errmsg("outbox relay: replication slot \"%s\" was invalidated because %s; dropping it and recovering from outbox.messages",
-						outbox_slot_name, cause),
+						relay.slot_name, cause),
 				 errdetail("Rows of outbox.messages not covered by the delivery watermark are published again before the relay streams from a new slot; events written only to the WAL (outbox.emit()) that Kafka had not acknowledged are lost.")));
 		outbox_status_error("replication slot \"%s\" was invalidated because %s; recovered from outbox.messages",
-							outbox_slot_name, cause);
+							relay.slot_name, cause);
 		outbox_status_set_state("slot_invalidated");
-		ReplicationSlotDrop(outbox_slot_name, true);
+		ReplicationSlotDrop(relay.slot_name, true);
 		return relay_acquire_slot();
 	}
 	if (active_pid != 0)
 	{
 		relay_blocked("slot_busy", WARNING,
 					  "replication slot \"%s\" is in use by process %d; waiting for it to be released",
-					  outbox_slot_name, (int) active_pid);
+					  relay.slot_name, (int) active_pid);
 		return false;
 	}
 
-	outbox_slot_acquire(outbox_slot_name, true);
+	outbox_slot_acquire(relay.slot_name, true);
 	relay.saved_lsn = MyReplicationSlot->data.confirmed_flush;
 	relay.required_lsn = InvalidXLogRecPtr;
 	relay.last_save = GetCurrentTimestamp();
@@ -876,7 +957,7 @@ relay_stream(void)
 	{
 		ereport(LOG,
 				(errmsg("outbox relay: slot \"%s\" starts at %X/%X; publishing the " UINT64_FORMAT " row(s) of outbox.messages committed before it that the delivery watermark does not cover",
-						outbox_slot_name, LSN_FORMAT_ARGS(replay.boundary_lsn),
+						relay.slot_name, LSN_FORMAT_ARGS(replay.boundary_lsn),
 						replay_rows),
 				 replay.has_covered ? 0 :
 				 errdetail("There is no delivery watermark of this system yet: every row without a verdict or dead letter is published.")));
@@ -916,7 +997,7 @@ relay_stream(void)
 	outbox_status_listen(true);
 	ereport(LOG,
 			(errmsg("outbox relay streaming slot \"%s\" from %X/%X to Kafka at %s",
-					outbox_slot_name,
+					relay.slot_name,
 					LSN_FORMAT_ARGS(MyReplicationSlot->data.confirmed_flush),
 					outbox_kafka_brokers)));
 
@@ -1173,6 +1254,8 @@ relay_check_extension(void)
 	relay.have_extension = OidIsValid(get_extension_oid("outbox", true));
 	relay.poll_wal = relay.have_extension && relay_have_adoptions();
 	relay_commit_xact(cxt);
+	if (!relay.have_extension && relay.all_databases)
+		relay_leave_absent();
 
 	if (!relay.have_extension && (had || strcmp(relay.logged_state, "waiting_for_extension") != 0))
 	{
@@ -1400,7 +1483,7 @@ watermark_step(void *arg)
 	WatermarkArgs *a = (WatermarkArgs *) arg;
 
 	if (outbox_watermark_available())
-		outbox_watermark_step(a->confirmed, a->delivered, outbox_slot_name);
+		outbox_watermark_step(a->confirmed, a->delivered, relay.slot_name);
 }
 
 /* Events acknowledged since the worker started. */
@@ -1608,7 +1691,7 @@ relay_replay(WatermarkReplay *replay, uint64 total)
 	outbox_status_replay_left(0);
 	ereport(LOG,
 			(errmsg("outbox relay: published " UINT64_FORMAT " row(s) of outbox.messages again after the slot change; streaming from slot \"%s\"",
-					replayed, outbox_slot_name)));
+					replayed, relay.slot_name)));
 	return RELAY_CONTINUE;
 }
 

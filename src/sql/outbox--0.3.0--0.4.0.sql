@@ -9,6 +9,97 @@
 
 \echo Use "ALTER EXTENSION outbox UPDATE TO '0.4.0'" to load this file. \quit
 
+-- relay_status gains the consumer loop's counters and one row per relayed
+-- database.
+DROP VIEW outbox.relay_status;
+DROP FUNCTION outbox._relay_status();
+
+CREATE FUNCTION outbox._relay_status(
+    OUT pid integer,
+    OUT state text,
+    OUT slot_name text,
+    OUT database text,
+    OUT confirmed_lsn pg_lsn,
+    OUT decoded_lsn pg_lsn,
+    OUT delivered bigint,
+    OUT in_flight bigint,
+    OUT replay_left bigint,
+    OUT dead_lettered bigint,
+    OUT errors bigint,
+    OUT last_error text,
+    OUT last_error_at timestamptz,
+    OUT last_delivered_commit_time timestamptz,
+    OUT oldest_in_flight_commit_time timestamptz,
+    OUT started_at timestamptz,
+    OUT replies_applied bigint,
+    OUT replies_rejected bigint,
+    OUT redelivered bigint,
+    OUT expired bigint,
+    OUT purged bigint)
+    RETURNS SETOF record
+    LANGUAGE C
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'outbox_relay_status';
+
+CREATE VIEW outbox.relay_status AS
+    SELECT s.pid,
+           s.state,
+           s.slot_name,
+           s.database,
+           s.confirmed_lsn,
+           s.decoded_lsn,
+           -- on a standby (a synchronised failover slot) from the WAL replayed
+           CASE WHEN r.restart_lsn IS NOT NULL
+                THEN pg_catalog.pg_wal_lsn_diff(
+                         CASE WHEN pg_catalog.pg_is_in_recovery()
+                              THEN pg_catalog.pg_last_wal_replay_lsn()
+                              ELSE pg_catalog.pg_current_wal_lsn() END,
+                         r.restart_lsn)::bigint
+           END AS wal_retained_bytes,
+           s.delivered,
+           s.last_delivered_commit_time,
+           CASE WHEN s.oldest_in_flight_commit_time IS NOT NULL
+                THEN pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()
+                                           - s.oldest_in_flight_commit_time)
+                ELSE 0
+           END::double precision AS lag_seconds,
+           s.in_flight,
+           s.replay_left,
+           s.dead_lettered,
+           s.replies_applied,
+           s.replies_rejected,
+           s.redelivered,
+           s.expired,
+           s.purged,
+           s.errors,
+           s.last_error,
+           s.last_error_at,
+           s.started_at
+      FROM outbox._relay_status() s
+      LEFT JOIN pg_catalog.pg_replication_slots r ON r.slot_name = s.slot_name
+     ORDER BY s.database;
+
+REVOKE ALL ON FUNCTION outbox._relay_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION outbox._relay_status() TO pg_monitor;
+GRANT SELECT ON outbox.relay_status TO pg_monitor;
+
+
+-- ===========================================================================
+-- 0.4.0 (issue 10): one relay per database.
+-- This block is repeated verbatim in outbox--0.3.0--0.4.0.sql.
+-- ===========================================================================
+
+-- With outbox.databases = '*' (the default) the launcher relays every
+-- database where the extension is installed.  It cannot read other
+-- databases' catalogs, so installing (or updating) the extension tells it,
+-- at commit, to start this database's relay.
+CREATE FUNCTION outbox._register_database() RETURNS void
+    LANGUAGE C
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'outbox_register_database_sql';
+REVOKE ALL ON FUNCTION outbox._register_database() FROM PUBLIC;
+SELECT outbox._register_database();
+
 -- ===========================================================================
 -- 0.4.0 (issue 10): the reply topic.
 -- This block is repeated verbatim in outbox--0.3.0--0.4.0.sql.

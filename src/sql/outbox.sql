@@ -466,7 +466,12 @@ CREATE FUNCTION outbox._relay_status(
     OUT last_error_at timestamptz,
     OUT last_delivered_commit_time timestamptz,
     OUT oldest_in_flight_commit_time timestamptz,
-    OUT started_at timestamptz)
+    OUT started_at timestamptz,
+    OUT replies_applied bigint,
+    OUT replies_rejected bigint,
+    OUT redelivered bigint,
+    OUT expired bigint,
+    OUT purged bigint)
     RETURNS SETOF record
     LANGUAGE C
     SET search_path = pg_catalog, pg_temp
@@ -497,12 +502,18 @@ CREATE VIEW outbox.relay_status AS
            s.in_flight,
            s.replay_left,
            s.dead_lettered,
+           s.replies_applied,
+           s.replies_rejected,
+           s.redelivered,
+           s.expired,
+           s.purged,
            s.errors,
            s.last_error,
            s.last_error_at,
            s.started_at
       FROM outbox._relay_status() s
-      LEFT JOIN pg_catalog.pg_replication_slots r ON r.slot_name = s.slot_name;
+      LEFT JOIN pg_catalog.pg_replication_slots r ON r.slot_name = s.slot_name
+     ORDER BY s.database;
 
 -- ---------------------------------------------------------------------------
 -- Index for purge() (issue 6, point 13)
@@ -831,6 +842,23 @@ GRANT SELECT ON outbox.relay_watermark TO pg_monitor;
 ALTER TABLE outbox.messages ADD COLUMN published_xid pg_catalog.xid8;
 ALTER TABLE outbox.messages
     ALTER COLUMN published_xid SET DEFAULT pg_catalog.pg_current_xact_id();
+
+
+-- ===========================================================================
+-- 0.4.0 (issue 10): one relay per database.
+-- This block is repeated verbatim in outbox--0.3.0--0.4.0.sql.
+-- ===========================================================================
+
+-- With outbox.databases = '*' (the default) the launcher relays every
+-- database where the extension is installed.  It cannot read other
+-- databases' catalogs, so installing (or updating) the extension tells it,
+-- at commit, to start this database's relay.
+CREATE FUNCTION outbox._register_database() RETURNS void
+    LANGUAGE C
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'outbox_register_database_sql';
+REVOKE ALL ON FUNCTION outbox._register_database() FROM PUBLIC;
+SELECT outbox._register_database();
 
 -- ===========================================================================
 -- 0.4.0 (issue 10): the reply topic.

@@ -272,7 +272,7 @@ max_replication_slots = 10
 max_wal_senders = 10
 outbox.kafka_brokers = '$b->{bootstrap}'
 outbox.kafka_properties = '$props'
-outbox.database = 'postgres'
+outbox.databases = 'postgres'
 outbox.retry_interval = '200ms'
 log_min_messages = 'info'
 });

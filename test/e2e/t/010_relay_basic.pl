@@ -99,7 +99,7 @@ cmp_ok($elapsed, '<', 0.9,
 
 my $s = relay_status($node);
 is($s->{state}, 'streaming', 'relay_status state');
-is($s->{slot_name}, 'outbox', 'relay_status slot');
+is($s->{slot_name}, 'outbox_5', 'relay_status slot: <outbox.slot_name>_<database OID>');
 cmp_ok($s->{delivered}, '>=', 6, 'relay_status counts delivered events');
 is($s->{in_flight}, 0, 'nothing in flight');
 is($s->{errors}, 0, 'no errors');
@@ -109,7 +109,7 @@ ok(defined $s->{wal_retained_bytes}, 'WAL retained is reported');
 # relay's own watermark write)
 ok(wait_for(sub { $node->safe_psql('postgres',
 	q{SELECT confirmed_flush_lsn = (SELECT confirmed_lsn FROM outbox.relay_status)
-	    FROM pg_replication_slots WHERE slot_name = 'outbox'}) eq 't' }, 10),
+	    FROM pg_replication_slots WHERE slot_name = 'outbox_5'}) eq 't' }, 10),
 	'relay_status confirmed LSN is the slot\'s');
 
 # Ordinary roles cannot read the Kafka properties setting.

@@ -61,7 +61,7 @@ sub crash_run
 
 	# Where the new relay resumed: everything before it was confirmed.
 	my ($resume) = log_since($node, $log_pos)
-	  =~ /outbox relay streaming slot "outbox" from ([0-9A-F]+\/[0-9A-F]+)/;
+	  =~ /outbox relay streaming slot "outbox_5" from ([0-9A-F]+\/[0-9A-F]+)/;
 	ok(defined $resume, "$label: relay logged where it resumed");
 	$resume //= '0/0';
 

@@ -80,7 +80,7 @@ ok( wait_for(
 diag(sprintf('WAL retained by the slot after the checkpoint: %.2f MB (%d bytes)',
 	$retained / 2**20, $retained));
 is($node->safe_psql('postgres',
-	q{SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'outbox'}),
+	q{SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'outbox_5'}),
 	'reserved', 'slot wal_status is reserved');
 
 # The old segments can go: a second checkpoint removes or recycles them.

@@ -62,7 +62,7 @@ my $lost = wait_for(
 			"INSERT INTO filler SELECT g, repeat(md5(g::text), 30) FROM generate_series(1, 20000) g;"
 			  . "SELECT outbox.enqueue('$topic', 'k' || g % 3, jsonb_build_object('round', $rounds, 'n', g)) FROM generate_series(1, 5) g;"
 			  . "CHECKPOINT;");
-		$node->log_contains(qr/replication slot "outbox" was invalidated because/,
+		$node->log_contains(qr/replication slot "outbox_5" was invalidated because/,
 			$log_pos);
 	},
 	60);
@@ -76,9 +76,9 @@ ok($s->{replay_left} >= 10 + 5 * ($rounds - 1),
 	"recovering: $s->{replay_left} rows left to publish (at least the 10 in flight and the "
 	  . 5 * ($rounds - 1) . ' written before the loss)');
 my $log = log_since($node, $log_pos);
-like($log, qr/replication slot "outbox" was invalidated because .*; dropping it and recovering from outbox\.messages/,
+like($log, qr/replication slot "outbox_5" was invalidated because .*; dropping it and recovering from outbox\.messages/,
 	'the log says the slot was invalidated and is recovered');
-like($log, qr/slot "outbox" starts at [0-9A-F]+\/[0-9A-F]+; publishing the \d+ row\(s\) of outbox\.messages/,
+like($log, qr/slot "outbox_5" starts at [0-9A-F]+\/[0-9A-F]+; publishing the \d+ row\(s\) of outbox\.messages/,
 	'the log says how many rows are published again');
 
 # Events written while recovering wait in the new slot.

@@ -75,7 +75,7 @@ SKIP:
 	ok( wait_for(sub { log_since($node, $pos) =~ /Kafka settings changed, rebuilding the producer/ },
 			30),
 		'reload rebuilds the producer');
-	ok( wait_for(sub { log_since($node, $pos) =~ /streaming slot "outbox" .* to Kafka at \Q$b2->{bootstrap}\E/ },
+	ok( wait_for(sub { log_since($node, $pos) =~ /streaming slot "outbox_5" .* to Kafka at \Q$b2->{bootstrap}\E/ },
 			30),
 		'relay streams to the second cluster');
 	my $e2 = enqueue($node, 'e2');
@@ -132,7 +132,7 @@ append_to_file($file,
 	"# librdkafka settings for the relay\nlinger.ms=2\n  message.max.bytes = 10000\n\n");
 $pos = log_position($node);
 set_conf($node, 'outbox.kafka_config_file', $file);
-ok(wait_for(sub { log_since($node, $pos) =~ /streaming slot "outbox"/ }, 30),
+ok(wait_for(sub { log_since($node, $pos) =~ /streaming slot "outbox_5"/ }, 30),
 	'relay restarted streaming with the property file');
 my $small = enqueue($node, 'small');
 my $big = $node->safe_psql('postgres',
@@ -165,7 +165,7 @@ SKIP:
 			qr/output plugin "outbox" is not listed in output_plugin_libraries/), 1,
 		'logged once');
 	is($gated->safe_psql('postgres',
-		q{SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'outbox'}),
+		q{SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'outbox_5'}),
 		'0', 'no slot was created');
 	ok(!$gated->log_contains(qr/terminated by signal|exited with exit code/),
 		'the relay never exited');
@@ -181,7 +181,7 @@ my $late = new_relay_node('config_late', $b2, no_extension => 1, no_wait => 1);
 ok($late->wait_for_log(qr/extension "outbox" is not installed in database "postgres"; the slot is ready/),
 	'relay waits for the extension');
 is($late->safe_psql('postgres',
-	q{SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'outbox' AND plugin = 'outbox'}),
+	q{SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'outbox_5' AND plugin = 'outbox'}),
 	'1', 'the slot exists before the extension');
 $late->safe_psql('postgres', 'CREATE EXTENSION outbox');
 my $first = enqueue($late, 'late-first');

@@ -58,7 +58,7 @@ SKIP:
 	wait_for(
 		sub {
 			($resume) = log_since($node, $pos)
-			  =~ /fatal producer error.*\n(?:.*\n)*?.*outbox relay streaming slot "outbox" from ([0-9A-F]+\/[0-9A-F]+)/;
+			  =~ /fatal producer error.*\n(?:.*\n)*?.*outbox relay streaming slot "outbox_5" from ([0-9A-F]+\/[0-9A-F]+)/;
 			defined $resume;
 		},
 		30);

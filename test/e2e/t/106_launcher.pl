@@ -1,6 +1,6 @@
 #
 # 106_launcher.pl
-#    The launcher starts the relay.  A database named by outbox.database
+#    The launcher starts the relay.  A database named by outbox.databases
 #    that does not exist is a calm misconfigured state (one log line, no
 #    restart loop), and the relay starts by itself once the database is
 #    created.  A slot that cannot be created is calm too.
@@ -18,7 +18,7 @@ use Time::HiRes qw(sleep);
 my $topic = unique_topic('launcher');
 my $broker = start_broker(topics => ["$topic:2"]);
 my $node = new_relay_node('launcher', $broker,
-	extra_conf => "outbox.database = 'shop'\n", no_wait => 1);
+	extra_conf => "outbox.databases = 'shop'\n", no_wait => 1);
 
 ok(wait_for(sub { $node->safe_psql('postgres',
 	q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'outbox launcher'}) eq '1' }, 20),
@@ -29,7 +29,7 @@ like(relay_status($node)->{last_error}, qr/database "shop" .* does not exist/,
 	'last_error names the database');
 sleep(7);
 my $log = slurp_file($node->logfile);
-is(count_matches($log, qr/database "shop" named by outbox.database does not exist/), 1,
+is(count_matches($log, qr/database "shop" named by outbox.databases does not exist/), 1,
 	'said once in the log, not in a loop');
 unlike($log, qr/FATAL/, 'no FATAL: no connection attempts, no launcher restarts');
 

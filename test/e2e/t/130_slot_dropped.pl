@@ -41,7 +41,7 @@ for my $round (1 .. 3)
 				q{SELECT pg_terminate_backend(pid) FROM pg_stat_activity
 				   WHERE backend_type = 'outbox relay'});
 			my ($rc) = $node->psql('postgres',
-				q{SELECT pg_drop_replication_slot('outbox')});
+				q{SELECT pg_drop_replication_slot('outbox_5')});
 			return $rc == 0;
 		},
 		30);
@@ -51,7 +51,7 @@ for my $round (1 .. 3)
 	sleep 2;
 }
 my $log = log_since($node, $log_pos);
-is(count_matches($log, qr/outbox relay: creating logical replication slot "outbox"/), 3,
+is(count_matches($log, qr/outbox relay: creating logical replication slot "outbox_5"/), 3,
 	'three new slots were created');
 is(count_matches($log, qr/published \d+ row\(s\) of outbox\.messages again after the slot change/), 3,
 	'three replays finished');

@@ -41,7 +41,7 @@ $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'outbox'
 outbox.kafka_brokers = '$broker->{bootstrap}'
 outbox.kafka_properties = '$props'
-outbox.database = 'postgres'
+outbox.databases = 'postgres'
 outbox.retry_interval = '200ms'
 });
 $node->restart;

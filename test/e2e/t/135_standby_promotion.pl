@@ -79,7 +79,7 @@ if ($failover_slots)
 	ok(wait_for(sub {
 		$standby->safe_psql('postgres',
 			q{SELECT count(*) FROM pg_replication_slots
-			   WHERE slot_name = 'outbox' AND synced AND failover}) eq '1' }, 60),
+			   WHERE slot_name = 'outbox_5' AND synced AND failover}) eq '1' }, 60),
 		'the relay\'s failover slot is synchronised to the standby');
 	sleep 2;
 }
@@ -103,7 +103,7 @@ if ($failover_slots)
 }
 else
 {
-	like($log, qr/creating logical replication slot "outbox"/,
+	like($log, qr/creating logical replication slot "outbox_5"/,
 		'the promoted standby creates a new slot');
 	like($log, qr/published \d+ row\(s\) of outbox\.messages again after the slot change/,
 		'and publishes the rows the watermark does not cover');
