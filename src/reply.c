@@ -28,9 +28,9 @@
  *
  * Should a batch fail (a trigger of yours raising an error, say), it is
  * tried again with each verdict in a subtransaction of its own: a verdict
- * whose error is about the data is rejected with the error, while errors
- * that pass (deadlock, lack of resources, shutdown) fail the batch, which
- * is tried again later.
+ * whose error is about its data is rejected with the error, while any
+ * other error (deadlock, a missing table, shutdown) fails the batch again,
+ * which is retried with backoff and applied once the cause is gone.
  *
  * librdkafka callbacks run inside rd_kafka_consumer_poll(), in the relay's
  * thread; they never palloc, elog or free: the rebalance callback assigns
@@ -52,6 +52,7 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "compat.h"
@@ -71,6 +72,8 @@
 /* Backoff after a failed batch or consumer start. */
 #define REPLY_RETRY_MIN_MS		1000
 #define REPLY_RETRY_MAX_MS		30000
+/* Longest wait for the consumer to leave its group when it is closed. */
+#define REPLY_CLOSE_MS			2000
 /* librdkafka log lines and errors kept between two polls. */
 #define REPLY_LOG_SLOTS			16
 #define REPLY_LOG_LEN			512
@@ -381,19 +384,18 @@ reply_create(const char *database, const char *brokers,
 	/*
 	 * The user's properties may hold producer-only ones, which librdkafka
 	 * ignores here (on_log() drops its warnings about them).  What makes
-	 * the consumer exactly-once comes after them and wins.  The group's
-	 * member is static (group.instance.id): a relay that restarts takes
-	 * its partitions back at once, without waiting for the old member's
-	 * session to time out.
+	 * the consumer exactly-once comes after them and wins.  A short
+	 * session lets a restarted relay take its partitions back soon after a
+	 * crash (a clean stop leaves the group at once).
 	 */
 	conf = rd_kafka_conf_new();
 	if (!outbox_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr) ||
 		!outbox_kafka_conf_set(conf, "client.id", "outbox-reply", errstr) ||
 		!outbox_kafka_conf_set(conf, "socket.nagle.disable", "true", errstr) ||
 		!outbox_kafka_conf_set(conf, "log.queue", "true", errstr) ||
+		!outbox_kafka_conf_set(conf, "session.timeout.ms", "10000", errstr) ||
 		!outbox_kafka_conf_apply(conf, file_properties, guc_properties, errstr) ||
 		!outbox_kafka_conf_set(conf, "group.id", c->group, errstr) ||
-		!outbox_kafka_conf_set(conf, "group.instance.id", c->group, errstr) ||
 		!outbox_kafka_conf_set(conf, "enable.auto.commit", "false", errstr) ||
 		!outbox_kafka_conf_set(conf, "enable.auto.offset.store", "false", errstr) ||
 		!outbox_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr) ||
@@ -438,14 +440,50 @@ reply_create(const char *database, const char *brokers,
 }
 
 /*
- * Drop the consumer without a group leave or a final commit: the database
- * holds the positions, and the static member takes its partitions back when
- * it joins again.
+ * Leave the group (waiting at most REPLY_CLOSE_MS, so that a cluster that
+ * cannot be reached does not hold up the relay), then drop the consumer.
+ * Nothing is committed here: the database holds the positions.
  */
 static void
 reply_destroy(ReplyConsumer *c)
 {
 	reply_forget_batch(c);
+	if (c->rk != NULL && c->subscribed)
+	{
+		rd_kafka_queue_t *q = rd_kafka_queue_new(c->rk);
+		rd_kafka_error_t *error = rd_kafka_consumer_close_queue(c->rk, q);
+		TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														REPLY_CLOSE_MS);
+
+		if (error != NULL)
+			rd_kafka_error_destroy(error);
+		else
+		{
+			while (!rd_kafka_consumer_closed(c->rk) &&
+				   GetCurrentTimestamp() < until)
+			{
+				rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 100);
+
+				if (ev == NULL)
+					continue;
+				/* the revocation of the closing consumer's partitions */
+				if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE)
+				{
+					if (strcmp(rd_kafka_rebalance_protocol(c->rk), "COOPERATIVE") == 0)
+					{
+						error = rd_kafka_incremental_unassign(c->rk,
+															  rd_kafka_event_topic_partition_list(ev));
+						if (error != NULL)
+							rd_kafka_error_destroy(error);
+					}
+					else
+						(void) rd_kafka_assign(c->rk, NULL);
+				}
+				rd_kafka_event_destroy(ev);
+			}
+		}
+		rd_kafka_queue_destroy(q);
+	}
 	if (c->queue)
 		rd_kafka_queue_destroy(c->queue);
 	if (c->rk)
@@ -942,6 +980,7 @@ reply_load_positions(void *arg)
 	uint64		i;
 
 	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
 	values[0] = CStringGetTextDatum(c->topic);
 	if (SPI_execute_with_args("SELECT partition, next_offset FROM outbox.reply_offsets WHERE topic = $1",
 							  1, argtypes, values, NULL, true, 0) != SPI_OK_SELECT)
@@ -976,25 +1015,33 @@ reply_load_positions(void *arg)
 		}
 		c->next[p] = next;
 	}
+	PopActiveSnapshot();
 	SPI_finish();
 }
 
-/* Errors a verdict of its own is rejected for: anything that does not pass. */
+/*
+ * Is this error about the verdict itself, so that it is rejected alone?
+ * Data exceptions, constraints, errors raised by triggers and routines;
+ * anything else (a missing table, privileges, deadlocks, resources,
+ * shutdown) fails the batch, which is tried again later.
+ */
 static bool
-error_is_lasting(int sqlerrcode)
+error_is_about_data(int sqlerrcode)
 {
 	switch (ERRCODE_TO_CATEGORY(sqlerrcode))
 	{
-		case ERRCODE_TO_CATEGORY(ERRCODE_T_R_SERIALIZATION_FAILURE):	/* 40 */
-		case ERRCODE_TO_CATEGORY(ERRCODE_INSUFFICIENT_RESOURCES):	/* 53 */
-		case ERRCODE_TO_CATEGORY(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE):	/* 55 */
-		case ERRCODE_TO_CATEGORY(ERRCODE_OPERATOR_INTERVENTION):	/* 57 */
-		case ERRCODE_TO_CATEGORY(ERRCODE_SYSTEM_ERROR):	/* 58 */
-		case ERRCODE_TO_CATEGORY(ERRCODE_INTERNAL_ERROR):	/* XX */
-		case ERRCODE_TO_CATEGORY(ERRCODE_CONNECTION_EXCEPTION):	/* 08 */
-			return false;
-		default:
+		case ERRCODE_TO_CATEGORY(ERRCODE_TRIGGERED_ACTION_EXCEPTION):	/* 09 */
+		case ERRCODE_TO_CATEGORY(ERRCODE_DATA_EXCEPTION):	/* 22 */
+		case ERRCODE_TO_CATEGORY(ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION):	/* 23 */
+		case ERRCODE_TO_CATEGORY(ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION):	/* 27 */
+		case ERRCODE_TO_CATEGORY(ERRCODE_SQL_ROUTINE_EXCEPTION):	/* 2F */
+		case ERRCODE_TO_CATEGORY(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION):	/* 38 */
+		case ERRCODE_TO_CATEGORY(ERRCODE_E_R_I_E_SRF_PROTOCOL_VIOLATED):	/* 39 */
+		case ERRCODE_TO_CATEGORY(ERRCODE_WITH_CHECK_OPTION_VIOLATION):	/* 44 */
+		case ERRCODE_TO_CATEGORY(ERRCODE_PLPGSQL_ERROR):	/* P0 */
 			return true;
+		default:
+			return false;
 	}
 }
 
@@ -1043,7 +1090,7 @@ reply_confirm(SPIPlanPtr plan, Datum *values, const char *nulls, bool careful,
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
-		if (!error_is_lasting(edata->sqlerrcode))
+		if (!error_is_about_data(edata->sqlerrcode))
 			ReThrowError(edata);
 		*reason = psprintf("applying the verdict failed: %s", edata->message);
 		FreeErrorData(edata);
@@ -1073,6 +1120,7 @@ reply_apply_batch(void *arg)
 		a->positions[p] = -2;	/* not in the batch */
 
 	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
 	confirm_plan = SPI_prepare("SELECT outbox.confirm($1, $2, $3)", 3, confirm_types);
 	reject_plan = SPI_prepare("INSERT INTO outbox.rejected_replies "
 							  "(topic, partition, kafka_offset, key, value, value_length, reason) "
@@ -1181,5 +1229,6 @@ reply_apply_batch(void *arg)
 		if (SPI_execute_plan(store_plan, values, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not write outbox.reply_offsets");
 	}
+	PopActiveSnapshot();
 	SPI_finish();
 }

@@ -84,12 +84,13 @@ sub wait_counters
 $node->safe_psql('postgres', q{
 CREATE TABLE verdict_audit (id bigint, status text, detail text);
 CREATE FUNCTION audit_verdict() RETURNS trigger LANGUAGE plpgsql AS $$
+-- the relay runs with search_path = pg_catalog, pg_temp: qualify names
 BEGIN
     IF NEW.confirm_detail = 'poison' THEN
         RAISE EXCEPTION 'verdicts with detail poison are refused'
             USING ERRCODE = 'check_violation';
     END IF;
-    INSERT INTO verdict_audit VALUES (NEW.id, NEW.confirm_status, NEW.confirm_detail);
+    INSERT INTO public.verdict_audit VALUES (NEW.id, NEW.confirm_status, NEW.confirm_detail);
     IF current_setting('audit.sleep', true) IS NOT NULL THEN
         PERFORM pg_sleep(0.0002);
     END IF;
@@ -123,7 +124,7 @@ my @bad = (
 	"k11\t\xff\xfe{}",
 	"k12\t$deep",
 	"k13\t",
-	"k14\t" . '{"db":"postgres","id":10,"status":"confirmed","detail":"poison"}',
+	"k14\t" . '{"db":"postgres","id":500,"status":"confirmed","detail":"poison"}',
 	"k15\t" . '{"db":42,"id":11,"status":"confirmed"}');
 my $n_bad = scalar(@bad);
 my $t0 = time();
@@ -175,7 +176,7 @@ is($node->safe_psql('postgres', q{
 SELECT value IS NULL, value_length FROM outbox.rejected_replies WHERE key = 'k13'}),
 	't|0', 'a tombstone is kept with a null value');
 is($node->safe_psql('postgres', q{
-SELECT confirmed_at IS NULL FROM outbox.messages WHERE id = 10}),
+SELECT confirmed_at IS NULL FROM outbox.messages WHERE id = 500}),
 	't', 'the refused verdict left its message alone');
 is($node->safe_psql('postgres', q{
 SELECT string_agg(partition || ':' || next_offset, ' ' ORDER BY partition)
@@ -300,10 +301,10 @@ $node->append_conf('postgresql.conf', "outbox.reply_topic = ''\n");
 $node->reload;
 ok(wait_for(sub { $node->log_contains('outbox.reply_topic was emptied') }, 30),
 	'emptying outbox.reply_topic stops the consumer');
-produce($replies, 0, reply(20001, 'confirmed'));
+produce($replies, 0, reply(29999, 'confirmed'));
 sleep 2;
 is($node->safe_psql('postgres',
-	q{SELECT confirmed_at IS NULL FROM outbox.messages WHERE id = 20001}),
+	q{SELECT confirmed_at IS NULL FROM outbox.messages WHERE id = 29999}),
 	't', 'no reply is applied while the topic is off');
 
 $node->stop;
