@@ -48,8 +48,7 @@
 /* In-flight bytes are bounded too, so that large events cannot pile up. */
 #define SINK_MAX_IN_FLIGHT_BYTES	((Size) 64 * 1024 * 1024)
 /* librdkafka log lines and errors kept between two polls. */
-#define SINK_LOG_SLOTS		32
-#define SINK_LOG_LEN		512
+#define SINK_LOG_LEN		OUTBOX_KAFKA_LOG_LEN
 /* Pauses before producing records again after a transient error. */
 #define SINK_RETRY_MIN_MS	100
 #define SINK_RETRY_MAX_MS	5000
@@ -105,14 +104,6 @@ typedef struct SinkTopic
 								 * acknowledgement, or 0 */
 	char		name[OUTBOX_TOPIC_MAX_LEN + 1];	/* topic name */
 } SinkTopic;
-
-/* A librdkafka log line or error, recorded by a callback. */
-typedef struct SinkLogSlot
-{
-	int			level;			/* syslog level */
-	bool		is_error;		/* from error_cb */
-	char		text[SINK_LOG_LEN]; /* message */
-} SinkLogSlot;
 
 /* What is known to be acknowledged of one unsettled transaction. */
 typedef struct SinkAckedTxn
@@ -178,9 +169,7 @@ struct OutboxSink
 	SinkTopic  *topics;			/* open-addressing table of topic handles */
 	int			topics_size;	/* slots, a power of two */
 	int			ntopics;		/* used slots */
-	SinkLogSlot logs[SINK_LOG_SLOTS];	/* recorded by callbacks */
-	int			nlogs;			/* used slots */
-	int			logs_dropped;	/* lines that found no slot */
+	OutboxKafkaLog log;			/* recorded by callbacks */
 };
 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg,
@@ -188,8 +177,6 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg,
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque);
 static void on_log(const rd_kafka_t *rk, int level, const char *fac,
 				   const char *buf);
-static void record_log(OutboxSink *sink, int level, bool is_error,
-					   const char *fmt,...) pg_attribute_printf(4, 5);
 static bool is_record_error(rd_kafka_resp_err_t err);
 static bool is_size_error(rd_kafka_resp_err_t err);
 static void report_skipped(OutboxSink *sink);
@@ -494,23 +481,23 @@ on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 	sink->done_tail = rec;
 }
 
-static void
-record_log(OutboxSink *sink, int level, bool is_error, const char *fmt,...)
+void
+outbox_kafka_log_record(OutboxKafkaLog *log, int level, bool is_error,
+						const char *fmt,...)
 {
 	va_list		ap;
-	SinkLogSlot *slot;
 
-	if (sink->nlogs >= SINK_LOG_SLOTS)
+	if (log->n >= OUTBOX_KAFKA_LOG_SLOTS)
 	{
-		sink->logs_dropped++;
+		log->dropped++;
 		return;
 	}
-	slot = &sink->logs[sink->nlogs++];
-	slot->level = level;
-	slot->is_error = is_error;
+	log->slots[log->n].level = level;
+	log->slots[log->n].is_error = is_error;
 	va_start(ap, fmt);
-	vsnprintf(slot->text, sizeof(slot->text), fmt, ap);
+	vsnprintf(log->slots[log->n].text, OUTBOX_KAFKA_LOG_LEN, fmt, ap);
 	va_end(ap);
+	log->n++;
 }
 
 static void
@@ -531,8 +518,8 @@ on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 	}
 	if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
 		sink->unreachable = true;
-	record_log(sink, 3, true, "%s: %s",
-			   rd_kafka_err2name((rd_kafka_resp_err_t) err), reason);
+	outbox_kafka_log_record(&sink->log, 3, true, "%s: %s",
+							rd_kafka_err2name((rd_kafka_resp_err_t) err), reason);
 }
 
 static void
@@ -540,7 +527,7 @@ on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
 	OutboxSink *sink = (OutboxSink *) rd_kafka_opaque(rk);
 
-	record_log(sink, level, false, "%s: %s", fac, buf);
+	outbox_kafka_log_record(&sink->log, level, false, "%s: %s", fac, buf);
 }
 
 /* ---------------------------------------------------------------------
@@ -1511,22 +1498,7 @@ outbox_sink_stats(OutboxSink *sink, uint64 *delivered, uint64 *dead_lettered,
 void
 outbox_sink_report(OutboxSink *sink)
 {
-	int			i;
-
-	for (i = 0; i < sink->nlogs; i++)
-	{
-		SinkLogSlot *slot = &sink->logs[i];
-
-		if (slot->is_error)
-		{
-			ereport(LOG,
-					(errmsg("outbox relay: Kafka error: %s", slot->text)));
-			outbox_status_error("Kafka: %s", slot->text);
-		}
-		else
-			ereport(slot->level <= 4 ? LOG : DEBUG1,
-					(errmsg("outbox relay: librdkafka: %s", slot->text)));
-	}
+	outbox_kafka_log_report(&sink->log, "");
 	report_skipped(sink);
 	if (sink->retry_head != NULL)
 	{
@@ -1564,10 +1536,32 @@ outbox_sink_report(OutboxSink *sink)
 			sink->retry_reported_at = now;
 		}
 	}
-	if (sink->logs_dropped > 0)
+}
+
+/* Log what outbox_kafka_log_record() recorded, and forget it. */
+void
+outbox_kafka_log_report(OutboxKafkaLog *log, const char *who)
+{
+	int			i;
+
+	for (i = 0; i < log->n; i++)
+	{
+		if (log->slots[i].is_error)
+		{
+			ereport(LOG,
+					(errmsg("outbox relay: %sKafka error: %s", who,
+							log->slots[i].text)));
+			outbox_status_error("%sKafka: %s", who, log->slots[i].text);
+		}
+		else
+			ereport(log->slots[i].level <= 4 ? LOG : DEBUG1,
+					(errmsg("outbox relay: %slibrdkafka: %s", who,
+							log->slots[i].text)));
+	}
+	if (log->dropped > 0)
 		ereport(LOG,
-				(errmsg("outbox relay: %d librdkafka messages were not logged",
-						sink->logs_dropped)));
-	sink->nlogs = 0;
-	sink->logs_dropped = 0;
+				(errmsg("outbox relay: %s%d librdkafka messages were not logged",
+						who, log->dropped)));
+	log->n = 0;
+	log->dropped = 0;
 }

@@ -74,17 +74,7 @@
 #define REPLY_RETRY_MAX_MS		30000
 /* Longest wait for the consumer to leave its group when it is closed. */
 #define REPLY_CLOSE_MS			2000
-/* librdkafka log lines and errors kept between two polls. */
-#define REPLY_LOG_SLOTS			16
-#define REPLY_LOG_LEN			512
-
-/* A librdkafka log line or error, recorded by a callback. */
-typedef struct ReplyLog
-{
-	int			level;			/* syslog level */
-	bool		is_error;		/* from error_cb */
-	char		text[REPLY_LOG_LEN];	/* message */
-} ReplyLog;
+#define REPLY_LOG_LEN			OUTBOX_KAFKA_LOG_LEN
 
 /* The consumer; malloc'd, one per relay. */
 typedef struct ReplyConsumer
@@ -104,9 +94,7 @@ typedef struct ReplyConsumer
 	bool		careful;		/* last batch failed: one subxact per reply */
 	bool		failed;			/* fatal consumer error: rebuild */
 	char		failed_reason[REPLY_LOG_LEN];	/* why */
-	ReplyLog	logs[REPLY_LOG_SLOTS];	/* recorded by callbacks */
-	int			nlogs;			/* entries of logs */
-	int			logs_dropped;	/* lines that found no slot */
+	OutboxKafkaLog log;			/* recorded by callbacks */
 } ReplyConsumer;
 
 /* The fields of one reply, as parsed (pg_parse_json's semantic state). */
@@ -164,7 +152,6 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque);
 static void on_log(const rd_kafka_t *rk, int level, const char *fac,
 				   const char *buf);
-static void reply_report(ReplyConsumer *c);
 static void reply_poll(ReplyConsumer *c);
 static void reply_load_positions(void *arg);
 static void reply_apply_batch(void *arg);
@@ -267,7 +254,7 @@ outbox_reply_step(OutboxReplyXact run_xact, const char *database,
 	/* A batch that failed is applied again before anything new is read. */
 	if (consumer->nbatch == 0)
 		reply_poll(consumer);
-	reply_report(consumer);
+	outbox_kafka_log_report(&consumer->log, "reply consumer: ");
 	if (consumer->nbatch == 0)
 		return false;
 	more = (consumer->nbatch == REPLY_BATCH_MAX);
@@ -511,25 +498,6 @@ reply_forget_batch(ReplyConsumer *c)
  * ---------------------------------------------------------------------
  */
 
-static void
-record_log(ReplyConsumer *c, int level, bool is_error, const char *fmt,...)
-{
-	va_list		ap;
-	ReplyLog   *slot;
-
-	if (c->nlogs >= REPLY_LOG_SLOTS)
-	{
-		c->logs_dropped++;
-		return;
-	}
-	slot = &c->logs[c->nlogs++];
-	slot->level = level;
-	slot->is_error = is_error;
-	va_start(ap, fmt);
-	vsnprintf(slot->text, sizeof(slot->text), fmt, ap);
-	va_end(ap);
-}
-
 /*
  * Assign at the positions the database holds; a partition without one
  * starts at the group's committed offset, or at the earliest for a new
@@ -559,7 +527,7 @@ on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 			error = rd_kafka_incremental_assign(rk, parts);
 		else
 			aerr = rd_kafka_assign(rk, parts);
-		record_log(c, 6, false, "assigned %d partition(s) of the reply topic",
+		outbox_kafka_log_record(&c->log, 6, false, "assigned %d partition(s) of the reply topic",
 				   parts->cnt);
 	}
 	else
@@ -571,11 +539,11 @@ on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 	}
 	if (error != NULL)
 	{
-		record_log(c, 3, true, "rebalance: %s", rd_kafka_error_string(error));
+		outbox_kafka_log_record(&c->log, 3, true, "rebalance: %s", rd_kafka_error_string(error));
 		rd_kafka_error_destroy(error);
 	}
 	else if (aerr != RD_KAFKA_RESP_ERR_NO_ERROR)
-		record_log(c, 3, true, "rebalance: %s", rd_kafka_err2str(aerr));
+		outbox_kafka_log_record(&c->log, 3, true, "rebalance: %s", rd_kafka_err2str(aerr));
 }
 
 static void
@@ -594,7 +562,7 @@ on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 				 "fatal consumer error %s: %s", rd_kafka_err2name(orig), fatal);
 		return;
 	}
-	record_log(c, 3, true, "%s: %s",
+	outbox_kafka_log_record(&c->log, 3, true, "%s: %s",
 			   rd_kafka_err2name((rd_kafka_resp_err_t) err), reason);
 }
 
@@ -606,36 +574,7 @@ on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 	/* outbox.kafka_properties are the producer's too */
 	if (strcmp(fac, "CONFWARN") == 0 && strstr(buf, "producer property") != NULL)
 		return;
-	record_log(c, level, false, "%s: %s", fac, buf);
-}
-
-/* Log what the callbacks recorded; errors also go to relay_status. */
-static void
-reply_report(ReplyConsumer *c)
-{
-	int			i;
-
-	for (i = 0; i < c->nlogs; i++)
-	{
-		ReplyLog   *slot = &c->logs[i];
-
-		if (slot->is_error)
-		{
-			ereport(LOG,
-					(errmsg("outbox relay: reply consumer: Kafka error: %s",
-							slot->text)));
-			outbox_status_error("reply consumer: %s", slot->text);
-		}
-		else
-			ereport(slot->level <= 4 ? LOG : DEBUG1,
-					(errmsg("outbox relay: reply consumer: %s", slot->text)));
-	}
-	if (c->logs_dropped > 0)
-		ereport(LOG,
-				(errmsg("outbox relay: reply consumer: %d librdkafka messages were not logged",
-						c->logs_dropped)));
-	c->nlogs = 0;
-	c->logs_dropped = 0;
+	outbox_kafka_log_record(&c->log, level, false, "%s: %s", fac, buf);
 }
 
 /* ---------------------------------------------------------------------
@@ -656,7 +595,7 @@ reply_poll(ReplyConsumer *c)
 		if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR)
 		{
 			if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-				record_log(c, 3, true, "%s: %s", rd_kafka_err2name(msg->err),
+				outbox_kafka_log_record(&c->log, 3, true, "%s: %s", rd_kafka_err2name(msg->err),
 						   rd_kafka_message_errstr(msg));
 			rd_kafka_message_destroy(msg);
 			continue;
