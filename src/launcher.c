@@ -483,7 +483,15 @@ outbox_launcher_main(Datum main_arg)
 				case BGWH_STOPPED:
 					pfree(db->handle);
 					db->handle = NULL;
-					if (db->entry >= 0 && outbox_entry_absent(db->entry) &&
+					if (!db->wanted)
+					{
+						/* stopped because no longer relayed: forget it */
+						if (db->entry >= 0)
+							outbox_entry_release(db->entry);
+						dbs = foreach_delete_current(dbs, lc);
+						pfree(db);
+					}
+					else if (db->entry >= 0 && outbox_entry_absent(db->entry) &&
 						db->registrations == seen_registrations)
 					{
 						/* '*' and no extension there: until one is created */

@@ -103,6 +103,7 @@
 #include "outbox.h"
 #include "relay_shmem.h"
 #include "reply.h"
+#include "schedule.h"
 #include "watermark.h"
 #include "wire.h"
 
@@ -222,6 +223,7 @@ static void relay_replay_status(uint64 total, uint64 produced);
 static bool relay_read_replay(WatermarkReplay *replay, uint64 *count);
 static void relay_watermark_tick(void);
 static void relay_reply_tick(void);
+static char *relay_try_xact(void (*fn) (void *), void *arg, MemoryContext cxt);
 static uint64 relay_delivered(void);
 static XLogRecPtr relay_decode_limit(void);
 static void relay_on_exit(int code, Datum arg);
@@ -373,6 +375,8 @@ relay_begin_xact(void)
 
 	Assert(!relay.in_decoder);
 	InvalidateSystemCaches();
+	/* now() is the transaction's start: without this, the worker's start */
+	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	return caller_cxt;
 }
@@ -445,7 +449,9 @@ relay_leave_absent(void)
 	if (slot != NULL)
 	{
 		SpinLockAcquire(&slot->mutex);
-		ours = slot->data.database == MyDatabaseId &&
+		/* on a standby the slot is the primary's (synchronised) */
+		ours = !RecoveryInProgress() &&
+			slot->data.database == MyDatabaseId &&
 			strcmp(NameStr(slot->data.plugin), "outbox") == 0 &&
 			slot->active_pid == 0;
 		SpinLockRelease(&slot->mutex);
@@ -1085,6 +1091,7 @@ relay_stream(void)
 		if (stop != RELAY_CONTINUE)
 			return stop;
 		relay_watermark_tick();
+		outbox_schedule_step(relay_try_xact, !outbox_sink_unreachable(relay.sink));
 		relay_reply_tick();
 		relay_publish_status(n == 0);
 

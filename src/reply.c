@@ -169,7 +169,7 @@ same_setting(const char *a, const char *b)
 }
 
 bool
-outbox_reply_step(OutboxReplyXact run_xact, const char *database,
+outbox_reply_step(OutboxXactRunner run_xact, const char *database,
 				  const char *brokers, const char *file_properties,
 				  const char *guc_properties, int wake_fd)
 {
@@ -373,7 +373,10 @@ reply_create(const char *database, const char *brokers,
 	 * ignores here (on_log() drops its warnings about them).  What makes
 	 * the consumer exactly-once comes after them and wins.  A short
 	 * session lets a restarted relay take its partitions back soon after a
-	 * crash (a clean stop leaves the group at once).
+	 * crash (a clean stop leaves the group at once); a small prefetch (at
+	 * most 2000 replies or 4 MB per partition, against librdkafka's 100000
+	 * and 64 MB) keeps the relay's memory bounded while it applies 500 per
+	 * step.
 	 */
 	conf = rd_kafka_conf_new();
 	if (!outbox_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr) ||
@@ -381,6 +384,8 @@ reply_create(const char *database, const char *brokers,
 		!outbox_kafka_conf_set(conf, "socket.nagle.disable", "true", errstr) ||
 		!outbox_kafka_conf_set(conf, "log.queue", "true", errstr) ||
 		!outbox_kafka_conf_set(conf, "session.timeout.ms", "10000", errstr) ||
+		!outbox_kafka_conf_set(conf, "queued.min.messages", "2000", errstr) ||
+		!outbox_kafka_conf_set(conf, "queued.max.messages.kbytes", "4096", errstr) ||
 		!outbox_kafka_conf_apply(conf, file_properties, guc_properties, errstr) ||
 		!outbox_kafka_conf_set(conf, "group.id", c->group, errstr) ||
 		!outbox_kafka_conf_set(conf, "enable.auto.commit", "false", errstr) ||

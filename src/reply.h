@@ -22,13 +22,7 @@
 
 #include "postgres.h"
 
-/*
- * Runs fn(arg) in a transaction of the relay's own, outside the decoder;
- * returns NULL, or the error's message allocated in cxt (relay_worker.c's
- * relay_try_xact()).
- */
-typedef char *(*OutboxReplyXact) (void (*fn) (void *), void *arg,
-								  MemoryContext cxt);
+#include "schedule.h"			/* OutboxXactRunner */
 
 /*
  * One bounded step of the reply consumer, from the relay's service loop
@@ -38,7 +32,7 @@ typedef char *(*OutboxReplyXact) (void (*fn) (void *), void *arg,
  * was built with.  wake_fd is written to when replies arrive.  Returns true
  * if more replies may be waiting, so the caller should not sleep.
  */
-extern bool outbox_reply_step(OutboxReplyXact run_xact, const char *database,
+extern bool outbox_reply_step(OutboxXactRunner run_xact, const char *database,
 							  const char *brokers, const char *file_properties,
 							  const char *guc_properties, int wake_fd);
 

@@ -35,7 +35,7 @@ SUITES=${OUTBOX_MATRIX_SUITES:-regress pgtap e2e}
 # The end-to-end core: decoder memory, basic relay, concurrent writers, crash
 # recovery, idle WAL, the 1M-event transaction, dead letters; and failover,
 # which uses failover slots from 17 on.
-E2E_TESTS=${OUTBOX_MATRIX_E2E_TESTS:-001_* 010_* 020_* 040_* 060_* 070_* 050_* 135_*}
+E2E_TESTS=${OUTBOX_MATRIX_E2E_TESTS:-001_* 010_* 020_* 040_* 060_* 070_* 050_* 135_* 140_*}
 HOST_MAJOR=15
 
 # Packages every root needs: what test/lib.sh installs, plus what a minbase

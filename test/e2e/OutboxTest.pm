@@ -285,11 +285,13 @@ log_min_messages = 'info'
 	return $node;
 }
 
+# The relay's row of relay_status (of database $db where several are relayed).
 sub relay_status
 {
-	my ($node) = @_;
+	my ($node, $db) = @_;
+	my $where = defined $db ? " WHERE s.database = '$db'" : '';
 	my $row = $node->safe_psql('postgres',
-		q{SELECT row_to_json(s) FROM outbox.relay_status s});
+		"SELECT row_to_json(s) FROM outbox.relay_status s$where");
 	return $row eq '' ? undef : decode_json($row);
 }
 
@@ -316,14 +318,14 @@ sub wait_for
 
 sub wait_relay_state
 {
-	my ($node, $state, $timeout) = @_;
+	my ($node, $state, $timeout, $db) = @_;
 	my $ok = wait_for(
 		sub {
-			my $s = relay_status($node);
+			my $s = relay_status($node, $db);
 			return $s && $s->{state} eq $state;
 		},
 		$timeout // 60);
-	my $s = relay_status($node);
+	my $s = relay_status($node, $db);
 	die "relay did not reach state $state: " . encode_json($s // {})
 	  unless $ok;
 	return $s;
