@@ -356,6 +356,63 @@ SELECT count(*) - count(DISTINCT (id, detail)), count(*) FILTER (WHERE detail = 
 		'0|60', "the database's positions win over Kafka's: nothing applied twice, nothing skipped");
 }
 
+# --- two databases: each relay applies its own replies ---------------------
+# A second relayed database: a reply naming it is applied there and nowhere
+# else; a reply without "db" and one for a database nobody relays are
+# strays now, kept once (by the relay of the lowest database OID).
+$node->safe_psql('postgres', 'CREATE DATABASE db2');
+$node->safe_psql('db2', 'CREATE EXTENSION outbox');
+$node->safe_psql('db2',
+	"SELECT outbox.enqueue('$orders', 'db2-' || i, '{}') FROM generate_series(1, 10) i");
+$node->append_conf('postgresql.conf', "outbox.databases = 'postgres, db2'\n");
+$node->reload;
+ok( wait_for(
+		sub {
+			$node->safe_psql('postgres',
+				q{SELECT count(*) FROM outbox.relay_status WHERE state = 'streaming'}) eq '2';
+		},
+		60),
+	'two relays stream');
+my $strays_before = $node->safe_psql('postgres',
+	q{SELECT count(*) FROM outbox.rejected_replies});
+my $p3 = $node->safe_psql('postgres',
+	q{SELECT confirm_status || '/' || coalesce(confirm_detail, '') FROM outbox.messages WHERE id = 3});
+produce($replies, 2,
+	qq{k-db2\t{"db":"db2","id":3,"status":"failed","detail":"db2 verdict"}},
+	qq{k-omit\t{"id":4,"status":"failed","detail":"no db"}},
+	qq{k-none\t{"db":"nosuch","id":4,"status":"failed"}});
+ok( wait_for(
+		sub {
+			$node->safe_psql('db2',
+				q{SELECT confirm_status || '/' || confirm_detail FROM outbox.messages WHERE id = 3})
+			  eq 'failed/db2 verdict';
+		},
+		60),
+	'the reply naming db2 is applied in db2');
+ok( wait_for(
+		sub {
+			$node->safe_psql('postgres',
+				q{SELECT count(*) FROM outbox.rejected_replies WHERE key IN ('k-omit', 'k-none')})
+			  eq '2';
+		},
+		60),
+	'both strays kept by the relay of the lowest database OID');
+sleep 3;
+is($node->safe_psql('postgres', q{
+SELECT string_agg(key || ': ' || reason, '; ' ORDER BY key) FROM outbox.rejected_replies
+ WHERE key IN ('k-omit', 'k-none', 'k-db2')}),
+	'k-none: database "nosuch" is not relayed by this cluster; k-omit: "db" is missing, and several databases are relayed',
+	'each stray kept once, with its reason; the db2 reply is no stray');
+is($node->safe_psql('db2',
+	q{SELECT count(*) FROM outbox.rejected_replies WHERE key IN ('k-omit', 'k-none', 'k-db2')}),
+	'0', 'db2 keeps no stray');
+is($node->safe_psql('postgres',
+	q{SELECT confirm_status || '/' || coalesce(confirm_detail, '') FROM outbox.messages WHERE id = 3}),
+	$p3, "postgres's message 3 is left alone");
+is($node->safe_psql('db2',
+	q{SELECT count(*) FROM outbox.messages WHERE confirmed_at IS NOT NULL}),
+	'1', 'db2 applied only its own reply of the whole topic');
+
 # --- emptied: the consumer stops --------------------------------------------
 $node->append_conf('postgresql.conf', "outbox.reply_topic = ''\n");
 $node->reload;
