@@ -1,5 +1,5 @@
 #
-# 140_reply_topic.pl
+# 145_reply_topic.pl
 #    The reply topic (outbox.reply_topic, issue 10 point 2) on a real Kafka:
 #    verdicts land as outbox.confirm() would set them; replies that cannot
 #    be applied (not JSON, wrong fields, unknown id or database, too large,
