@@ -24,6 +24,7 @@ OBJS = \
 	src/watermark.o \
 	src/schedule.o \
 	src/kafka_sink.o \
+	src/reply.o \
 	decoder/outbox_decoder.o \
 	decoder/wire.o \
 	decoder/wire_encode.o

@@ -48,8 +48,7 @@
 /* In-flight bytes are bounded too, so that large events cannot pile up. */
 #define SINK_MAX_IN_FLIGHT_BYTES	((Size) 64 * 1024 * 1024)
 /* librdkafka log lines and errors kept between two polls. */
-#define SINK_LOG_SLOTS		32
-#define SINK_LOG_LEN		512
+#define SINK_LOG_LEN		OUTBOX_KAFKA_LOG_LEN
 /* Pauses before producing records again after a transient error. */
 #define SINK_RETRY_MIN_MS	100
 #define SINK_RETRY_MAX_MS	5000
@@ -105,14 +104,6 @@ typedef struct SinkTopic
 								 * acknowledgement, or 0 */
 	char		name[OUTBOX_TOPIC_MAX_LEN + 1];	/* topic name */
 } SinkTopic;
-
-/* A librdkafka log line or error, recorded by a callback. */
-typedef struct SinkLogSlot
-{
-	int			level;			/* syslog level */
-	bool		is_error;		/* from error_cb */
-	char		text[SINK_LOG_LEN]; /* message */
-} SinkLogSlot;
 
 /* What is known to be acknowledged of one unsettled transaction. */
 typedef struct SinkAckedTxn
@@ -178,9 +169,7 @@ struct OutboxSink
 	SinkTopic  *topics;			/* open-addressing table of topic handles */
 	int			topics_size;	/* slots, a power of two */
 	int			ntopics;		/* used slots */
-	SinkLogSlot logs[SINK_LOG_SLOTS];	/* recorded by callbacks */
-	int			nlogs;			/* used slots */
-	int			logs_dropped;	/* lines that found no slot */
+	OutboxKafkaLog log;			/* recorded by callbacks */
 };
 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg,
@@ -188,8 +177,6 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg,
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque);
 static void on_log(const rd_kafka_t *rk, int level, const char *fac,
 				   const char *buf);
-static void record_log(OutboxSink *sink, int level, bool is_error,
-					   const char *fmt,...) pg_attribute_printf(4, 5);
 static bool is_record_error(rd_kafka_resp_err_t err);
 static bool is_size_error(rd_kafka_resp_err_t err);
 static void report_skipped(OutboxSink *sink);
@@ -215,9 +202,9 @@ static void adopt_acked(OutboxSink *sink, SinkTxn *txn);
  * example 'Invalid value "..." for configuration property "acks"'), and a
  * value may be a password, so the error we return names the property only.
  */
-static bool
-conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
-		 char **errstr)
+bool
+outbox_kafka_conf_set(rd_kafka_conf_t *conf, const char *name,
+					  const char *value, char **errstr)
 {
 	char		buf[512];
 	char		msg[SINK_LOG_LEN];
@@ -318,10 +305,43 @@ conf_apply_list(rd_kafka_conf_t *conf, const char *list, const char *seps,
 		for (e = value + strlen(value) - 1;
 			 e >= value && (*e == ' ' || *e == '\t' || *e == '\r'); e--)
 			*e = '\0';
-		ok = conf_set(conf, name, value, errstr);
+		ok = outbox_kafka_conf_set(conf, name, value, errstr);
 	}
 	free(item);
 	return ok;
+}
+
+/*
+ * Apply the user's properties: outbox.kafka_config_file's lines, then
+ * outbox.kafka_properties' items (later ones win).
+ */
+bool
+outbox_kafka_conf_apply(rd_kafka_conf_t *conf, const char *file_properties,
+						const char *guc_properties, char **errstr)
+{
+	return conf_apply_list(conf, file_properties, "\n", false,
+						   "outbox.kafka_config_file", errstr) &&
+		conf_apply_list(conf, guc_properties, ";", true,
+						"outbox.kafka_properties", errstr);
+}
+
+/*
+ * rd_kafka_new() with every signal blocked: librdkafka's threads inherit
+ * our signal mask, and PostgreSQL's signals must reach only our thread.
+ */
+rd_kafka_t *
+outbox_kafka_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, char *errbuf,
+				 size_t errbuf_size)
+{
+	sigset_t	all;
+	sigset_t	saved;
+	rd_kafka_t *rk;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &saved);
+	rk = rd_kafka_new(type, conf, errbuf, errbuf_size);
+	pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	return rk;
 }
 
 OutboxSink *
@@ -334,8 +354,6 @@ outbox_sink_create(const char *brokers, const char *file_properties,
 	rd_kafka_queue_t *mainq;
 	char		buf[512];
 	char		num[32];
-	sigset_t	all;
-	sigset_t	saved;
 
 	*errstr = NULL;
 	sink = calloc(1, sizeof(OutboxSink));
@@ -349,19 +367,16 @@ outbox_sink_create(const char *brokers, const char *file_properties,
 
 	conf = rd_kafka_conf_new();
 	snprintf(num, sizeof(num), "%d", Min(outbox_max_in_flight * 2, 10000000));
-	if (!conf_set(conf, "bootstrap.servers", brokers, errstr) ||
-		!conf_set(conf, "client.id", "outbox-relay", errstr) ||
-		!conf_set(conf, "enable.idempotence", "true", errstr) ||
-		!conf_set(conf, "partitioner", "murmur2_random", errstr) ||
-		!conf_set(conf, "message.timeout.ms", "0", errstr) ||
-		!conf_set(conf, "linger.ms", "0", errstr) ||
-		!conf_set(conf, "socket.nagle.disable", "true", errstr) ||
-		!conf_set(conf, "queue.buffering.max.messages", num, errstr) ||
-		!conf_set(conf, "log.queue", "true", errstr) ||
-		!conf_apply_list(conf, file_properties, "\n", false,
-						 "outbox.kafka_config_file", errstr) ||
-		!conf_apply_list(conf, guc_properties, ";", true,
-						 "outbox.kafka_properties", errstr))
+	if (!outbox_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr) ||
+		!outbox_kafka_conf_set(conf, "client.id", "outbox-relay", errstr) ||
+		!outbox_kafka_conf_set(conf, "enable.idempotence", "true", errstr) ||
+		!outbox_kafka_conf_set(conf, "partitioner", "murmur2_random", errstr) ||
+		!outbox_kafka_conf_set(conf, "message.timeout.ms", "0", errstr) ||
+		!outbox_kafka_conf_set(conf, "linger.ms", "0", errstr) ||
+		!outbox_kafka_conf_set(conf, "socket.nagle.disable", "true", errstr) ||
+		!outbox_kafka_conf_set(conf, "queue.buffering.max.messages", num, errstr) ||
+		!outbox_kafka_conf_set(conf, "log.queue", "true", errstr) ||
+		!outbox_kafka_conf_apply(conf, file_properties, guc_properties, errstr))
 	{
 		rd_kafka_conf_destroy(conf);
 		free(sink);
@@ -373,14 +388,7 @@ outbox_sink_create(const char *brokers, const char *file_properties,
 	rd_kafka_conf_set_error_cb(conf, on_error);
 	rd_kafka_conf_set_log_cb(conf, on_log);
 
-	/*
-	 * librdkafka's threads inherit our signal mask: block everything while
-	 * they are created so PostgreSQL's signals reach only our thread.
-	 */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &saved);
-	sink->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, buf, sizeof(buf));
-	pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	sink->rk = outbox_kafka_new(RD_KAFKA_PRODUCER, conf, buf, sizeof(buf));
 	if (sink->rk == NULL)
 	{
 		/* rd_kafka_new() frees conf only on success */
@@ -473,23 +481,23 @@ on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 	sink->done_tail = rec;
 }
 
-static void
-record_log(OutboxSink *sink, int level, bool is_error, const char *fmt,...)
+void
+outbox_kafka_log_record(OutboxKafkaLog *log, int level, bool is_error,
+						const char *fmt,...)
 {
 	va_list		ap;
-	SinkLogSlot *slot;
 
-	if (sink->nlogs >= SINK_LOG_SLOTS)
+	if (log->n >= OUTBOX_KAFKA_LOG_SLOTS)
 	{
-		sink->logs_dropped++;
+		log->dropped++;
 		return;
 	}
-	slot = &sink->logs[sink->nlogs++];
-	slot->level = level;
-	slot->is_error = is_error;
+	log->slots[log->n].level = level;
+	log->slots[log->n].is_error = is_error;
 	va_start(ap, fmt);
-	vsnprintf(slot->text, sizeof(slot->text), fmt, ap);
+	vsnprintf(log->slots[log->n].text, OUTBOX_KAFKA_LOG_LEN, fmt, ap);
 	va_end(ap);
+	log->n++;
 }
 
 static void
@@ -510,8 +518,8 @@ on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 	}
 	if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
 		sink->unreachable = true;
-	record_log(sink, 3, true, "%s: %s",
-			   rd_kafka_err2name((rd_kafka_resp_err_t) err), reason);
+	outbox_kafka_log_record(&sink->log, 3, true, "%s: %s",
+							rd_kafka_err2name((rd_kafka_resp_err_t) err), reason);
 }
 
 static void
@@ -519,7 +527,7 @@ on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
 	OutboxSink *sink = (OutboxSink *) rd_kafka_opaque(rk);
 
-	record_log(sink, level, false, "%s: %s", fac, buf);
+	outbox_kafka_log_record(&sink->log, level, false, "%s: %s", fac, buf);
 }
 
 /* ---------------------------------------------------------------------
@@ -1496,22 +1504,7 @@ outbox_sink_stats(OutboxSink *sink, uint64 *delivered, uint64 *dead_lettered,
 void
 outbox_sink_report(OutboxSink *sink)
 {
-	int			i;
-
-	for (i = 0; i < sink->nlogs; i++)
-	{
-		SinkLogSlot *slot = &sink->logs[i];
-
-		if (slot->is_error)
-		{
-			ereport(LOG,
-					(errmsg("outbox relay: Kafka error: %s", slot->text)));
-			outbox_status_error("Kafka: %s", slot->text);
-		}
-		else
-			ereport(slot->level <= 4 ? LOG : DEBUG1,
-					(errmsg("outbox relay: librdkafka: %s", slot->text)));
-	}
+	outbox_kafka_log_report(&sink->log, "");
 	report_skipped(sink);
 	if (sink->retry_head != NULL)
 	{
@@ -1549,10 +1542,32 @@ outbox_sink_report(OutboxSink *sink)
 			sink->retry_reported_at = now;
 		}
 	}
-	if (sink->logs_dropped > 0)
+}
+
+/* Log what outbox_kafka_log_record() recorded, and forget it. */
+void
+outbox_kafka_log_report(OutboxKafkaLog *log, const char *who)
+{
+	int			i;
+
+	for (i = 0; i < log->n; i++)
+	{
+		if (log->slots[i].is_error)
+		{
+			ereport(LOG,
+					(errmsg("outbox relay: %sKafka error: %s", who,
+							log->slots[i].text)));
+			outbox_status_error("%sKafka: %s", who, log->slots[i].text);
+		}
+		else
+			ereport(log->slots[i].level <= 4 ? LOG : DEBUG1,
+					(errmsg("outbox relay: %slibrdkafka: %s", who,
+							log->slots[i].text)));
+	}
+	if (log->dropped > 0)
 		ereport(LOG,
-				(errmsg("outbox relay: %d librdkafka messages were not logged",
-						sink->logs_dropped)));
-	sink->nlogs = 0;
-	sink->logs_dropped = 0;
+				(errmsg("outbox relay: %s%d librdkafka messages were not logged",
+						who, log->dropped)));
+	log->n = 0;
+	log->dropped = 0;
 }

@@ -32,6 +32,8 @@
 #include "access/xlogdefs.h"
 #include "datatype/timestamp.h"
 
+#include <librdkafka/rdkafka.h>
+
 #include "wire.h"
 
 typedef struct OutboxSink OutboxSink;
@@ -60,6 +62,48 @@ typedef struct SinkDeadLetter
 } SinkDeadLetter;
 
 
+
+/*
+ * librdkafka configuration shared by the producer and the reply consumer
+ * (reply.c).  Each returns false and a malloc'd message in *errstr on a bad
+ * property; no message ever quotes a value.  outbox_kafka_conf_apply() sets
+ * the user's properties: "name=value" lines (file_properties, '#'
+ * comments), then "name=value" items separated by ';' (guc_properties,
+ * where "\;" and "\\" escape); later ones win.  outbox_kafka_new() is
+ * rd_kafka_new() with every signal blocked while librdkafka's threads start.
+ */
+extern bool outbox_kafka_conf_set(rd_kafka_conf_t *conf, const char *name,
+								  const char *value, char **errstr);
+extern bool outbox_kafka_conf_apply(rd_kafka_conf_t *conf,
+									const char *file_properties,
+									const char *guc_properties, char **errstr);
+extern rd_kafka_t *outbox_kafka_new(rd_kafka_type_t type, rd_kafka_conf_t *conf,
+									char *errbuf, size_t errbuf_size);
+
+/*
+ * librdkafka log lines and errors, recorded by callbacks (which never elog)
+ * and logged after the poll by outbox_kafka_log_report(): errors at LOG and
+ * in relay_status, log lines at LOG (syslog level warning or worse) or
+ * DEBUG1; each message starts with "outbox relay: " and who.
+ */
+#define OUTBOX_KAFKA_LOG_SLOTS	32
+#define OUTBOX_KAFKA_LOG_LEN	512
+typedef struct OutboxKafkaLog
+{
+	struct
+	{
+		int			level;		/* syslog level */
+		bool		is_error;	/* from error_cb */
+		char		text[OUTBOX_KAFKA_LOG_LEN]; /* message */
+	}			slots[OUTBOX_KAFKA_LOG_SLOTS];
+	int			n;				/* used slots */
+	int			dropped;		/* lines that found no slot */
+} OutboxKafkaLog;
+
+extern void outbox_kafka_log_record(OutboxKafkaLog *log, int level,
+									bool is_error, const char *fmt,...)
+			pg_attribute_printf(4, 5);
+extern void outbox_kafka_log_report(OutboxKafkaLog *log, const char *who);
 
 /*
  * Create a producer for the given bootstrap servers.  Extra librdkafka

@@ -22,6 +22,7 @@
 #include "utils/varlena.h"
 
 #include "compat.h"
+#include "event.h"
 #include "outbox.h"
 
 PG_MODULE_MAGIC;
@@ -33,6 +34,7 @@ char	   *outbox_databases = NULL;
 char	   *outbox_slot_name = NULL;
 char	   *outbox_kafka_properties = NULL;
 char	   *outbox_kafka_config_file = NULL;
+char	   *outbox_reply_topic = NULL;
 int			outbox_max_in_flight = 20000;
 int			outbox_retry_interval_ms = 1000;
 int			outbox_dead_letter_after_ms = 300000;
@@ -64,6 +66,7 @@ static void outbox_shmem_startup(void);
 static void outbox_xact_callback(XactEvent event, void *arg);
 static bool check_slot_name(char **newval, void **extra, GucSource source);
 static bool check_databases(char **newval, void **extra, GucSource source);
+static bool check_reply_topic(char **newval, void **extra, GucSource source);
 
 PG_FUNCTION_INFO_V1(outbox_register_database_sql);
 
@@ -126,6 +129,14 @@ _PG_init(void)
 							   "",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("outbox.reply_topic",
+							   gettext_noop("Kafka topic of consumer verdicts the relays apply as outbox.confirm() would; empty turns the reply consumer off."),
+							   gettext_noop("Each relay consumes it in consumer group outbox-reply-<database>; see docs/relay.md."),
+							   &outbox_reply_topic,
+							   "",
+							   PGC_SIGHUP, 0,
+							   check_reply_topic, NULL, NULL);
 
 	DefineCustomIntVariable("outbox.max_in_flight",
 							gettext_noop("Most events the relay keeps produced but not yet acknowledged by Kafka."),
@@ -286,6 +297,23 @@ check_databases(char **newval, void **extra, GucSource source)
 	list_free(names);
 	pfree(copy);
 	return ok;
+}
+
+/* Empty, or a name Kafka accepts for a topic. */
+static bool
+check_reply_topic(char **newval, void **extra, GucSource source)
+{
+	const char *problem;
+
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	problem = outbox_topic_problem(*newval, strlen(*newval));
+	if (problem != NULL)
+	{
+		GUC_check_errdetail("%s", problem);
+		return false;
+	}
+	return true;
 }
 
 /* ---------------------------------------------------------------------

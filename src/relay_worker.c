@@ -102,6 +102,7 @@
 #include "kafka_sink.h"
 #include "outbox.h"
 #include "relay_shmem.h"
+#include "reply.h"
 #include "schedule.h"
 #include "watermark.h"
 #include "wire.h"
@@ -187,6 +188,7 @@ typedef struct RelayState
 	bool		standby_waiting;	/* said so (waiting_for_standbys)? */
 	uint64		delivered_base; /* delivered by producers already destroyed */
 	uint64		dead_lettered_base; /* likewise for dead letters */
+	bool		reply_more;		/* replies waiting beyond the last batch? */
 } RelayState;
 
 static RelayState relay;
@@ -224,6 +226,7 @@ static RelayStop relay_replay(WatermarkReplay *replay, uint64 total);
 static void relay_replay_status(uint64 total, uint64 produced);
 static bool relay_read_replay(WatermarkReplay *replay, uint64 *count);
 static void relay_watermark_tick(void);
+static void relay_reply_tick(void);
 static char *relay_try_xact(void (*fn) (void *), void *arg, MemoryContext cxt);
 static uint64 relay_delivered(void);
 static XLogRecPtr relay_decode_limit(void);
@@ -319,6 +322,7 @@ outbox_relay_main(Datum main_arg)
 static void
 relay_on_exit(int code, Datum arg)
 {
+	outbox_reply_stop();
 	relay_destroy_sink();
 	if (MyReplicationSlot != NULL && code == 0)
 	{
@@ -1115,6 +1119,7 @@ relay_stream(void)
 			return stop;
 		relay_watermark_tick();
 		outbox_schedule_step(relay_try_xact, !outbox_sink_unreachable(relay.sink));
+		relay_reply_tick();
 		relay_publish_status(n == 0);
 
 		if (relay.ctx->reader->EndRecPtr >= flush)
@@ -1135,7 +1140,8 @@ relay_stream(void)
 				!relay.dead_letters_blocked)
 				relay_leave_absent();	/* all delivered: nothing is lost */
 			UpdateDecodingStats(relay.ctx);
-			relay_wait((relay.standby_gate && flush < outbox_flush_rec_ptr()) ||
+			relay_wait(relay.reply_more ? 0 :
+					   (relay.standby_gate && flush < outbox_flush_rec_ptr()) ||
 					   relay.poll_wal ? RELAY_POLL_MS : RELAY_IDLE_TIMEOUT_MS);
 		}
 	}
@@ -1351,6 +1357,8 @@ static void
 relay_teardown(bool release_slot)
 {
 	outbox_status_listen(false);
+	outbox_reply_stop();
+	relay.reply_more = false;
 	relay_destroy_sink();
 	if (relay.ctx != NULL)
 	{
@@ -1575,6 +1583,29 @@ relay_watermark_tick(void)
 	relay.watermark_failed = (failure != NULL);
 	if (failure)
 		pfree(failure);
+}
+
+/*
+ * Apply a bounded batch of replies from outbox.reply_topic (src/reply.c),
+ * with the Kafka settings the producer was built with.
+ */
+static void
+relay_reply_tick(void)
+{
+	MemoryContext old;
+
+	relay.reply_more = false;
+	if (!relay.have_extension)
+	{
+		outbox_reply_stop();
+		return;
+	}
+	/* reset by the next relay_service() */
+	old = MemoryContextSwitchTo(relay.loop_cxt);
+	relay.reply_more = outbox_reply_step(relay_try_xact, relay.dbname,
+										 relay.brokers, relay.file_props,
+										 relay.guc_props, relay.pipe_wr);
+	MemoryContextSwitchTo(old);
 }
 
 /* Is a replay pending?  If so, count its rows.  Allocates in the caller's context. */
