@@ -53,6 +53,18 @@ extern int	outbox_retry_interval_ms;	/* outbox.retry_interval, ms */
 extern int	outbox_dead_letter_after_ms;	/* outbox.dead_letter_after, ms */
 extern int	outbox_on_permanent_error;	/* outbox.on_permanent_error */
 
+extern int	outbox_delivery;	/* outbox.delivery */
+extern char *outbox_progress_topic; /* outbox.progress_topic */
+extern int	outbox_transaction_linger_ms;	/* outbox.transaction_linger, ms */
+extern int	outbox_transaction_max_events;	/* outbox.transaction_max_events */
+
+/* Values of outbox.delivery. */
+typedef enum OutboxDelivery
+{
+	OUTBOX_DELIVERY_AT_LEAST_ONCE,	/* idempotent producer, acks gate the slot */
+	OUTBOX_DELIVERY_EXACTLY_ONCE	/* Kafka transactions with progress records */
+} OutboxDelivery;
+
 /* Values of outbox.on_permanent_error. */
 typedef enum OutboxOnError
 {

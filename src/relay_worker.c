@@ -98,6 +98,7 @@
 
 #include "adopt.h"
 #include "compat.h"
+#include "eos.h"
 #include "event.h"
 #include "kafka_sink.h"
 #include "outbox.h"
@@ -157,6 +158,8 @@ typedef struct RelayState
 	char	   *brokers;		/* settings the producer was built with */
 	char	   *file_props;
 	char	   *guc_props;
+	int			delivery;		/* outbox.delivery the producer was built for */
+	char	   *progress_topic; /* outbox.progress_topic likewise */
 	XLogRecPtr	saved_lsn;		/* confirmed position last persisted */
 	XLogRecPtr	required_lsn;	/* restart_lsn last announced to checkpoints */
 	TimestampTz last_save;		/* when */
@@ -178,6 +181,7 @@ typedef struct RelayState
 	bool		all_databases;	/* started for outbox.databases = '*'? */
 	bool		replaying;		/* publishing rows after slot loss? */
 	bool		watermark_failed;	/* did the last watermark write fail? */
+	bool		fenced;			/* exactly_once: did a newer producer fence us? */
 	bool		standby_gate;	/* does our failover slot wait for standbys? */
 	XLogRecPtr	standby_target; /* WAL position the standbys must confirm */
 	TimestampTz standby_wait_since; /* since when they have not, or 0 */
@@ -491,7 +495,9 @@ relay_run(void)
 			relay_teardown(stop == RELAY_RESTART);
 			if (stop == RELAY_REWIND)
 			{
-				outbox_status_set_state("reconnecting");
+				/* a zombie fenced by a newer producer waits calmly too */
+				outbox_status_set_state(relay.fenced ? "fenced" : "reconnecting");
+				relay.fenced = false;
 				relay_wait(outbox_retry_interval_ms);
 				if (!relay_ready() || !relay_kafka_configured())
 					break;
@@ -880,7 +886,9 @@ relay_settings_changed(void)
 	bool		changed;
 
 	file_props = read_config_file(outbox_kafka_config_file, &problem);
-	changed = strcmp(relay.brokers, outbox_kafka_brokers) != 0 ||
+	changed = relay.delivery != outbox_delivery ||
+		strcmp(relay.progress_topic, outbox_progress_topic) != 0 ||
+		strcmp(relay.brokers, outbox_kafka_brokers) != 0 ||
 		strcmp(relay.guc_props, outbox_kafka_properties) != 0 ||
 		file_props == NULL || strcmp(relay.file_props, file_props) != 0;
 	if (file_props)
@@ -896,6 +904,7 @@ relay_start_sink(void)
 	char	   *problem;
 	char	   *file_props;
 	char	   *errstr = NULL;
+	char		txn_id[EOS_KEY_LEN];
 
 	file_props = read_config_file(outbox_kafka_config_file, &problem);
 	if (file_props == NULL)
@@ -904,9 +913,13 @@ relay_start_sink(void)
 		pfree(problem);
 		return false;
 	}
+	if (outbox_delivery == OUTBOX_DELIVERY_EXACTLY_ONCE)
+		outbox_eos_key(txn_id, sizeof(txn_id), relay.slot_name);
 	relay.sink = outbox_sink_create(outbox_kafka_brokers, file_props,
-									outbox_kafka_properties, relay.acked,
-									relay.pipe_wr, &errstr);
+									outbox_kafka_properties,
+									outbox_delivery == OUTBOX_DELIVERY_EXACTLY_ONCE ?
+									txn_id : NULL,
+									relay.acked, relay.pipe_wr, &errstr);
 	relay.acked = NULL;			/* taken over by the sink */
 	if (relay.sink == NULL)
 	{
@@ -917,6 +930,24 @@ relay_start_sink(void)
 		free(errstr);
 		return false;
 	}
+
+	/*
+	 * exactly_once: fence older producers of our transactional.id and read
+	 * what Kafka has committed, before anything is produced.
+	 */
+	if (!outbox_sink_start_transactions(relay.sink, outbox_progress_topic,
+										&errstr))
+	{
+		pfree(file_props);
+		relay_destroy_sink();
+		relay_blocked("kafka_unreachable", WARNING,
+					  "exactly-once delivery cannot start: %s",
+					  errstr ? errstr : "unknown error");
+		free(errstr);
+		return false;
+	}
+	relay.delivery = outbox_delivery;
+	relay.progress_topic = MemoryContextStrdup(TopMemoryContext, outbox_progress_topic);
 	relay.brokers = MemoryContextStrdup(TopMemoryContext, outbox_kafka_brokers);
 	relay.guc_props = MemoryContextStrdup(TopMemoryContext, outbox_kafka_properties);
 	relay.file_props = MemoryContextStrdup(TopMemoryContext, file_props);
@@ -939,7 +970,8 @@ relay_stream(void)
 	 * name transactions by commit LSN, which replayed rows share: not used.
 	 */
 	replay_pending = relay_read_replay(&replay, &replay_rows);
-	if (replay_pending && relay.acked != NULL)
+	if (replay_pending && relay.acked != NULL &&
+		outbox_delivery != OUTBOX_DELIVERY_EXACTLY_ONCE)
 	{
 		outbox_sink_free_acked(relay.acked);
 		relay.acked = NULL;
@@ -958,9 +990,12 @@ relay_stream(void)
 				 replay.has_covered ? 0 :
 				 errdetail("There is no delivery watermark of this system yet: every row without a verdict or dead letter is published.")));
 		outbox_status_replay_left(replay_rows);
+		/* exactly_once: the progress record fences replayed rows by id */
+		outbox_sink_set_replay(relay.sink, replay.boundary_lsn);
 		stop = relay_replay(&replay, replay_rows);
 		if (stop != RELAY_CONTINUE)
 			return stop;
+		outbox_sink_set_replay(relay.sink, InvalidXLogRecPtr);
 	}
 
 	/*
@@ -1087,6 +1122,7 @@ relay_stream(void)
 		{
 			/* Caught up: check the slot, then sleep until woken. */
 			bool		invalidated;
+			const char *why;
 
 			SpinLockAcquire(&MyReplicationSlot->mutex);
 			invalidated = outbox_slot_is_invalidated(MyReplicationSlot);
@@ -1095,6 +1131,10 @@ relay_stream(void)
 				return RELAY_RESTART;
 			relay_check_extension();
 			UpdateDecodingStats(relay.ctx);
+			/* exactly_once: end the Kafka transaction, nothing more is coming */
+			outbox_sink_flush(relay.sink);
+			if (outbox_sink_failed(relay.sink, &why))
+				continue;
 			relay_wait((relay.standby_gate && flush < outbox_flush_rec_ptr()) ||
 					   relay.poll_wal ? RELAY_POLL_MS : RELAY_IDLE_TIMEOUT_MS);
 		}
@@ -1153,6 +1193,7 @@ relay_service(bool in_decoder)
 				(errmsg("outbox relay: %s; rebuilding the producer and resuming from the slot's confirmed position",
 						why)));
 		outbox_status_error("%s", why);
+		relay.fenced = outbox_sink_fenced(relay.sink);
 		stop = RELAY_REWIND;
 	}
 	else
@@ -1321,7 +1362,10 @@ relay_teardown(bool release_slot)
 		pfree(relay.guc_props);
 	if (relay.file_props)
 		pfree(relay.file_props);
+	if (relay.progress_topic)
+		pfree(relay.progress_topic);
 	relay.brokers = relay.guc_props = relay.file_props = NULL;
+	relay.progress_topic = NULL;
 	if (release_slot && MyReplicationSlot != NULL)
 	{
 		ReplicationSlotMarkDirty();
@@ -1639,6 +1683,7 @@ relay_replay(WatermarkReplay *replay, uint64 total)
 	/* everything acknowledged (or dead-lettered) before the slot may move */
 	while (stop == RELAY_CONTINUE && !outbox_sink_idle(relay.sink))
 	{
+		outbox_sink_flush(relay.sink);
 		relay_replay_status(total, replayed);
 		relay_wait(100);
 		stop = relay_service(false);
