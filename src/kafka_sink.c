@@ -1328,9 +1328,14 @@ report_skipped(OutboxSink *sink)
 {
 	if (sink->skipped != sink->skipped_reported && sink->acked == NULL)
 	{
-		ereport(LOG,
-				(errmsg("outbox relay: skipped %llu event(s) acknowledged before the rewind",
-						(unsigned long long) sink->skipped)));
+		if (sink->eos)
+			ereport(LOG,
+					(errmsg("outbox relay: skipped %llu event(s) that the last committed progress record covers",
+							(unsigned long long) sink->skipped)));
+		else
+			ereport(LOG,
+					(errmsg("outbox relay: skipped %llu event(s) acknowledged before the rewind",
+							(unsigned long long) sink->skipped)));
 		sink->skipped_reported = sink->skipped;
 	}
 }
