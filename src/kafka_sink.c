@@ -615,11 +615,17 @@ on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 		rd_kafka_resp_err_t orig;
 
 		orig = rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
-		if (is_fenced_error(orig))
-			sink->fenced = true;
 		sink->failed = true;
-		snprintf(sink->failed_reason, sizeof(sink->failed_reason),
-				 "fatal producer error %s: %s", rd_kafka_err2name(orig), fatal);
+		if (is_fenced_error(orig))
+		{
+			sink->fenced = true;
+			snprintf(sink->failed_reason, sizeof(sink->failed_reason),
+					 "fenced: a newer producer with transactional.id \"%s\" took over (%s: %s)",
+					 sink->eos_key, rd_kafka_err2name(orig), fatal);
+		}
+		else
+			snprintf(sink->failed_reason, sizeof(sink->failed_reason),
+					 "fatal producer error %s: %s", rd_kafka_err2name(orig), fatal);
 		return;
 	}
 	if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
@@ -2035,6 +2041,8 @@ eos_commit(OutboxSink *sink)
 				sink->wait_hook(sink->wait_arg);
 			continue;
 		}
+		/* refused records first: they are remembered for the next attempt */
+		poll_reports(sink, 0);
 		eos_txn_error(sink, error, "commit");
 		rd_kafka_error_destroy(error);
 		sink->committing = false;

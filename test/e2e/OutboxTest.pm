@@ -162,7 +162,10 @@ sub kafka_sh
 # $fault->($ctx) breaks and repairs the cluster ($ctx: broker, kafka, topic,
 # node, busiest => the partition most keys map to); the writers go on a
 # little, stop, and the topic is checked: nothing lost, nothing unexpected,
-# per-key order of first occurrences; duplicates are counted and reported.
+# per-key order of first occurrences; duplicates are counted and reported
+# (and must be 0 with $opts{exactly_once}: the relay runs with
+# outbox.delivery = exactly_once).  $opts{extra_conf} goes to
+# postgresql.conf.
 sub real_fault_scenario
 {
 	my ($name, $fault, %opts) = @_;
@@ -176,7 +179,9 @@ sub real_fault_scenario
 	my $topic = unique_topic($name);
 	my $b = start_broker(topics => ["$topic:$partitions"]);
 	my $node = new_relay_node($name, $b,
-		kafka_properties => $opts{kafka_properties} // '');
+		kafka_properties => $opts{kafka_properties} // '',
+		extra_conf => ($opts{exactly_once} ? "outbox.delivery = exactly_once\n" : '')
+		  . ($opts{extra_conf} // ''));
 	my %load;
 	$load{ java_partition("key-$_", $partitions) }++ for 0 .. $keys - 1;
 	my ($busiest) = sort { $load{$b} <=> $load{$a} || $a <=> $b } keys %load;
@@ -211,7 +216,8 @@ sub real_fault_scenario
 	my $s = relay_status($node);
 	is($s->{state}, 'streaming', "$name: still streaming");
 	is($s->{dead_lettered}, 0, "$name: nothing dead-lettered");
-	my $d = verify_topic($node, $b, $topic, $name, timeout_ms => 180_000);
+	my $d = verify_topic($node, $b, $topic, $name, timeout_ms => 180_000,
+		exactly_once => $opts{exactly_once});
 	diag(sprintf('%s: RESULT lost %d, duplicates %d, per-key reorders %d',
 		$name, scalar(@{ $d->{missing} }), $d->{duplicates},
 		scalar(check_per_key_order(@{ $d->{records} }))));
