@@ -115,12 +115,18 @@ DO $$ BEGIN PERFORM pg_create_logical_replication_slot('oj', 'outbox'); END $$;
 CREATE TABLE lat_raw (kind text, xid text, recv_us bigint);
 SQL
 
-for i in $(seq 1 100); do
-	st=$(bpsql -c "SELECT state FROM outbox.relay_status")
-	[ "$st" = streaming ] && break
-	sleep 0.1
-done
-[ "$st" = streaming ] || die "relay is not streaming (state: $st)"
+# wait_streaming WHAT: up to 10 s for the relay's state streaming
+wait_streaming()
+{
+	local i st
+	for i in $(seq 1 100); do
+		st=$(bpsql -c "SELECT state FROM outbox.relay_status")
+		[ "$st" = streaming ] && return 0
+		sleep 0.1
+	done
+	die "relay is not streaming$1 (state: $st)"
+}
+wait_streaming ""
 
 # pgbench script: one event per transaction, like an application would.
 cat >"$BENCH_TMP/enqueue.sql" <<'EOF'
@@ -182,12 +188,7 @@ for mode in $MODES; do
 		# a change of outbox.delivery rebuilds the producer
 		bpsql -c "ALTER SYSTEM SET outbox.delivery = '$mode'" -c "SELECT pg_reload_conf()" >/dev/null
 		sleep 2
-		for i in $(seq 1 100); do
-			st=$(bpsql -c "SELECT state FROM outbox.relay_status")
-			[ "$st" = streaming ] && break
-			sleep 0.1
-		done
-		[ "$st" = streaming ] || die "relay is not streaming with outbox.delivery = $mode (state: $st)"
+		wait_streaming " with outbox.delivery = $mode"
 		log "run $r: outbox.delivery = $mode"
 	fi
 	: >"$BENCH_TMP/consume.out"; : >"$BENCH_TMP/base.out"; : >"$BENCH_TMP/dec.out"

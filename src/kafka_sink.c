@@ -240,6 +240,7 @@ static bool eos_produce_event(OutboxSink *sink, SinkTxn *txn, SinkRecord *rec,
 							  const SinkEvent *ev);
 static void eos_maybe_commit(OutboxSink *sink, bool now);
 static void push_dead(OutboxSink *sink, SinkRecord *rec);
+static void serve_while_waiting(OutboxSink *sink);
 static bool eos_covered(OutboxSink *sink, const SinkEvent *ev);
 static void record_log(OutboxSink *sink, int level, bool is_error,
 					   const char *fmt,...) pg_attribute_printf(4, 5);
@@ -739,12 +740,19 @@ wait_for_room(OutboxSink *sink, Size len)
 			 sink->in_flight_bytes + sink->held_bytes + len > SINK_MAX_IN_FLIGHT_BYTES)))
 	{
 		outbox_sink_poll(sink, 100);
-		CHECK_FOR_INTERRUPTS();
-		if (!PostmasterIsAlive())
-			proc_exit(1);
-		if (sink->wait_hook)
-			sink->wait_hook(sink->wait_arg);
+		serve_while_waiting(sink);
 	}
+}
+
+/* Between two looks at librdkafka while the sink waits: the rest of the world. */
+static void
+serve_while_waiting(OutboxSink *sink)
+{
+	CHECK_FOR_INTERRUPTS();
+	if (!PostmasterIsAlive())
+		proc_exit(1);
+	if (sink->wait_hook)
+		sink->wait_hook(sink->wait_arg);
 }
 
 void
@@ -1849,11 +1857,7 @@ eos_drain(OutboxSink *sink)
 	while (sink->in_flight > 0 && !sink->failed)
 	{
 		poll_reports(sink, 100);
-		CHECK_FOR_INTERRUPTS();
-		if (!PostmasterIsAlive())
-			proc_exit(1);
-		if (sink->wait_hook)
-			sink->wait_hook(sink->wait_arg);
+		serve_while_waiting(sink);
 	}
 }
 
@@ -2034,11 +2038,7 @@ eos_commit(OutboxSink *sink)
 		{
 			rd_kafka_error_destroy(error);
 			settle(sink);
-			CHECK_FOR_INTERRUPTS();
-			if (!PostmasterIsAlive())
-				proc_exit(1);
-			if (sink->wait_hook)
-				sink->wait_hook(sink->wait_arg);
+			serve_while_waiting(sink);
 			continue;
 		}
 		/* refused records first: they are remembered for the next attempt */
