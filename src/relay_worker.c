@@ -495,10 +495,15 @@ relay_run(void)
 			relay_teardown(stop == RELAY_RESTART);
 			if (stop == RELAY_REWIND)
 			{
-				/* a zombie fenced by a newer producer waits calmly too */
+				/*
+				 * A relay fenced by a newer producer of its transactional.id
+				 * (exactly_once) waits longer: the other one is working, and
+				 * starting again fences it in turn.
+				 */
 				outbox_status_set_state(relay.fenced ? "fenced" : "reconnecting");
+				relay_wait(relay.fenced ? Max(outbox_retry_interval_ms, RELAY_CALM_WAIT_MS) :
+						   outbox_retry_interval_ms);
 				relay.fenced = false;
-				relay_wait(outbox_retry_interval_ms);
 				if (!relay_ready() || !relay_kafka_configured())
 					break;
 			}
