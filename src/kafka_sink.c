@@ -218,6 +218,7 @@ struct OutboxSink
 	XLogRecPtr	replay_boundary;	/* replaying rows after slot loss */
 	rd_kafka_topic_t *progress_rkt; /* the progress topic */
 	int32		progress_partition; /* our key's partition there */
+	bool		skip_over;		/* an event past the progress record came */
 	uint64		kafka_commits;	/* Kafka transactions committed */
 	uint64		kafka_aborts;	/* and aborted */
 	SinkPoison *poison;			/* refused events, over rewinds */
@@ -1078,6 +1079,7 @@ produce_event(OutboxSink *sink, const char *frame, Size len)
 			sink->skipped++;
 			return;
 		}
+		sink->skip_over = true;
 	}
 
 	/* acknowledged before a rewind: producing it again would only repeat it */
@@ -1340,6 +1342,9 @@ refresh_topic(OutboxSink *sink, SinkTopic *slot)
 static void
 report_skipped(OutboxSink *sink)
 {
+	/* exactly_once: once the covered transactions are behind (skip_over) */
+	if (sink->eos && !sink->skip_over)
+		return;
 	if (sink->skipped != sink->skipped_reported && sink->acked == NULL)
 	{
 		if (sink->eos)
@@ -2082,6 +2087,12 @@ eos_maybe_commit(OutboxSink *sink, bool now)
 void
 outbox_sink_flush(OutboxSink *sink)
 {
+	if (sink->eos)
+	{
+		/* caught up: whatever was skipped is behind */
+		sink->skip_over = true;
+		report_skipped(sink);
+	}
 	eos_maybe_commit(sink, true);
 }
 

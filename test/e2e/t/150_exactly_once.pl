@@ -8,7 +8,10 @@
 #      (c) a poison record inside a Kafka transaction (too large for the
 #          topic's max.message.bytes): it goes to outbox.dead_letters, the
 #          records batched with it are delivered once;
-#      (d) a second relay on the same slot and transactional.id: a copy of
+#      (d) a slot-loss replay interrupted by SIGKILL of the relay: the
+#          progress record holds the replay's boundary and last id, the
+#          next relay skips the rows replayed before;
+#      (e) a second relay on the same slot and transactional.id: a copy of
 #          the stopped cluster (same system identifier, same slot, same
 #          WAL) relays the same backlog at the same time as the original;
 #          each fences the other's producer, nothing is duplicated.
@@ -66,8 +69,9 @@ my $t_kill = unique_topic('eos_kill');
 my $t_stop = unique_topic('eos_stop');
 my $t_poison = unique_topic('eos_poison');
 my $t_zombie = unique_topic('eos_zombie');
+my $t_replay = unique_topic('eos_replay');
 my $b = start_broker(topics => [ "$t_kill:6", "$t_stop:6",
-	"$t_poison:3:max.message.bytes=4096", "$t_zombie:6" ]);
+	"$t_poison:3:max.message.bytes=4096", "$t_zombie:6", "$t_replay:6" ]);
 my $node = new_relay_node('eos', $b, extra_conf => $eos_conf);
 is($node->safe_psql('postgres', 'SHOW outbox.delivery'), 'exactly_once',
 	'exactly_once mode');
@@ -123,7 +127,53 @@ crash_run($node, $b, $t_stop, 'immediate shutdown',
 }
 is(relay_status($node)->{state}, 'streaming', 'still streaming');
 
-# (d) a second relay on the same slot and transactional.id.  Hold a
+# (d) a slot-loss replay, interrupted.  Rows written while Kafka is not
+# configured, then the slot dropped: the new slot's replay publishes them.
+{
+	ok(wait_relay_quiet($node, 60), 'replay: relay quiet (the watermark covers what was delivered)');
+	$node->append_conf('postgresql.conf', "outbox.kafka_brokers = ''\n");
+	$node->reload;
+	wait_relay_state($node, 'disabled');
+	$node->safe_psql('postgres',
+		"SELECT outbox.enqueue('$t_replay', 'key-' || (i % 10), jsonb_build_object('i', i)) FROM generate_series(1, 500) i")
+	  for 1 .. 120;
+	ok( wait_for(
+			sub {
+				$node->safe_psql('postgres',
+					q{SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+					   WHERE backend_type = 'outbox relay'});
+				my ($rc) = $node->psql('postgres',
+					q{SELECT pg_drop_replication_slot('outbox_5')});
+				return $rc == 0;
+			},
+			30),
+		'replay: slot dropped');
+	$node->append_conf('postgresql.conf', "outbox.kafka_brokers = '$b->{bootstrap}'\n");
+	$node->reload;
+	my $pid;
+	ok( wait_for(
+			sub {
+				my $s = relay_status($node);
+				$pid = $s->{pid};
+				return $s->{state} eq 'recovering' && ($s->{delivered} // 0) >= 3000;
+			},
+			60),
+		'replay: the new slot replays rows');
+	my $log_pos = log_position($node);
+	kill 'KILL', $pid;
+	diag("replay: SIGKILL of the relay after " . relay_status($node)->{delivered} . ' rows');
+	ok(wait_for(sub { my $s = eval { relay_status($node) }; $s && $s->{pid} && $s->{pid} != $pid && $s->{state} eq 'streaming' }, 120),
+		'replay: a new relay finished the replay and streams');
+	ok(wait_relay_idle($node, 120), 'replay: relay caught up');
+	my $log = log_since($node, $log_pos);
+	ok($log =~ /covers commit LSN [0-9A-F\/]+ and replayed rows up to id \d+ of the replay from/,
+		'replay: the progress record fenced the replay');
+	my ($skipped) = $log =~ /skipped (\d+) event\(s\) that the last committed progress record covers/;
+	ok(($skipped // 0) > 0, 'replay: rows replayed before the kill were skipped (' . ($skipped // 0) . ')');
+	verify_topic($node, $b, $t_replay, 'replay', exactly_once => 1);
+}
+
+# (e) a second relay on the same slot and transactional.id.  Hold a
 # backlog in the WAL (Kafka not configured), copy the stopped cluster, then
 # let both relay it at once; afterwards only the original gets new events.
 $node->append_conf('postgresql.conf', "outbox.kafka_brokers = ''\n");
