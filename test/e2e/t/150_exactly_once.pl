@@ -150,18 +150,18 @@ is(relay_status($node)->{state}, 'streaming', 'still streaming');
 		'replay: slot dropped');
 	$node->append_conf('postgresql.conf', "outbox.kafka_brokers = '$b->{bootstrap}'\n");
 	$node->reload;
-	my $pid;
+	my ($pid, $delivered);
 	ok( wait_for(
 			sub {
 				my $s = relay_status($node);
-				$pid = $s->{pid};
-				return $s->{state} eq 'recovering' && ($s->{delivered} // 0) >= 3000;
+				($pid, $delivered) = ($s->{pid}, $s->{delivered} // 0);
+				return $s->{state} eq 'recovering' && $delivered >= 3000;
 			},
 			60),
 		'replay: the new slot replays rows');
 	my $log_pos = log_position($node);
 	kill 'KILL', $pid;
-	diag("replay: SIGKILL of the relay after " . relay_status($node)->{delivered} . ' rows');
+	diag("replay: SIGKILL of the relay after $delivered rows");
 	ok(wait_for(sub { my $s = eval { relay_status($node) }; $s && $s->{pid} && $s->{pid} != $pid && $s->{state} eq 'streaming' }, 120),
 		'replay: a new relay finished the replay and streams');
 	ok(wait_relay_idle($node, 120), 'replay: relay caught up');
