@@ -213,6 +213,7 @@ static void relay_create_slot(void);
 static RelayStop relay_stream(void);
 static void relay_teardown(bool release_slot);
 static void relay_wait(long timeout_ms);
+static void relay_wait_for(long timeout_ms);
 static void relay_check_extension(void);
 static bool relay_have_adoptions(void);
 static void relay_advance(bool force_save);
@@ -501,8 +502,10 @@ relay_run(void)
 				 * starting again fences it in turn.
 				 */
 				outbox_status_set_state(relay.fenced ? "fenced" : "reconnecting");
-				relay_wait(relay.fenced ? Max(outbox_retry_interval_ms, RELAY_CALM_WAIT_MS) :
-						   outbox_retry_interval_ms);
+				if (relay.fenced)
+					relay_wait_for(Max(outbox_retry_interval_ms, RELAY_CALM_WAIT_MS));
+				else
+					relay_wait(outbox_retry_interval_ms);
 				relay.fenced = false;
 				if (!relay_ready() || !relay_kafka_configured())
 					break;
@@ -547,6 +550,27 @@ relay_wait(long timeout_ms)
 		}
 	}
 	CHECK_FOR_INTERRUPTS();
+}
+
+/*
+ * Wait the whole timeout: commits and librdkafka's pipe end relay_wait()
+ * early, and a rebuilt producer must not come back sooner than meant.
+ */
+static void
+relay_wait_for(long timeout_ms)
+{
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													timeout_ms);
+
+	for (;;)
+	{
+		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+														   until);
+
+		if (left <= 0)
+			break;
+		relay_wait(left);
+	}
 }
 
 /* Enter a state that needs outside help: log it once, then wait calmly. */
