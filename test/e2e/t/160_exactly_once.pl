@@ -1,5 +1,5 @@
 #
-# 150_exactly_once.pl
+# 160_exactly_once.pl
 #    outbox.delivery = exactly_once on a real Kafka (the mock broker does
 #    not hide aborted transactions): a read_committed consumer must see
 #    every event once, in per-key order, through
