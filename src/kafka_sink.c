@@ -1174,7 +1174,7 @@ send_record(OutboxSink *sink, SinkRecord *rec)
 		return;
 	}
 
-	hdrs = rd_kafka_headers_new(ev.nheaders + 4);
+	hdrs = rd_kafka_headers_new(ev.nheaders + 6);
 	cursor = ev.headers;
 	for (i = 0; i < ev.nheaders; i++)
 	{
@@ -1197,6 +1197,12 @@ send_record(OutboxSink *sink, SinkRecord *rec)
 		rd_kafka_header_add(hdrs, OUTBOX_SOURCE_HEADER, -1, txn->source_header, -1);
 	if (sink->database[0] != '\0')
 		rd_kafka_header_add(hdrs, "outbox-db", -1, sink->database, -1);
+	if (ev.attempts > 1)
+	{
+		/* a redelivery or redrive: which publication of the event this is */
+		snprintf(num, sizeof(num), "%d", (int) ev.attempts);
+		rd_kafka_header_add(hdrs, "outbox-attempt", -1, num, -1);
+	}
 
 	for (;;)
 	{

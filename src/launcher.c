@@ -46,6 +46,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_database.h"
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
@@ -70,6 +71,10 @@
 #define RECHECK_MS			5000
 /* With outbox.databases = '*': relays looking for the extension at once. */
 #define PROBES_AT_ONCE		2
+/* ... and how often a database found without it is looked at again. */
+#define ABSENT_RECHECK_MS	60000
+/* At start, how long to wait for the relays of a previous launcher to go. */
+#define ORPHAN_WAIT_MS		30000
 
 /* A database the launcher relays, or looks at. */
 typedef struct LauncherDb
@@ -80,6 +85,7 @@ typedef struct LauncherDb
 	BackgroundWorkerHandle *handle; /* its relay, NULL when not running */
 	TimestampTz next_start;		/* not before this */
 	bool		absent;			/* '*': no extension there (the relay said) */
+	TimestampTz absent_at;		/* when it said so */
 	uint32		registrations;	/* registrations seen when it was started */
 	bool		wanted;			/* relayed by the newest scan */
 	char		logged[OUTBOX_ERROR_LEN];	/* newest problem logged */
@@ -99,8 +105,8 @@ static uint32 seen_registrations = 0;
 
 static void launcher_scan(void);
 static void launcher_start(LauncherDb *db, TimestampTz now, bool visible);
-static void launcher_blocked(LauncherDb *db, const char *fmt,...)
-			pg_attribute_printf(2, 3);
+static void launcher_blocked(LauncherDb *db, bool show, const char *fmt,...)
+			pg_attribute_printf(3, 4);
 
 void
 outbox_launcher_register(void)
@@ -137,9 +143,12 @@ slot_name_for(Oid dboid, char *buf)
 		buf[0] = '\0';
 }
 
-/* Say once why a database's relay cannot run: the log, and relay_status. */
+/*
+ * Say once why a database's relay cannot run: the log, and (show) its
+ * relay_status row.  A database that '*' is only looking at gets no row.
+ */
 static void
-launcher_blocked(LauncherDb *db, const char *fmt,...)
+launcher_blocked(LauncherDb *db, bool show, const char *fmt,...)
 {
 	char		msg[OUTBOX_ERROR_LEN];
 	va_list		ap;
@@ -151,6 +160,8 @@ launcher_blocked(LauncherDb *db, const char *fmt,...)
 		return;
 	ereport(WARNING, (errmsg("outbox launcher: %s", msg)));
 	strlcpy(db->logged, msg, sizeof(db->logged));
+	if (!show)
+		return;
 	if (db->entry < 0)
 	{
 		char		slot[NAMEDATALEN];
@@ -305,7 +316,8 @@ launcher_scan(void)
 			{
 				ereport(LOG,
 						(errmsg("outbox launcher: database \"%s\" is no longer relayed; stopping its relay",
-								db->name)));
+								db->name),
+						 errdetail("Its replication slot is kept and holds WAL; drop it with pg_drop_replication_slot() if the database is not to be relayed again.")));
 				TerminateBackgroundWorker(db->handle);
 				continue;		/* forgotten once it stopped */
 			}
@@ -328,6 +340,8 @@ launcher_start(LauncherDb *db, TimestampTz now, bool visible)
 {
 	BackgroundWorker bgw;
 	char		slot[NAMEDATALEN];
+	bool		show = visible ||
+		(db->entry >= 0 && outbox_entry_visible(db->entry));
 
 	slot_name_for(db->dboid, slot);
 	if (db->entry < 0)
@@ -336,10 +350,10 @@ launcher_start(LauncherDb *db, TimestampTz now, bool visible)
 		(void) outbox_entry_take(db->dboid, db->name, slot, visible);
 	if (db->entry < 0)
 	{
-		/* every entry taken: as many relays as worker processes */
+		/* every entry taken: as many as there are worker processes */
 		db->next_start = TimestampTzPlusMilliseconds(now, RECHECK_MS);
-		launcher_blocked(db, "no background worker slot is free for the outbox relay of database \"%s\"; raise max_worker_processes (now %d) and restart the server",
-						 db->name, max_worker_processes);
+		launcher_blocked(db, false, "more databases are to be relayed than max_worker_processes (now %d) allows; database \"%s\" waits: raise max_worker_processes and restart the server",
+						 max_worker_processes, db->name);
 		return;
 	}
 
@@ -359,7 +373,7 @@ launcher_start(LauncherDb *db, TimestampTz now, bool visible)
 	{
 		db->handle = NULL;
 		db->next_start = TimestampTzPlusMilliseconds(now, RECHECK_MS);
-		launcher_blocked(db, "no background worker slot is free for the outbox relay of database \"%s\"; raise max_worker_processes (now %d) and restart the server",
+		launcher_blocked(db, show, "no background worker slot is free for the outbox relay of database \"%s\"; raise max_worker_processes (now %d) and restart the server",
 						 db->name, max_worker_processes);
 		return;
 	}
@@ -367,30 +381,38 @@ launcher_start(LauncherDb *db, TimestampTz now, bool visible)
 	db->logged[0] = '\0';
 }
 
-/*
- * A CREATE EXTENSION outbox committed since we last looked: look again at
- * the database it named (at all of them if several committed meanwhile).
- */
-static bool
-launcher_registrations(void)
+/* Look again at every database found without the extension. */
+static void
+launcher_forget_absent(void)
 {
-	uint32		now = pg_atomic_read_u32(&outbox_relay_shared->registrations);
-	Oid			dboid = pg_atomic_read_u32(&outbox_relay_shared->registered_db);
 	ListCell   *lc;
 
-	if (now == seen_registrations)
-		return false;
 	foreach(lc, dbs)
 	{
 		LauncherDb *db = (LauncherDb *) lfirst(lc);
 
-		if (now - seen_registrations > 1 || db->dboid == dboid)
+		if (db->absent)
 		{
 			db->absent = false;
 			db->next_start = 0;
 		}
 	}
+}
+
+/*
+ * Did a CREATE EXTENSION outbox commit since we last looked?  Then every
+ * database found without the extension is looked at again (at most
+ * PROBES_AT_ONCE at a time): cheaper than being sure which one it was.
+ */
+static bool
+launcher_registrations(void)
+{
+	uint32		now = pg_atomic_read_u32(&outbox_relay_shared->registrations);
+
+	if (now == seen_registrations)
+		return false;
 	seen_registrations = now;
+	launcher_forget_absent();
 	return true;
 }
 
@@ -418,10 +440,42 @@ launcher_on_exit(int code, Datum arg)
 	outbox_launcher_listen(false);
 }
 
+/*
+ * A launcher that starts while relays run (the previous one was terminated
+ * or failed; relays outlive it) cannot adopt them: it has no handles to
+ * stop or watch them by.  Ask them to go, wait, and start afresh.
+ */
+static void
+launcher_stop_orphans(void)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   ORPHAN_WAIT_MS);
+	int			n;
+
+	n = outbox_entries_stop_relays();
+	if (n > 0)
+		ereport(LOG,
+				(errmsg("outbox launcher: stopping %d relay(s) started by a previous launcher", n)));
+	while (outbox_entries_stop_relays() > 0)
+	{
+		if (GetCurrentTimestamp() >= deadline)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_IN_USE),
+					 errmsg("outbox launcher: relays of a previous launcher did not stop within %d s",
+							ORPHAN_WAIT_MS / 1000)));
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 100, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	outbox_entries_release_all();
+}
+
 void
 outbox_launcher_main(Datum main_arg)
 {
 	TimestampTz next_scan = 0;
+	bool		in_recovery;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -434,6 +488,8 @@ outbox_launcher_main(Datum main_arg)
 				 errmsg("outbox launcher has no shared memory"),
 				 errhint("Load outbox with shared_preload_libraries.")));
 	seen_registrations = pg_atomic_read_u32(&outbox_relay_shared->registrations);
+	in_recovery = RecoveryInProgress();
+	launcher_stop_orphans();
 	outbox_launcher_listen(true);
 	before_shmem_exit(launcher_on_exit, (Datum) 0);
 
@@ -459,6 +515,13 @@ outbox_launcher_main(Datum main_arg)
 			next_scan = 0;		/* a reload may have fixed something */
 			foreach(lc, dbs)
 				((LauncherDb *) lfirst(lc))->next_start = 0;
+			launcher_forget_absent();
+		}
+		if (in_recovery && !RecoveryInProgress())
+		{
+			/* promoted: extensions created on the primary tell nobody */
+			in_recovery = false;
+			launcher_forget_absent();
 		}
 		if (launcher_registrations())
 			next_scan = 0;
@@ -496,6 +559,7 @@ outbox_launcher_main(Datum main_arg)
 					{
 						/* '*' and no extension there: until one is created */
 						db->absent = true;
+						db->absent_at = now;
 						outbox_entry_release(db->entry);
 						db->entry = -1;
 					}
@@ -520,11 +584,19 @@ outbox_launcher_main(Datum main_arg)
 		{
 			LauncherDb *db = (LauncherDb *) lfirst(lc);
 
+			/*
+			 * A CREATE EXTENSION that tells nobody (replayed on a standby
+			 * that was promoted since, or a prepared transaction) is found
+			 * by looking again now and then.
+			 */
+			if (db->absent &&
+				TimestampDifferenceExceeds(db->absent_at, now, ABSENT_RECHECK_MS))
+				db->absent = false;
 			if (db->handle != NULL || db->absent)
 				continue;
 			if (!OidIsValid(db->dboid))
 			{
-				launcher_blocked(db, "database \"%s\" named by outbox.databases does not exist or does not allow connections; create it or change outbox.databases and reload",
+				launcher_blocked(db, true, "database \"%s\" named by outbox.databases does not exist or does not allow connections; create it or change outbox.databases and reload",
 								 db->name);
 				continue;
 			}

@@ -41,6 +41,10 @@ int			outbox_delivery = OUTBOX_DELIVERY_AT_LEAST_ONCE;
 char	   *outbox_progress_topic = NULL;
 int			outbox_transaction_linger_ms = 100;
 int			outbox_transaction_max_events = 10000;
+int			outbox_redeliver_interval_ms = 0;
+int			outbox_redeliver_after_ms = 300000;
+int			outbox_max_attempts = 10;
+int			outbox_retention_s = 0;
 
 static const struct config_enum_entry on_permanent_error_options[] = {
 	{"dead_letter", OUTBOX_ON_ERROR_DEAD_LETTER, false},
@@ -197,6 +201,38 @@ _PG_init(void)
 							&outbox_transaction_max_events,
 							10000, 1, INT_MAX,
 							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("outbox.redeliver_interval",
+							gettext_noop("How often the relay re-publishes messages still unanswered after outbox.redeliver_after; 0 turns scheduled redelivery off."),
+							gettext_noop("Messages without a verdict are published again, up to outbox.max_attempts publications, then marked expired (outbox.messages.expired_at)."),
+							&outbox_redeliver_interval_ms,
+							0, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("outbox.redeliver_after",
+							gettext_noop("How long a message stays unanswered after its last publication before scheduled redelivery publishes it again."),
+							NULL,
+							&outbox_redeliver_after_ms,
+							300000, 1000, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("outbox.max_attempts",
+							gettext_noop("Most publications of a message by scheduled redelivery, the first one included."),
+							gettext_noop("A message that had this many without a verdict is marked expired."),
+							&outbox_max_attempts,
+							10, 1, INT_MAX,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("outbox.retention",
+							gettext_noop("How long the relay keeps rows of outbox.messages that Kafka acknowledged; 0 keeps them forever."),
+							gettext_noop("Rows with a failed verdict, an expiry or a dead letter are kept; so are unanswered rows while scheduled redelivery is on."),
+							&outbox_retention_s,
+							0, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("outbox");

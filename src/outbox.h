@@ -52,6 +52,10 @@ extern int	outbox_max_in_flight;	/* outbox.max_in_flight, events */
 extern int	outbox_retry_interval_ms;	/* outbox.retry_interval, ms */
 extern int	outbox_dead_letter_after_ms;	/* outbox.dead_letter_after, ms */
 extern int	outbox_on_permanent_error;	/* outbox.on_permanent_error */
+extern int	outbox_redeliver_interval_ms;	/* outbox.redeliver_interval, 0 = off */
+extern int	outbox_redeliver_after_ms;	/* outbox.redeliver_after, ms */
+extern int	outbox_max_attempts;	/* outbox.max_attempts, publications */
+extern int	outbox_retention_s;	/* outbox.retention, seconds, 0 = off */
 
 extern int	outbox_delivery;	/* outbox.delivery */
 extern char *outbox_progress_topic; /* outbox.progress_topic */

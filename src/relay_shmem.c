@@ -15,6 +15,7 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
+#include "storage/procarray.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/pg_lsn.h"
@@ -461,6 +462,44 @@ outbox_entry_visible(int index)
 	visible = e->visible;
 	SpinLockRelease(&e->mutex);
 	return visible;
+}
+
+/*
+ * Relays still running from before this launcher started: signal each to
+ * stop (SIGTERM, as the postmaster would) and return how many there are.
+ */
+int
+outbox_entries_stop_relays(void)
+{
+	int			i;
+	int			n = 0;
+
+	for (i = 0; i < outbox_relay_shared->nentries; i++)
+	{
+		OutboxRelayEntry *e = &outbox_relay_shared->entries[i];
+		int			pid;
+
+		SpinLockAcquire(&e->mutex);
+		pid = e->in_use ? e->status.pid : 0;
+		SpinLockRelease(&e->mutex);
+		/* only a live process of this server: never a recycled pid */
+		if (pid != 0 && BackendPidGetProc(pid) != NULL)
+		{
+			(void) kill(pid, SIGTERM);
+			n++;
+		}
+	}
+	return n;
+}
+
+/* Start afresh: no entry is taken. */
+void
+outbox_entries_release_all(void)
+{
+	int			i;
+
+	for (i = 0; i < outbox_relay_shared->nentries; i++)
+		outbox_entry_release(i);
 }
 
 /* The launcher's word about a database whose relay is not running. */

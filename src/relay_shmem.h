@@ -105,6 +105,8 @@ extern bool outbox_entry_absent(int index);
 extern void outbox_status_launcher(int index, const char *state,
 								   const char *error);
 extern bool outbox_entry_visible(int index);
+extern int	outbox_entries_stop_relays(void);
+extern void outbox_entries_release_all(void);
 extern void outbox_launcher_listen(bool listen);
 extern void outbox_status_error(const char *fmt,...) pg_attribute_printf(1, 2);
 extern void outbox_status_replay_left(uint64 left);

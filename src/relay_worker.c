@@ -103,6 +103,7 @@
 #include "kafka_sink.h"
 #include "outbox.h"
 #include "relay_shmem.h"
+#include "schedule.h"
 #include "watermark.h"
 #include "wire.h"
 
@@ -121,6 +122,8 @@
 #define RELAY_MAX_CONFIG_FILE		(1024 * 1024)
 /* Look for CREATE / DROP EXTENSION this often while caught up. */
 #define RELAY_EXTENSION_CHECK_MS	1000
+/* With '*': how long the extension must be gone before the slot goes too. */
+#define RELAY_ABSENT_GRACE_MS		10000
 /* Ask an unreachable cluster for metadata this often, waiting this long. */
 #define RELAY_PROBE_MS				2000
 #define RELAY_PROBE_TIMEOUT_MS		200
@@ -178,7 +181,7 @@ typedef struct RelayState
 	int			dead_letters_backoff_ms;	/* current backoff */
 	char		dbname[NAMEDATALEN];	/* the relayed database's name */
 	char		slot_name[NAMEDATALEN]; /* our slot (relay_choose_slot_name()) */
-	bool		all_databases;	/* started for outbox.databases = '*'? */
+	TimestampTz absent_since;	/* extension missing since, 0 if present */
 	bool		replaying;		/* publishing rows after slot loss? */
 	bool		watermark_failed;	/* did the last watermark write fail? */
 	bool		fenced;			/* exactly_once: did a newer producer fence us? */
@@ -198,6 +201,8 @@ static LogicalDecodingContext *creating_ctx = NULL;
 static void relay_run(void);
 static void relay_choose_slot_name(void);
 static void relay_leave_absent(void);
+static bool relay_all_databases(void);
+static bool relay_slot_exists(void);
 static void relay_force_settings(void);
 static MemoryContext relay_begin_xact(void);
 static void relay_commit_xact(MemoryContext caller_cxt);
@@ -224,6 +229,7 @@ static RelayStop relay_replay(WatermarkReplay *replay, uint64 total);
 static void relay_replay_status(uint64 total, uint64 produced);
 static bool relay_read_replay(WatermarkReplay *replay, uint64 *count);
 static void relay_watermark_tick(void);
+static char *relay_try_xact(void (*fn) (void *), void *arg, MemoryContext cxt);
 static uint64 relay_delivered(void);
 static XLogRecPtr relay_decode_limit(void);
 static void relay_on_exit(int code, Datum arg);
@@ -283,16 +289,15 @@ outbox_relay_main(Datum main_arg)
 		strlcpy(relay.dbname, name ? name : "", sizeof(relay.dbname));
 		relay_commit_xact(cxt);
 	}
-	relay.all_databases = strcmp(outbox_databases, "*") == 0;
 	relay_choose_slot_name();
 
 	outbox_status_begin(relay.dbname, relay.slot_name);
 	before_shmem_exit(relay_on_exit, (Datum) 0);
 	/* a named database is shown at once; with '*', once it has the extension */
-	if (!relay.all_databases)
+	if (!relay_all_databases())
 		outbox_status_show();
 
-	ereport(relay.all_databases ? DEBUG1 : LOG,
+	ereport(relay_all_databases() ? DEBUG1 : LOG,
 			(errmsg("outbox relay started for database \"%s\", slot \"%s\"",
 					relay.dbname, relay.slot_name)));
 
@@ -374,6 +379,8 @@ relay_begin_xact(void)
 
 	Assert(!relay.in_decoder);
 	InvalidateSystemCaches();
+	/* now() is the transaction's start: without this, the worker's start */
+	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	return caller_cxt;
 }
@@ -428,19 +435,20 @@ relay_choose_slot_name(void)
 				 MyDatabaseId);
 }
 
-/*
- * outbox.databases = '*' and this database has no extension (never had, or
- * it was dropped): drop our slot if there is one (nothing can use it; it
- * would only hold WAL and stop DROP DATABASE), tell the launcher, and go.
- * The launcher starts a relay here again when CREATE EXTENSION commits.
- */
-static void
-relay_leave_absent(void)
+/* Is outbox.databases '*' (read again after every reload)? */
+static bool
+relay_all_databases(void)
+{
+	return strcmp(outbox_databases, "*") == 0;
+}
+
+/* Does our slot exist (and is it of our plugin and database, not in use)? */
+static bool
+relay_slot_exists(void)
 {
 	ReplicationSlot *slot;
 	bool		ours = false;
 
-	relay_teardown(true);
 	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
 	slot = SearchNamedReplicationSlot(relay.slot_name, false);
 	if (slot != NULL)
@@ -452,7 +460,26 @@ relay_leave_absent(void)
 		SpinLockRelease(&slot->mutex);
 	}
 	LWLockRelease(ReplicationSlotControlLock);
-	if (ours)
+	return ours;
+}
+
+/*
+ * outbox.databases = '*' and this database has no extension: it never had
+ * one (a look by the launcher), or it was dropped more than
+ * RELAY_ABSENT_GRACE_MS ago and everything decoded since is acknowledged.
+ * Drop our slot if there is one (nothing can use it; it would only hold
+ * WAL and stop DROP DATABASE), tell the launcher, and go.  The launcher
+ * starts a relay here again when CREATE EXTENSION commits.
+ */
+static void
+relay_leave_absent(void)
+{
+	/* on a standby the slot is the primary's (synchronised) */
+	bool		drop;
+
+	relay_teardown(true);
+	drop = !RecoveryInProgress() && relay_slot_exists();
+	if (drop)
 	{
 		ereport(LOG,
 				(errmsg("outbox relay: extension \"outbox\" is not installed in database \"%s\"; dropping its replication slot \"%s\"",
@@ -471,14 +498,20 @@ relay_run(void)
 		RelayStop	stop;
 
 		CHECK_FOR_INTERRUPTS();
-		if (relay.all_databases)
+		if (relay_all_databases())
 		{
-			/* '*' relays only where the extension is */
+			/*
+			 * '*' relays only where the extension is.  A database without
+			 * it and without our slot was only looked at; one with our slot
+			 * lost its extension, and the relay first delivers what the
+			 * slot holds (see relay_stream()).
+			 */
 			relay_check_extension();
-			if (!relay.have_extension)
+			if (!relay.have_extension && MyReplicationSlot == NULL &&
+				!relay_slot_exists())
 				relay_leave_absent();
-			outbox_status_show();
 		}
+		outbox_status_show();
 		if (!relay_ready())
 		{
 			relay_teardown(true);
@@ -1145,6 +1178,7 @@ relay_stream(void)
 		if (stop != RELAY_CONTINUE)
 			return stop;
 		relay_watermark_tick();
+		outbox_schedule_step(relay_try_xact, !outbox_sink_unreachable(relay.sink));
 		relay_publish_status(n == 0);
 
 		if (relay.ctx->reader->EndRecPtr >= flush)
@@ -1159,6 +1193,12 @@ relay_stream(void)
 			if (invalidated)
 				return RELAY_RESTART;
 			relay_check_extension();
+			if (relay_all_databases() && !relay.have_extension &&
+				TimestampDifferenceExceeds(relay.absent_since, GetCurrentTimestamp(),
+										   RELAY_ABSENT_GRACE_MS) &&
+				outbox_sink_in_flight(relay.sink) == 0 &&
+				!relay.dead_letters_blocked)
+				relay_leave_absent();	/* all delivered: nothing is lost */
 			UpdateDecodingStats(relay.ctx);
 			/* exactly_once: end the Kafka transaction, nothing more is coming */
 			outbox_sink_flush(relay.sink);
@@ -1318,8 +1358,10 @@ relay_check_extension(void)
 	relay.have_extension = OidIsValid(get_extension_oid("outbox", true));
 	relay.poll_wal = relay.have_extension && relay_have_adoptions();
 	relay_commit_xact(cxt);
-	if (!relay.have_extension && relay.all_databases)
-		relay_leave_absent();
+	if (relay.have_extension)
+		relay.absent_since = 0;
+	else if (relay.absent_since == 0)
+		relay.absent_since = now;
 
 	if (!relay.have_extension && (had || strcmp(relay.logged_state, "waiting_for_extension") != 0))
 	{

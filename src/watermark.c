@@ -422,6 +422,51 @@ outbox_watermark_step(XLogRecPtr confirmed, uint64 delivered,
 }
 
 /* ---------------------------------------------------------------------
+ * What Kafka acknowledged (retention)
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * The stored watermark, if it was written on this system.  While a replay
+ * is pending the watermark of before the slot loss still holds: the rows it
+ * covers were acknowledged.  The caller has SPI connected.
+ */
+bool
+outbox_watermark_covered(WatermarkSnapshot *covered)
+{
+	MemoryContext caller_cxt = CurrentMemoryContext;
+	Oid			types[1] = {INT8OID};
+	Datum		values[1];
+	bool		found = false;
+
+	values[0] = Int64GetDatum((int64) GetSystemIdentifier());
+	if (SPI_execute_with_args("SELECT snapshot::pg_catalog.text "
+							  "FROM outbox.relay_watermark "
+							  "WHERE system_identifier = $1 AND snapshot IS NOT NULL",
+							  1, types, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "outbox relay: could not read outbox.relay_watermark");
+	if (SPI_processed == 1)
+	{
+		char	   *text = SPI_getvalue(SPI_tuptable->vals[0],
+										SPI_tuptable->tupdesc, 1);
+		MemoryContext old = MemoryContextSwitchTo(caller_cxt);
+
+		parse_snapshot(text, covered);
+		MemoryContextSwitchTo(old);
+		found = true;
+	}
+	return found;
+}
+
+/* Did Kafka acknowledge the row's last publication? */
+bool
+outbox_watermark_row_acked(const WatermarkSnapshot *covered, HeapTuple tup,
+						   TupleDesc desc, int xcol, FullTransactionId next)
+{
+	return xid_visible(covered, tuple_publisher(tup, desc, xcol, next));
+}
+
+/* ---------------------------------------------------------------------
  * Recovery after slot loss
  * ---------------------------------------------------------------------
  */

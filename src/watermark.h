@@ -13,6 +13,9 @@
 
 #include "postgres.h"
 
+#include "access/htup.h"
+#include "access/transam.h"
+#include "access/tupdesc.h"
 #include "access/xlogdefs.h"
 #include "lib/stringinfo.h"
 #include "utils/snapshot.h"
@@ -48,6 +51,18 @@ extern void outbox_watermark_forget(void);
 extern bool outbox_watermark_due(XLogRecPtr confirmed, uint64 delivered);
 extern void outbox_watermark_step(XLogRecPtr confirmed, uint64 delivered,
 								  const char *slot_name);
+
+/*
+ * What Kafka acknowledged, for retention (src/schedule.c): read the stored
+ * watermark of this system into *covered (palloc'd in the current context;
+ * false when there is none), then test rows against it.  xcol is the column
+ * of the row's xmin in tup; published_xid must follow it.  In a live
+ * transaction with SPI connected.
+ */
+extern bool outbox_watermark_covered(WatermarkSnapshot *covered);
+extern bool outbox_watermark_row_acked(const WatermarkSnapshot *covered,
+									   HeapTuple tup, TupleDesc desc, int xcol,
+									   FullTransactionId next);
 
 /*
  * Slot creation: record the new slot's initial snapshot (it tells which

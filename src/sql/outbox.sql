@@ -859,3 +859,189 @@ CREATE FUNCTION outbox._register_database() RETURNS void
     AS 'MODULE_PATHNAME', 'outbox_register_database_sql';
 REVOKE ALL ON FUNCTION outbox._register_database() FROM PUBLIC;
 SELECT outbox._register_database();
+
+-- ===========================================================================
+-- 0.4.0 (issue 10): scheduled redelivery and expiry, retention.
+-- This block is repeated verbatim in outbox--0.3.0--0.4.0.sql.  See
+-- docs/relay.md, "Scheduled redelivery" and "Retention".
+-- ===========================================================================
+
+-- A message that had max_attempts publications, has no verdict, and was
+-- last published at least older_than ago is expired: redelivery gives up on
+-- it and says so here (and in outbox.relay_status.expired).  Set once; a
+-- later verdict still applies (the column then records that it came late);
+-- a redeliver() with a larger max_attempts, or a redrive(), publishes the
+-- message again and clears it.  Retention keeps expired rows until they
+-- get a confirmed verdict.
+ALTER TABLE outbox.messages ADD COLUMN expired_at timestamptz;
+
+COMMENT ON COLUMN outbox.messages.expired_at IS
+    'when redelivery gave up on the message: max_attempts publications and no verdict';
+
+-- One pass of redelivery over the rows with ids above after_id (all rows
+-- when null), at most max_rows of them (all when null), in id order: rows
+-- due are published again (attempts < max_attempts) or expired (no verdict,
+-- attempts >= max_attempts, not yet expired).  Due means: no verdict (or a
+-- failed one, with include_failed), last published at least older_than ago,
+-- and no dead letter (those are for redrive()).  Rows another session holds
+-- are skipped.  last_id is the largest id handled (after_id when none), for
+-- the next batch.  Shared by redeliver() (one unbounded batch, failed
+-- verdicts included) and the relay's schedule (bounded batches, one
+-- transaction each, unanswered rows only).  Not SECURITY DEFINER: only the
+-- extension's owner (the relay, redeliver()) may call it.
+CREATE FUNCTION outbox._redeliver_batch(older_than interval, max_attempts integer,
+                                        include_failed boolean,
+                                        after_id bigint, max_rows integer,
+                                        OUT redelivered bigint,
+                                        OUT expired bigint,
+                                        OUT last_id bigint)
+    RETURNS record
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    m record;
+BEGIN
+    redelivered := 0;
+    expired := 0;
+    last_id := after_id;
+    FOR m IN
+        WITH due AS (
+            SELECT s.id, s.attempts < max_attempts AS publish
+              FROM outbox.messages s
+             WHERE (s.confirm_status IS NULL
+                    OR (include_failed AND s.confirm_status = 'failed'))
+               AND s.published_at <= pg_catalog.now() - older_than
+               AND (after_id IS NULL OR s.id > after_id)
+               AND (s.attempts < max_attempts
+                    OR (s.confirm_status IS NULL AND s.expired_at IS NULL))
+               AND NOT EXISTS (SELECT 1 FROM outbox.dead_letters d
+                                WHERE d.message_id = s.id)
+             ORDER BY s.id
+             LIMIT max_rows
+               FOR UPDATE OF s SKIP LOCKED
+        ), done AS (
+            UPDATE outbox.messages u
+               SET attempts = CASE WHEN due.publish THEN u.attempts + 1
+                                   ELSE u.attempts END,
+                   published_at = CASE WHEN due.publish THEN pg_catalog.now()
+                                       ELSE u.published_at END,
+                   published_xid = CASE WHEN due.publish
+                                        THEN pg_catalog.pg_current_xact_id()
+                                        ELSE u.published_xid END,
+                   confirmed_at = CASE WHEN due.publish THEN NULL
+                                       ELSE u.confirmed_at END,
+                   confirm_status = CASE WHEN due.publish THEN NULL
+                                         ELSE u.confirm_status END,
+                   confirm_detail = CASE WHEN due.publish THEN NULL
+                                         ELSE u.confirm_detail END,
+                   expired_at = CASE WHEN due.publish THEN NULL
+                                     ELSE pg_catalog.now() END
+              FROM due
+             WHERE u.id = due.id
+            RETURNING u.id, due.publish, u.attempts, u.topic, u.key, u.payload,
+                      u.headers
+        )
+        SELECT * FROM done ORDER BY done.id
+    LOOP
+        IF m.publish THEN
+            PERFORM outbox._emit_stored(m.id, m.attempts, m.topic, m.key,
+                                        m.payload, m.headers);
+            redelivered := redelivered + 1;
+        ELSE
+            expired := expired + 1;
+        END IF;
+        last_id := m.id;
+    END LOOP;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION outbox.redeliver(older_than interval DEFAULT '5 minutes',
+                                            max_attempts integer DEFAULT 10)
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF older_than IS NULL OR older_than < '0'::interval THEN
+        RAISE EXCEPTION 'older_than must be a non-negative interval'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = pg_catalog.format('older_than is %s.',
+                                             COALESCE(older_than::text, 'null')),
+                  HINT = 'Pass how long a message stays unconfirmed before it is re-published, for example ''5 minutes''.';
+    END IF;
+    IF max_attempts IS NULL OR max_attempts < 1 THEN
+        RAISE EXCEPTION 'max_attempts must be at least 1'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = pg_catalog.format('max_attempts is %s; it counts publications, the first being 1.',
+                                             COALESCE(max_attempts::text, 'null')),
+                  HINT = 'Pass the most publications a message may have, for example 10.';
+    END IF;
+    RETURN (SELECT b.redelivered
+              FROM outbox._redeliver_batch(older_than, max_attempts, true,
+                                           NULL, NULL) AS b);
+END;
+$$;
+
+-- redrive() also clears expired_at: the message is published again.
+CREATE OR REPLACE FUNCTION outbox.redrive(id bigint) RETURNS boolean
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    d record;
+    attempt integer := 1;
+BEGIN
+    -- redriven_xid lets a renewed failure of an emitted event (which has no
+    -- message id) find this dead letter: see outbox._dead_letters_merge().
+    UPDATE outbox.dead_letters x
+       SET redriven_at = pg_catalog.now(), redrives = x.redrives + 1,
+           redriven_xid = pg_catalog.txid_current() % 4294967296
+     WHERE x.id = redrive.id
+    RETURNING x.message_id, x.topic, x.key, x.payload, x.headers INTO d;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF d.message_id IS NOT NULL THEN
+        UPDATE outbox.messages m
+           SET attempts = m.attempts + 1,
+               published_at = pg_catalog.now(),
+               published_xid = pg_catalog.pg_current_xact_id(),
+               confirmed_at = NULL,
+               confirm_status = NULL,
+               confirm_detail = NULL,
+               expired_at = NULL
+         WHERE m.id = d.message_id
+        RETURNING m.attempts INTO attempt;
+        attempt := COALESCE(attempt, 1);  -- the row may have been purged
+    END IF;
+    PERFORM outbox._emit_stored(d.message_id, attempt,
+                                d.topic, d.key, d.payload, d.headers);
+    RETURN true;
+END;
+$$;
+
+-- One batch of retention, as the relay runs it (src/schedule.c): deletes,
+-- among the rows with ids above after_id (in id order, at most max_rows
+-- examined), those created at least older_than ago that Kafka acknowledged
+-- (the delivery watermark covers their last publication) and that have a
+-- confirmed verdict, or no verdict (and no expiry) when keep_unanswered is
+-- false; rows with a failed verdict or a dead letter stay.  Stops at the first
+-- row younger than older_than.  last_id is the last id examined; done is
+-- true when the pass reached young rows or the end of the table.  For tests
+-- and inspection; only the extension's owner may call it.
+CREATE FUNCTION outbox._retention_batch(older_than interval,
+                                        keep_unanswered boolean,
+                                        after_id bigint, max_rows integer,
+                                        OUT deleted bigint, OUT last_id bigint,
+                                        OUT done boolean)
+    RETURNS record
+    LANGUAGE C
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'outbox_retention_batch_sql';
+
+REVOKE ALL ON FUNCTION outbox._redeliver_batch(interval, integer, boolean, bigint, integer),
+                       outbox._retention_batch(interval, boolean, bigint, integer)
+    FROM PUBLIC;

@@ -9,7 +9,8 @@ SELECT has_schema('outbox');
 SELECT has_table('outbox', 'messages', 'table outbox.messages exists');
 SELECT columns_are('outbox', 'messages', ARRAY[
     'id', 'topic', 'key', 'payload', 'headers', 'created_at', 'published_at',
-    'attempts', 'confirmed_at', 'confirm_status', 'confirm_detail', 'published_xid']);
+    'attempts', 'confirmed_at', 'confirm_status', 'confirm_detail', 'published_xid',
+    'expired_at']);
 SELECT col_type_is('outbox', 'messages', 'id', 'bigint', 'messages.id is bigint');
 SELECT col_type_is('outbox', 'messages', 'published_xid', 'xid8', 'messages.published_xid is xid8');
 SELECT col_default_is('outbox', 'messages', 'published_xid', 'pg_current_xact_id()', 'messages.published_xid is the inserting transaction by default');

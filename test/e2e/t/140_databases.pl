@@ -108,25 +108,54 @@ ok(wait_for(sub { (st('cloned') // {})->{state} eq 'streaming' }, 30),
 	'a database created from a template with the extension is relayed');
 ok(!defined st('template1'), 'templates are not relayed');
 
-# DROP EXTENSION: the relay drops its slot and stops; the database can go.
+# A launcher that is terminated comes back without starting a second relay
+# for any database: the relays of the old one are stopped first.
+$node->safe_psql('postgres',
+	q{SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'outbox launcher'});
+ok(wait_for(sub { $node->safe_psql('postgres',
+	q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'outbox launcher'}) eq '1'
+	  && rows() eq 'billing:streaming cloned:streaming plain:streaming shop:streaming' }, 30),
+	'launcher restarted; every database streaming again') or diag(rows());
+sleep(2);
+is(relay_backends(), 'billing cloned plain shop', 'one relay per database, no duplicates');
+
+# DROP EXTENSION and CREATE EXTENSION again at once (a migration): the slot
+# stays.  DROP EXTENSION for good: after a grace period, and once all it
+# decoded is delivered, the relay drops its slot and stops; the database can
+# then be dropped.
+my $cloned_slot = st('cloned')->{slot_name};
+$node->safe_psql('cloned', 'DROP EXTENSION outbox');
+$node->safe_psql('cloned', 'CREATE EXTENSION outbox');
 my $billing_slot = $st{billing}{slot_name};
 $node->safe_psql('billing', 'DROP EXTENSION outbox');
-ok(wait_for(sub { !defined st('billing') }, 15),
+ok(wait_for(sub { !defined st('billing') }, 30),
 	'DROP EXTENSION: the row disappears');
 ok(wait_for(sub { $node->safe_psql('postgres',
 	"SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$billing_slot'") eq '0' }, 15),
 	'and its slot is dropped');
 ok(wait_for(sub { relay_backends() !~ /billing/ }, 15), 'and its relay is gone');
+like(slurp_file($node->logfile), qr/dropping its replication slot "$billing_slot"/, 'logged');
 my ($rc, $out, $err) = $node->psql('postgres', 'DROP DATABASE billing');
 is($rc, 0, 'the database can be dropped') or diag($err);
+is($node->safe_psql('postgres',
+	"SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$cloned_slot'"), '1',
+	'an extension dropped and created again at once keeps its slot');
+is((st('cloned') // {})->{state}, 'streaming', 'and streams');
 
-# A reload to a list of names: the others stop, the named one goes on.
+# A reload to a list of names: the others stop, the named ones go on, and a
+# listed database without the extension (looked at before, under '*') gets
+# a relay holding a slot for it.
 my $shop_pid = st('shop')->{pid};
-$node->append_conf('postgresql.conf', "outbox.databases = 'shop, nosuchdb'\n");
+$node->append_conf('postgresql.conf', "outbox.databases = 'shop, postgres, nosuchdb'\n");
 $node->reload;
-ok(wait_for(sub { relay_backends() eq 'shop' }, 20),
-	'reload to a list: only the named database keeps a relay') or diag(relay_backends());
-is(st('shop')->{pid}, $shop_pid, 'the named relay was not restarted');
+ok(wait_for(sub { relay_backends() eq 'postgres shop' }, 20),
+	'reload to a list: only the named databases have relays') or diag(relay_backends());
+is(st('shop')->{pid}, $shop_pid, 'the relay of a database still relayed was not restarted');
+ok(wait_for(sub { (st('postgres') // {})->{state} eq 'waiting_for_extension' }, 15),
+	'a listed database without the extension: waiting_for_extension');
+ok(wait_for(sub { $node->safe_psql('postgres',
+	"SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'outbox_5'") eq '1' }, 15),
+	'with its slot created');
 ok(wait_for(sub { (st('nosuchdb') // {})->{state} eq 'misconfigured' }, 15),
 	'a listed database that does not exist: misconfigured row');
 like(st('nosuchdb')->{last_error},
@@ -135,6 +164,19 @@ ok(!defined st('plain'), 'unlisted databases have no row');
 $node->safe_psql('shop', "SELECT outbox.enqueue('$topic', 'after-reload', '{}')");
 ok(wait_for(sub { grep { $_->{key} eq 'after-reload' } consume($broker, $topic) }, 30),
 	'shop still delivers');
+
+# The relay started under '*' follows the reload: a named database keeps
+# its slot when the extension goes.
+my $shop_slot = st('shop')->{slot_name};
+$node->safe_psql('shop', 'DROP EXTENSION outbox');
+$node->safe_psql('postgres', 'CREATE EXTENSION outbox');
+sleep(12);
+is($node->safe_psql('postgres',
+	"SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$shop_slot'"), '1',
+	'named database: DROP EXTENSION keeps the slot');
+is($node->safe_psql('postgres',
+	"SELECT state FROM outbox.relay_status WHERE database = 'shop'"),
+	'waiting_for_extension', 'and the relay waits for the extension');
 unlike(slurp_file($node->logfile), qr/TRAP|terminated by signal|server process .* exited with exit code [^0]/,
 	'no crash in the log');
 $node->stop;
