@@ -40,7 +40,7 @@ int			outbox_on_permanent_error = OUTBOX_ON_ERROR_DEAD_LETTER;
 int			outbox_delivery = OUTBOX_DELIVERY_AT_LEAST_ONCE;
 char	   *outbox_progress_topic = NULL;
 int			outbox_transaction_linger_ms = 100;
-int			outbox_transaction_max_events = 10000;
+int			outbox_transaction_max_events = 100000;
 int			outbox_redeliver_interval_ms = 0;
 int			outbox_redeliver_after_ms = 300000;
 int			outbox_max_attempts = 10;
@@ -199,7 +199,7 @@ _PG_init(void)
 							gettext_noop("Events after which the relay commits its Kafka transaction (outbox.delivery = exactly_once)."),
 							gettext_noop("Counted at PostgreSQL transaction boundaries: a PostgreSQL transaction with more events still goes out whole, in one Kafka transaction."),
 							&outbox_transaction_max_events,
-							10000, 1, INT_MAX,
+							100000, 1, INT_MAX,
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 
