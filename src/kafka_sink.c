@@ -219,8 +219,6 @@ struct OutboxSink
 	rd_kafka_topic_t *progress_rkt; /* the progress topic */
 	int32		progress_partition; /* our key's partition there */
 	bool		skip_over;		/* an event past the progress record came */
-	uint64		kafka_commits;	/* Kafka transactions committed */
-	uint64		kafka_aborts;	/* and aborted */
 	SinkPoison *poison;			/* refused events, over rewinds */
 	int			npoison;
 	int			poison_cap;
@@ -1824,7 +1822,6 @@ eos_txn_error(OutboxSink *sink, rd_kafka_error_t *error, const char *what)
 			sink->txn_open = false;
 		else
 			rd_kafka_error_destroy(aerr);
-		sink->kafka_aborts++;
 		eos_fail(sink, "Kafka transaction aborted (%s: %s)", what,
 				 rd_kafka_error_string(error));
 	}
@@ -2061,7 +2058,6 @@ eos_commit(OutboxSink *sink)
 	}
 
 	sink->txn_open = false;
-	sink->kafka_commits++;
 	sink->progress = p;
 	sink->pending_progress.replay_last_id = p.replay_last_id;
 	for (txn = sink->head; txn != NULL; txn = txn->next)
@@ -2114,13 +2110,6 @@ outbox_sink_set_replay(OutboxSink *sink, XLogRecPtr boundary)
 	sink->replay_boundary = boundary;
 	sink->pending_progress.replay_last_id =
 		sink->progress.replay_boundary == boundary ? sink->progress.replay_last_id : 0;
-}
-
-void
-outbox_sink_transaction_stats(OutboxSink *sink, uint64 *commits, uint64 *aborts)
-{
-	*commits = sink->kafka_commits;
-	*aborts = sink->kafka_aborts;
 }
 
 /* A client configuration with the producer's connection settings. */

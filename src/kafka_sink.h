@@ -149,8 +149,6 @@ extern void outbox_sink_flush(OutboxSink *sink);
 extern bool outbox_sink_fenced(OutboxSink *sink);
 /* Frames are rows replayed after slot loss from this boundary (or none). */
 extern void outbox_sink_set_replay(OutboxSink *sink, XLogRecPtr boundary);
-extern void outbox_sink_transaction_stats(OutboxSink *sink, uint64 *commits,
-										  uint64 *aborts);
 
 /* Log librdkafka messages and errors queued by callbacks (outside them). */
 extern void outbox_sink_report(OutboxSink *sink);

@@ -41,7 +41,7 @@ our @EXPORT = qw(
   check_per_key_order summarize_duplicates relay_pid wait_for
   consume_lines table_ids check_delivery proc_memory start_writer
   start_pgbench log_position log_since count_matches verify_topic
-  enqueue_script kafka_cluster kafka_sh real_fault_scenario
+  enqueue_script kafka_cluster kafka_sh real_fault_scenario drop_relay_slot
 );
 
 my $ROOT   = abs_path(dirname(__FILE__) . '/../..');
@@ -307,6 +307,23 @@ sub relay_pid
 	return $node->safe_psql('postgres',
 		q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'outbox relay'}
 	);
+}
+
+# Stop the relay and drop its slot before the launcher starts it again (it
+# waits at least 5 s); true once dropped.
+sub drop_relay_slot
+{
+	my ($node, $slot) = @_;
+	return wait_for(
+		sub {
+			$node->safe_psql('postgres',
+				q{SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+				   WHERE backend_type = 'outbox relay'});
+			my ($rc) = $node->psql('postgres',
+				"SELECT pg_drop_replication_slot('$slot')");
+			return $rc == 0;
+		},
+		30);
 }
 
 # Poll a code ref until it returns true; false on timeout.

@@ -137,17 +137,7 @@ is(relay_status($node)->{state}, 'streaming', 'still streaming');
 	$node->safe_psql('postgres',
 		"SELECT outbox.enqueue('$t_replay', 'key-' || (i % 10), jsonb_build_object('i', i)) FROM generate_series(1, 500) i")
 	  for 1 .. 120;
-	ok( wait_for(
-			sub {
-				$node->safe_psql('postgres',
-					q{SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-					   WHERE backend_type = 'outbox relay'});
-				my ($rc) = $node->psql('postgres',
-					q{SELECT pg_drop_replication_slot('outbox_5')});
-				return $rc == 0;
-			},
-			30),
-		'replay: slot dropped');
+	ok(drop_relay_slot($node, 'outbox_5'), 'replay: slot dropped');
 	$node->append_conf('postgresql.conf', "outbox.kafka_brokers = '$b->{bootstrap}'\n");
 	$node->reload;
 	my ($pid, $delivered);
