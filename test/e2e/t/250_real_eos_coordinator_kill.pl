@@ -56,7 +56,7 @@ real_fault_scenario(
 					$new = coordinator($dir, $txn_id);
 					defined $new && $new != $coord;
 				},
-				90),
+				180),
 			'another broker became the coordinator');
 		diag(sprintf('new coordinator %s after %.1f s', $new // '?', time() - $t0));
 		sleep(3);
