@@ -2105,6 +2105,20 @@ outbox_sink_fenced(OutboxSink *sink)
 }
 
 void
+outbox_sink_check_history(OutboxSink *sink, XLogRecPtr insert_lsn)
+{
+	if (!sink->eos || !sink->progress.found ||
+		sink->progress.commit_lsn <= insert_lsn)
+		return;
+	ereport(WARNING,
+			(errmsg("outbox relay: the progress record of \"%s\" covers commit LSN %X/%X, past this server's WAL (%X/%X); it is ignored",
+					sink->eos_key, LSN_FORMAT_ARGS(sink->progress.commit_lsn),
+					LSN_FORMAT_ARGS(insert_lsn)),
+			 errdetail("The record comes from another history of this system (a restore to an earlier point in time, or a copy that went on alone): nothing is skipped by it, so events after the slot's position may be delivered again, but none is lost.")));
+	memset(&sink->progress, 0, sizeof(sink->progress));
+}
+
+void
 outbox_sink_set_replay(OutboxSink *sink, XLogRecPtr boundary)
 {
 	sink->replay_boundary = boundary;

@@ -147,6 +147,12 @@ extern bool outbox_sink_start_transactions(OutboxSink *sink,
 extern void outbox_sink_flush(OutboxSink *sink);
 /* Was the producer fenced by a newer one with its transactional.id? */
 extern bool outbox_sink_fenced(OutboxSink *sink);
+/*
+ * Forget a progress record whose commit LSN is past insert_lsn (this
+ * server's WAL insert position): it comes from another history of the
+ * system (point-in-time restore), and skipping by it would lose events.
+ */
+extern void outbox_sink_check_history(OutboxSink *sink, XLogRecPtr insert_lsn);
 /* Frames are rows replayed after slot loss from this boundary (or none). */
 extern void outbox_sink_set_replay(OutboxSink *sink, XLogRecPtr boundary);
 

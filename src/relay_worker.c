@@ -1008,6 +1008,7 @@ relay_start_sink(void)
 		free(errstr);
 		return false;
 	}
+	outbox_sink_check_history(relay.sink, GetXLogInsertRecPtr());
 	relay.delivery = outbox_delivery;
 	relay.progress_topic = MemoryContextStrdup(TopMemoryContext, outbox_progress_topic);
 	relay.brokers = MemoryContextStrdup(TopMemoryContext, outbox_kafka_brokers);

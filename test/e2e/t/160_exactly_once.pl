@@ -11,7 +11,10 @@
 #      (d) a slot-loss replay interrupted by SIGKILL of the relay: the
 #          progress record holds the replay's boundary and last id, the
 #          next relay skips the rows replayed before;
-#      (e) a second relay on the same slot and transactional.id: a copy of
+#      (e) a progress record from another history (its commit LSN past the
+#          server's WAL, as after a point-in-time restore): ignored with a
+#          WARNING, new events are delivered, not skipped;
+#      (f) a second relay on the same slot and transactional.id: a copy of
 #          the stopped cluster (same system identifier, same slot, same
 #          WAL) relays the same backlog at the same time as the original;
 #          each fences the other's producer, nothing is duplicated.
@@ -25,6 +28,7 @@ use lib "$FindBin::RealBin/..";
 use OutboxTest;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use IPC::Run;
 use Test::More;
 use Time::HiRes qw(time usleep);
 
@@ -70,8 +74,9 @@ my $t_stop = unique_topic('eos_stop');
 my $t_poison = unique_topic('eos_poison');
 my $t_zombie = unique_topic('eos_zombie');
 my $t_replay = unique_topic('eos_replay');
+my $t_history = unique_topic('eos_history');
 my $b = start_broker(topics => [ "$t_kill:6", "$t_stop:6",
-	"$t_poison:3:max.message.bytes=4096", "$t_zombie:6", "$t_replay:6" ]);
+	"$t_poison:3:max.message.bytes=4096", "$t_zombie:6", "$t_replay:6", "$t_history:3" ]);
 my $node = new_relay_node('eos', $b, extra_conf => $eos_conf);
 is($node->safe_psql('postgres', 'SHOW outbox.delivery'), 'exactly_once',
 	'exactly_once mode');
@@ -163,7 +168,43 @@ is(relay_status($node)->{state}, 'streaming', 'still streaming');
 	verify_topic($node, $b, $t_replay, 'replay', exactly_once => 1);
 }
 
-# (e) a second relay on the same slot and transactional.id.  Hold a
+# (e) a progress record from another history, written with Kafka's console
+# producer (a plain record is visible to read_committed readers).
+SKIP:
+{
+	skip 'needs the cluster of test/kafka/kafka.sh', 9 unless $b->{kafka};
+	my $key = $node->safe_psql('postgres',
+		q{SELECT 'outbox:' || system_identifier || ':' || d.oid || ':' || s.slot_name
+		    FROM pg_control_system(), outbox.relay_status s
+		    JOIN pg_database d ON d.datname = s.database});
+	my $value = qq({"version":1,"key":"$key","commit_lsn":"FF/0","end_lsn":"FF/30","replay_boundary":null,"replay_last_id":null});
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ 'bash', "$FindBin::RealBin/../../kafka/kafka.sh", 'run-class',
+			'org.apache.kafka.tools.ConsoleProducer', '--bootstrap-server', $b->{bootstrap},
+			'--topic', 'outbox_progress', '--property', 'parse.key=true',
+			'--property', "key.separator=\t" ],
+		'<', \"$key\t$value\n", '>', \$out, '2>', \$err)
+	  or diag("console producer: $err");
+	my $log_pos = log_position($node);
+	my $old_pid = relay_pid($node);
+	$node->safe_psql('postgres', "SELECT pg_terminate_backend($old_pid)");
+	ok( wait_for(
+			sub {
+				my $s = relay_status($node);
+				$s && $s->{pid} && $s->{pid} != $old_pid && $s->{state} eq 'streaming';
+			},
+			60),
+		'history: a new relay streams');
+	$node->safe_psql('postgres',
+		"SELECT outbox.enqueue('$t_history', 'key-' || (i % 5), jsonb_build_object('i', i)) FROM generate_series(1, 100) i");
+	ok(wait_relay_idle($node, 60), 'history: relay caught up');
+	ok(log_since($node, $log_pos) =~ /the progress record of "\Q$key\E" covers commit LSN FF\/0, past this server's WAL/,
+		'history: the record from another history was ignored');
+	my $d = verify_topic($node, $b, $t_history, 'history', exactly_once => 1);
+	is($d->{distinct}, 100, 'history: the new events were delivered, not skipped');
+}
+
+# (f) a second relay on the same slot and transactional.id.  Hold a
 # backlog in the WAL (Kafka not configured), copy the stopped cluster, then
 # let both relay it at once; afterwards only the original gets new events.
 $node->append_conf('postgresql.conf', "outbox.kafka_brokers = ''\n");
