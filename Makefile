@@ -25,6 +25,7 @@ OBJS = \
 	src/schedule.o \
 	src/kafka_sink.o \
 	src/reply.o \
+	src/eos.o \
 	decoder/outbox_decoder.o \
 	decoder/wire.o \
 	decoder/wire_encode.o
@@ -79,7 +80,7 @@ $(OBJS): src/compat.h src/outbox.h src/event.h src/msgauth.h src/adopt.h src/wat
 test/broker/%: test/broker/%.c test/broker/broker_util.h
 	$(CC) $(CFLAGS_SL_NONE) -O2 -g -Wall -Wextra -Wno-unused-parameter -o $@ $< -lrdkafka -lpthread
 
-test/unit/sink_check: test/unit/sink_check.c src/kafka_sink.o decoder/wire.o
+test/unit/sink_check: test/unit/sink_check.c src/kafka_sink.o src/eos.o decoder/wire.o
 	$(CC) $(CFLAGS) $(CPPFLAGS) -o $@ $^ -L$(pkglibdir) -lpgcommon -lpgport -lrdkafka -lpthread
 
 .PHONY: version

@@ -114,11 +114,14 @@ extern void outbox_kafka_log_report(OutboxKafkaLog *log, const char *who);
  * Returns NULL and a malloc'd message in *errstr on bad configuration; the
  * message never quotes a property value.  wake_fd (or -1) is written to
  * whenever librdkafka queues a delivery report or an error for
- * rd_kafka_poll().
+ * rd_kafka_poll().  With a transactional_id (outbox.delivery = exactly_once)
+ * the producer is transactional; outbox_sink_start_transactions() must
+ * succeed before the first frame is added.
  */
 extern OutboxSink *outbox_sink_create(const char *brokers,
 									  const char *file_properties,
 									  const char *guc_properties,
+									  const char *transactional_id,
 									  SinkAcked *acked,
 									  int wake_fd, char **errstr);
 /* Take what is known acknowledged of unsettled transactions (or NULL). */
@@ -173,6 +176,29 @@ extern void outbox_sink_stats(OutboxSink *sink, uint64 *delivered,
 							  uint64 *dead_lettered,
 							  TimestampTz *last_delivered_commit_time,
 							  TimestampTz *oldest_in_flight_commit_time);
+
+/*
+ * exactly_once (see "Kafka transactions" in kafka_sink.c): initialise
+ * transactions (fencing older producers of the same transactional.id),
+ * create the progress topic if missing and read the last committed progress
+ * record; false with a malloc'd message on failure.  Events it covers are
+ * skipped; transactions settle only once their Kafka transaction committed.
+ */
+extern bool outbox_sink_start_transactions(OutboxSink *sink,
+										   const char *progress_topic,
+										   char **errstr);
+/* Commit the open Kafka transaction now if it may end here. */
+extern void outbox_sink_flush(OutboxSink *sink);
+/* Was the producer fenced by a newer one with its transactional.id? */
+extern bool outbox_sink_fenced(OutboxSink *sink);
+/*
+ * Forget a progress record whose commit LSN is past insert_lsn (this
+ * server's WAL insert position): it comes from another history of the
+ * system (point-in-time restore), and skipping by it would lose events.
+ */
+extern void outbox_sink_check_history(OutboxSink *sink, XLogRecPtr insert_lsn);
+/* Frames are rows replayed after slot loss from this boundary (or none). */
+extern void outbox_sink_set_replay(OutboxSink *sink, XLogRecPtr boundary);
 
 /* Log librdkafka messages and errors queued by callbacks (outside them). */
 extern void outbox_sink_report(OutboxSink *sink);

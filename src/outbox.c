@@ -39,6 +39,10 @@ int			outbox_max_in_flight = 20000;
 int			outbox_retry_interval_ms = 1000;
 int			outbox_dead_letter_after_ms = 300000;
 int			outbox_on_permanent_error = OUTBOX_ON_ERROR_DEAD_LETTER;
+int			outbox_delivery = OUTBOX_DELIVERY_AT_LEAST_ONCE;
+char	   *outbox_progress_topic = NULL;
+int			outbox_transaction_linger_ms = 100;
+int			outbox_transaction_max_events = 100000;
 int			outbox_redeliver_interval_ms = 0;
 int			outbox_redeliver_after_ms = 300000;
 int			outbox_max_attempts = 10;
@@ -47,6 +51,12 @@ int			outbox_retention_s = 0;
 static const struct config_enum_entry on_permanent_error_options[] = {
 	{"dead_letter", OUTBOX_ON_ERROR_DEAD_LETTER, false},
 	{"block", OUTBOX_ON_ERROR_BLOCK, false},
+	{NULL, 0, false}
+};
+
+static const struct config_enum_entry delivery_options[] = {
+	{"at_least_once", OUTBOX_DELIVERY_AT_LEAST_ONCE, false},
+	{"exactly_once", OUTBOX_DELIVERY_EXACTLY_ONCE, false},
 	{NULL, 0, false}
 };
 
@@ -170,6 +180,39 @@ _PG_init(void)
 							 on_permanent_error_options,
 							 PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("outbox.delivery",
+							 gettext_noop("How the relay delivers into Kafka: at_least_once or exactly_once."),
+							 gettext_noop("exactly_once produces in Kafka transactions fenced by a progress record (outbox.progress_topic); consumers must read with isolation.level=read_committed."),
+							 &outbox_delivery,
+							 OUTBOX_DELIVERY_AT_LEAST_ONCE,
+							 delivery_options,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("outbox.progress_topic",
+							   gettext_noop("Compacted Kafka topic of the relay's progress records (outbox.delivery = exactly_once)."),
+							   gettext_noop("Created with cleanup.policy=compact and the cluster's default replication factor if missing."),
+							   &outbox_progress_topic,
+							   "outbox_progress",
+							   PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("outbox.transaction_linger",
+							gettext_noop("Longest time a Kafka transaction of the relay stays open (outbox.delivery = exactly_once)."),
+							gettext_noop("A transaction is also committed as soon as the relay has decoded all flushed WAL, and when it holds outbox.transaction_max_events events."),
+							&outbox_transaction_linger_ms,
+							100, 1, 60 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("outbox.transaction_max_events",
+							gettext_noop("Events after which the relay commits its Kafka transaction (outbox.delivery = exactly_once)."),
+							gettext_noop("Counted at PostgreSQL transaction boundaries: a PostgreSQL transaction with more events still goes out whole, in one Kafka transaction."),
+							&outbox_transaction_max_events,
+							100000, 1, INT_MAX,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("outbox.redeliver_interval",
 							gettext_noop("How often the relay re-publishes messages still unanswered after outbox.redeliver_after; 0 turns scheduled redelivery off."),

@@ -60,6 +60,18 @@ extern int	outbox_redeliver_after_ms;	/* outbox.redeliver_after, ms */
 extern int	outbox_max_attempts;	/* outbox.max_attempts, publications */
 extern int	outbox_retention_s;	/* outbox.retention, seconds, 0 = off */
 
+extern int	outbox_delivery;	/* outbox.delivery */
+extern char *outbox_progress_topic; /* outbox.progress_topic */
+extern int	outbox_transaction_linger_ms;	/* outbox.transaction_linger, ms */
+extern int	outbox_transaction_max_events;	/* outbox.transaction_max_events */
+
+/* Values of outbox.delivery. */
+typedef enum OutboxDelivery
+{
+	OUTBOX_DELIVERY_AT_LEAST_ONCE,	/* idempotent producer, acks gate the slot */
+	OUTBOX_DELIVERY_EXACTLY_ONCE	/* Kafka transactions with progress records */
+} OutboxDelivery;
+
 /* Values of outbox.on_permanent_error. */
 typedef enum OutboxOnError
 {
