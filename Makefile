@@ -24,6 +24,8 @@ OBJS = \
 	src/watermark.o \
 	src/schedule.o \
 	src/kafka_sink.o \
+	src/reply.o \
+	src/eos.o \
 	decoder/outbox_decoder.o \
 	decoder/wire.o \
 	decoder/wire_encode.o
@@ -89,7 +91,7 @@ LIBPQ_LIBS		?= $(or $(shell pkg-config --libs libpq 2>/dev/null),-L$(libdir) -lp
 examples/inventory/inventory: examples/inventory/inventory.c
 	$(CC) $(CFLAGS_SL_NONE) -O2 -g -Wall -Wextra -Wno-unused-parameter $(LIBPQ_CFLAGS) -o $@ $< $(LIBPQ_LIBS) -lrdkafka
 
-test/unit/sink_check: test/unit/sink_check.c src/kafka_sink.o decoder/wire.o
+test/unit/sink_check: test/unit/sink_check.c src/kafka_sink.o src/eos.o decoder/wire.o
 	$(CC) $(CFLAGS) $(CPPFLAGS) -o $@ $^ -L$(pkglibdir) -lpgcommon -lpgport -lrdkafka -lpthread
 
 .PHONY: version

@@ -16,15 +16,25 @@
 #       in_flight = 0 and confirmed_lsn >= the backlog's end LSN (polled
 #       every 20 ms inside the server); then the relay's peak resident
 #       memory (VmHWM in /proc) is read.
+#   (d) with --eos: the same backlog once more, from a slot of its own, by
+#       the relay with outbox.delivery = exactly_once (Kafka transactions,
+#       default batching), timed the same way.
+# With --replies N (a real Kafka), outbox.reply_topic is set to a topic
+# bench-replies of 4 partitions and, before each run switches the relay on,
+# N replies {"id": ..., "status": "confirmed"} for messages of the backlog
+# are produced there: the relay drains the backlog and applies the replies
+# at the same time; the time until all are applied (replies_applied in
+# relay_status) and the replies/s are printed after the run's line.
 # Prints events/s for each, the outbox/decoder and outbox/baseline ratios,
 # the relay's peak memory, the median over the runs and a final one-line
-# summary with the targets (outbox >= 95% of decode-only, relay <= 64 MB).
+# summary with the targets (outbox >= 95% of decode-only, relay <= 64 MB;
+# with --eos also exactly_once >= 80% of at_least_once).
 #
 # Usage: bench/drain.sh [--events N] [--runs R] [--batch B] [--pgbin DIR]
 #                       [--kafka3 | --mock] [--partitions P]
 #                       [--decoder-format binary|json] [--no-plugin-baseline]
 #                       [--relay-props 'name=value;...'] [--set 'guc = value']...
-#                       [--keep]
+#                       [--replies N] [--eos] [--keep]
 #
 # bench/drain.sh
 
@@ -39,6 +49,8 @@ DECODER_FORMAT=binary
 RELAY_PROPS=""
 EXTRA_CONF=""
 TIMEOUT_S=600
+REPLIES=0
+EOS=0
 
 usage()
 {
@@ -55,12 +67,14 @@ while [ $# -gt 0 ]; do
 		--pgbin) PGBIN=$2; shift 2 ;;
 		--relay-props) RELAY_PROPS=$2; shift 2 ;;
 		--set) EXTRA_CONF+="$2"$'\n'; shift 2 ;;
+		--replies) REPLIES=$2; shift 2 ;;
 		--no-plugin-baseline) PLUGIN_BASELINE=0; shift ;;
 		--decoder-format) DECODER_FORMAT=$2; shift 2 ;;
 		--kafka3) BENCH_KAFKA=kafka3; shift ;;
 		--mock) BENCH_KAFKA=mock; shift ;;
 		--timeout) TIMEOUT_S=$2; shift 2 ;;
 		--keep) BENCH_KEEP=1; shift ;;
+		--eos) EOS=1; shift ;;
 		-h|--help) usage ;;
 		*) echo "unknown argument: $1" >&2; usage ;;
 	esac
@@ -75,6 +89,12 @@ bench_setup_tmp
 
 log "cluster in $BENCH_TMP (PostgreSQL from $PGBIN)"
 bench_start_kafka bench "$PARTITIONS"
+if [ "$REPLIES" -gt 0 ]; then
+	[ "$BENCH_KAFKA" = mock ] && die "--replies needs a real Kafka (consumer groups)"
+	bash "$KAFKA_SH" create-topic "$BENCH_KAFKA_DIR" bench-replies 4 1 1 \
+		>>"$BENCH_TMP/kafka-start.log" 2>&1 || die "could not create topic bench-replies"
+	EXTRA_CONF+="outbox.reply_topic = 'bench-replies'"$'\n'
+fi
 bench_init_cluster "outbox.slot_name = 'outbox_1'
 $EXTRA_CONF"
 bench_pg_start
@@ -120,6 +140,8 @@ for r in $(seq 1 "$RUNS"); do
 		bpsql -c "SELECT pg_create_logical_replication_slot('oj_$r', 'outbox')" >/dev/null
 	bpsql -c "SELECT pg_create_logical_replication_slot('outbox_$r', 'outbox')
 	            WHERE NOT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = 'outbox_$r')" >/dev/null
+	[ "$EOS" = 1 ] &&
+		bpsql -c "SELECT pg_create_logical_replication_slot('eos_$r', 'outbox')" >/dev/null
 done
 
 START_LSN=$(bpsql -c "SELECT pg_current_wal_lsn()")
@@ -160,6 +182,7 @@ relay_memory()
 
 : >"$BENCH_TMP/base.txt" ; : >"$BENCH_TMP/plug.txt" ; : >"$BENCH_TMP/relay.txt"
 : >"$BENCH_TMP/ratio.txt" ; : >"$BENCH_TMP/dratio.txt" ; : >"$BENCH_TMP/hwm.txt"
+: >"$BENCH_TMP/eos.txt" ; : >"$BENCH_TMP/eratio.txt"
 log "Kafka: $(bench_kafka_desc); decoder = outbox plugin, $DECODER_FORMAT format, pg_recvlogical to /dev/null"
 printf '\n%-6s %13s %13s %13s %8s %8s %8s %8s %8s %8s\n' run "baseline ev/s" "decoder ev/s" "outbox ev/s" \
 	"/decoder" "/base" "first_s" "acked_s" "total_s" "hwm_MB" >&2
@@ -180,12 +203,30 @@ for r in $(seq 1 "$RUNS"); do
 	fi
 
 	read -r _ _ cpu0_s < <(relay_memory)
+	if [ "$REPLIES" -gt 0 ]; then
+		# replies for messages (r-1)*N+1 .. r*N wait in Kafka for the relay
+		applied0=$(bpsql -c "SELECT replies_applied FROM outbox.relay_status")
+		seq $(((r - 1) * REPLIES + 1)) $((r * REPLIES)) |
+			awk '{ printf "order-%d\t{\"db\":\"postgres\",\"id\":%d,\"status\":\"confirmed\"}\n", $1, $1 }' |
+			kcat -P -b "$BENCH_BOOTSTRAP" -t bench-replies -K $'\t' 2>>"$BENCH_TMP/kcat.err" ||
+			die "kcat could not produce the replies: $(tail -3 "$BENCH_TMP/kcat.err")"
+		t_on=$(now_s)
+	fi
 	bpsql -c "ALTER SYSTEM SET outbox.kafka_brokers = '$BENCH_BOOTSTRAP'" \
 		-c "ALTER SYSTEM SET outbox.kafka_properties = '$RELAY_PROPS'"
 	res=$(bpsql -F ' ' -c "SELECT coalesce(first_s, -1), coalesce(delivered_s, -1), coalesce(confirmed_s, -1), delivered, state, coalesce(last_error, '') FROM bench_relay_wait($EVENTS, '$END_LSN', $TIMEOUT_S)")
 	read -r first_s deliv_s conf_s delivered state lasterr <<<"$res"
 	if [ "$conf_s" = "-1" ]; then
 		die "run $r: relay did not finish within ${TIMEOUT_S}s: delivered=$delivered state=$state error=$lasterr"
+	fi
+	if [ "$REPLIES" -gt 0 ]; then
+		for i in $(seq 1 $((TIMEOUT_S * 10))); do
+			applied=$(bpsql -c "SELECT replies_applied FROM outbox.relay_status")
+			[ "$((applied - applied0))" -ge "$REPLIES" ] && break
+			sleep 0.1
+		done
+		replies_s=$(echo "$(now_s) - $t_on" | bc -l)
+		log "run $r: $((applied - applied0)) of $REPLIES replies applied $(printf %.2f "$replies_s") s after the relay was switched on ($(printf %.0f "$(echo "($applied - $applied0) / $replies_s" | bc -l)") replies/s, while draining the backlog)"
 	fi
 	read -r hwm_kb shmem_kb cpu_s < <(relay_memory)
 	# the relay's CPU time during the drain (all of it if it is a new process)
@@ -210,6 +251,25 @@ for r in $(seq 1 "$RUNS"); do
 	[ "$hwm_kb" != "-" ] && log "relay peak resident memory (VmHWM) $hwm_mb MB, of which shared memory (RssShmem, now) $((shmem_kb / 1024)) MB; relay CPU time $cpu_s s in ${conf_s} s ($(printf %.0f "$(echo "100 * $cpu_s / $conf_s" | bc -l)")% of one core; machine load average $(cut -d' ' -f1 /proc/loadavg))"
 	bpsql -c "SELECT pg_drop_replication_slot('td_$r')" >/dev/null
 	[ "$PLUGIN_BASELINE" = 1 ] && bpsql -c "SELECT pg_drop_replication_slot('oj_$r')" >/dev/null
+
+	if [ "$EOS" = 1 ]; then
+		# the same backlog again, exactly once, from its own slot
+		bpsql -c "ALTER SYSTEM SET outbox.slot_name = 'eos_$r'" \
+			-c "ALTER SYSTEM SET outbox.delivery = 'exactly_once'"
+		bench_pg_restart
+		bpsql -c "ALTER SYSTEM SET outbox.kafka_brokers = '$BENCH_BOOTSTRAP'"
+		res=$(bpsql -F ' ' -c "SELECT coalesce(confirmed_s, -1), delivered, state, coalesce(last_error, '') FROM bench_relay_wait($EVENTS, '$END_LSN', $TIMEOUT_S)")
+		read -r eos_s delivered state lasterr <<<"$res"
+		[ "$eos_s" = "-1" ] &&
+			die "run $r: exactly_once relay did not finish within ${TIMEOUT_S}s: delivered=$delivered state=$state error=$lasterr"
+		eos_rate=$(rate "$eos_s")
+		eratio=$(printf '%.3f' "$(echo "$eos_rate / $relay_rate" | bc -l)")
+		echo "$eos_rate" >>"$BENCH_TMP/eos.txt"
+		echo "$eratio" >>"$BENCH_TMP/eratio.txt"
+		log "run $r: exactly_once $eos_rate ev/s in $(printf %.3f "$eos_s") s, $eratio of at_least_once ($relay_rate ev/s)"
+		bpsql -c "ALTER SYSTEM SET outbox.kafka_brokers = ''" \
+			-c "ALTER SYSTEM SET outbox.delivery = 'at_least_once'" -c "SELECT pg_reload_conf()" >/dev/null
+	fi
 done
 
 m_base=$(median <"$BENCH_TMP/base.txt")
@@ -223,6 +283,13 @@ printf '%-6s %13.0f %13s %13.0f %8s %8s %8s %8s %8s %8s\n\n' median "$m_base" "$
 # Targets of issue 7: outbox >= 95% of decode-only; relay <= 64 MB resident.
 v_rate=$(awk -v r="$m_dratio" 'BEGIN { if (r == "-") print "not measured"; else print (r >= 0.95 ? "met" : "MISSED") }')
 v_mem=$(awk -v m="$m_hwm" 'BEGIN { if (m == "-") print "not measured"; else print (m <= 64 ? "met" : "MISSED") }')
-printf 'drain: kafka[%s] events=%d runs=%d relay_props[%s] outbox=%.0f ev/s decoder(outbox %s, decode-only)=%s ev/s baseline(test_decoding)=%.0f ev/s outbox/decoder=%s outbox/baseline=%s relay VmHWM max=%s MB; target outbox/decoder>=0.95: %s; target VmHWM<=64 MB: %s\n' \
-	"$(bench_kafka_desc)" "$EVENTS" "$RUNS" "$RELAY_PROPS" "$m_relay" "$DECODER_FORMAT" "$m_plug" "$m_base" \
+printf 'drain: kafka[%s] events=%d runs=%d replies=%d relay_props[%s] outbox=%.0f ev/s decoder(outbox %s, decode-only)=%s ev/s baseline(test_decoding)=%.0f ev/s outbox/decoder=%s outbox/baseline=%s relay VmHWM max=%s MB; target outbox/decoder>=0.95: %s; target VmHWM<=64 MB: %s\n' \
+	"$(bench_kafka_desc)" "$EVENTS" "$RUNS" "$REPLIES" "$RELAY_PROPS" "$m_relay" "$DECODER_FORMAT" "$m_plug" "$m_base" \
 	"$m_dratio" "$m_ratio" "$m_hwm" "$v_rate" "$v_mem"
+if [ "$EOS" = 1 ]; then
+	m_eos=$(median <"$BENCH_TMP/eos.txt")
+	m_eratio=$(median <"$BENCH_TMP/eratio.txt")
+	v_eos=$(awk -v r="$m_eratio" 'BEGIN { print (r >= 0.8 ? "met" : "MISSED") }')
+	printf 'drain exactly_once: kafka[%s] events=%d runs=%d exactly_once=%.0f ev/s at_least_once=%.0f ev/s exactly_once/at_least_once=%s; target >= 0.80: %s\n' \
+		"$(bench_kafka_desc)" "$EVENTS" "$RUNS" "$m_eos" "$m_relay" "$m_eratio" "$v_eos"
+fi

@@ -21,6 +21,11 @@
 # and a final one-line summary with the targets (outbox p50 <= 1.5x and
 # p99 <= 2x the test_decoding pipe's).
 #
+# With --eos every run is measured twice, first with outbox.delivery =
+# at_least_once, then (after a reload, which rebuilds the producer) with
+# exactly_once at the default batching; the summary adds the exactly_once
+# figures and their ratio to at_least_once (target p50 <= 2x).
+#
 # With --mock the consumer runs with fetch.wait.max.ms=1 (override with
 # --consumer-prop): librdkafka's mock broker answers an empty Fetch only
 # after the full wait, even when records arrive meanwhile, so
@@ -35,7 +40,7 @@
 #                         [--threads J] [--runs R] [--warmup S] [--pgbin DIR]
 #                         [--kafka3 | --mock] [--partitions P]
 #                         [--relay-props 'name=value;...'] [--set 'guc = value']...
-#                         [--consumer-prop name=value]... [--keep]
+#                         [--consumer-prop name=value]... [--eos] [--keep]
 #
 # bench/latency.sh
 
@@ -51,6 +56,7 @@ PARTITIONS=16
 RELAY_PROPS=""
 EXTRA_CONF=""
 CONSUMER_PROPS=()
+MODES=at_least_once
 
 usage()
 {
@@ -74,6 +80,7 @@ while [ $# -gt 0 ]; do
 		--kafka3) BENCH_KAFKA=kafka3; shift ;;
 		--mock) BENCH_KAFKA=mock; shift ;;
 		--keep) BENCH_KEEP=1; shift ;;
+		--eos) MODES="at_least_once exactly_once"; shift ;;
 		-h|--help) usage ;;
 		*) echo "unknown argument: $1" >&2; usage ;;
 	esac
@@ -108,12 +115,18 @@ DO $$ BEGIN PERFORM pg_create_logical_replication_slot('oj', 'outbox'); END $$;
 CREATE TABLE lat_raw (kind text, xid text, recv_us bigint);
 SQL
 
-for i in $(seq 1 100); do
-	st=$(bpsql -c "SELECT state FROM outbox.relay_status")
-	[ "$st" = streaming ] && break
-	sleep 0.1
-done
-[ "$st" = streaming ] || die "relay is not streaming (state: $st)"
+# wait_streaming WHAT: up to 10 s for the relay's state streaming
+wait_streaming()
+{
+	local i st
+	for i in $(seq 1 100); do
+		st=$(bpsql -c "SELECT state FROM outbox.relay_status")
+		[ "$st" = streaming ] && return 0
+		sleep 0.1
+	done
+	die "relay is not streaming$1 (state: $st)"
+}
+wait_streaming ""
 
 # pgbench script: one event per transaction, like an application would.
 cat >"$BENCH_TMP/enqueue.sql" <<'EOF'
@@ -170,6 +183,14 @@ rat() { echo "scale=2; $1 / $2" | bc -l; }
 log "Kafka: $(bench_kafka_desc)"
 printf '\n' >&2
 for r in $(seq 1 "$RUNS"); do
+for mode in $MODES; do
+	if [ "$MODES" != at_least_once ]; then
+		# a change of outbox.delivery rebuilds the producer
+		bpsql -c "ALTER SYSTEM SET outbox.delivery = '$mode'" -c "SELECT pg_reload_conf()" >/dev/null
+		sleep 2
+		wait_streaming " with outbox.delivery = $mode"
+		log "run $r: outbox.delivery = $mode"
+	fi
 	: >"$BENCH_TMP/consume.out"; : >"$BENCH_TMP/base.out"; : >"$BENCH_TMP/dec.out"
 	# consumer from the current end; exits IDLE_MS after the last record
 	"$CONSUME_BIN" -b "$BENCH_BOOTSTRAP" -t bench --from-end --idle-ms "$IDLE_MS" --timeout-ms 0 \
@@ -245,16 +266,19 @@ SQL
 	read -r ba_n ba_50 ba_90 ba_99 ba_max <<<"$ba"
 	read -r de_n de_50 de_90 de_99 de_max <<<"$de"
 	printf '  run %d %-36s %7s %9s %9s %9s %9s\n' "$r" "" count "p50 ms" "p90 ms" "p99 ms" "max ms" >&2
-	printf '        %-36s %7s %9s %9s %9s %9s\n' "outbox (relay -> Kafka -> consumer)" "$ob_n" "$ob_50" "$ob_90" "$ob_99" "$ob_max" >&2
+	printf '        %-36s %7s %9s %9s %9s %9s\n' "outbox ($mode)" "$ob_n" "$ob_50" "$ob_90" "$ob_99" "$ob_max" >&2
 	printf '        %-36s %7s %9s %9s %9s %9s\n' "baseline (test_decoding pipe)" "$ba_n" "$ba_50" "$ba_90" "$ba_99" "$ba_max" >&2
 	printf '        %-36s %7s %9s %9s %9s %9s\n' "decoder (outbox plugin pipe, JSON)" "$de_n" "$de_50" "$de_90" "$de_99" "$de_max" >&2
 	printf '        %-36s %7s %9s %9s %9s %9s\n' "ratio outbox/baseline" "" \
 		"$(rat "$ob_50" "$ba_50")" "$(rat "$ob_90" "$ba_90")" "$(rat "$ob_99" "$ba_99")" "$(rat "$ob_max" "$ba_max")" >&2
 	printf '        %-36s %7s %9s %9s %9s %9s\n\n' "ratio outbox/decoder" "" \
 		"$(rat "$ob_50" "$de_50")" "$(rat "$ob_90" "$de_90")" "$(rat "$ob_99" "$de_99")" "$(rat "$ob_max" "$de_max")" >&2
-	echo "$ob_n $ob_50 $ob_90 $ob_99 $ob_max" >>"$BENCH_TMP/ob.txt"
-	echo "$ba_n $ba_50 $ba_90 $ba_99 $ba_max" >>"$BENCH_TMP/ba.txt"
-	echo "$de_n $de_50 $de_90 $de_99 $de_max" >>"$BENCH_TMP/de.txt"
+	sfx=""
+	[ "$mode" = at_least_once ] || sfx="_$mode"
+	echo "$ob_n $ob_50 $ob_90 $ob_99 $ob_max" >>"$BENCH_TMP/ob$sfx.txt"
+	echo "$ba_n $ba_50 $ba_90 $ba_99 $ba_max" >>"$BENCH_TMP/ba$sfx.txt"
+	echo "$de_n $de_50 $de_90 $de_99 $de_max" >>"$BENCH_TMP/de$sfx.txt"
+done
 done
 
 col() { awk -v c="$2" '{print $c}' "$1" | median; }
@@ -269,3 +293,13 @@ v99=$(awk -v r="$r99" 'BEGIN { print (r <= 2 ? "met" : "MISSED") }')
 printf 'latency: kafka[%s] rate=%s/s warmup=%ss runs=%d events/run=%s consumer[%s] relay_props[%s] outbox p50=%s p90=%s p99=%s max=%s ms; baseline(test_decoding pipe) p50=%s p90=%s p99=%s max=%s ms; decoder(outbox plugin pipe) p50=%s p90=%s p99=%s max=%s ms; outbox/baseline p50=%s p99=%s; target p50<=1.5x: %s; target p99<=2x: %s\n' \
 	"$(bench_kafka_desc)" "$RATE" "$WARMUP" "$RUNS" "$on" "${CONSUMER_PROPS[*]}" "$RELAY_PROPS" "$o50" "$o90" "$o99" "$omax" \
 	"$b50" "$b90" "$b99" "$bmax" "$d50" "$d90" "$d99" "$dmax" "$r50" "$r99" "$v50" "$v99"
+if [ -s "$BENCH_TMP/ob_exactly_once.txt" ]; then
+	e50=$(col "$BENCH_TMP/ob_exactly_once.txt" 2); e90=$(col "$BENCH_TMP/ob_exactly_once.txt" 3)
+	e99=$(col "$BENCH_TMP/ob_exactly_once.txt" 4); emax=$(col "$BENCH_TMP/ob_exactly_once.txt" 5)
+	en=$(col "$BENCH_TMP/ob_exactly_once.txt" 1)
+	eb50=$(col "$BENCH_TMP/ba_exactly_once.txt" 2)
+	x50=$(rat "$e50" "$o50"); x99=$(rat "$e99" "$o99")
+	ve=$(awk -v r="$x50" 'BEGIN { print (r <= 2 ? "met" : "MISSED") }')
+	printf 'latency exactly_once: kafka[%s] rate=%s/s runs=%d events/run=%s exactly_once p50=%s p90=%s p99=%s max=%s ms (baseline p50 in those runs %s ms); at_least_once p50=%s p99=%s ms; exactly_once/at_least_once p50=%s p99=%s; target p50<=2x: %s\n' \
+		"$(bench_kafka_desc)" "$RATE" "$RUNS" "$en" "$e50" "$e90" "$e99" "$emax" "$eb50" "$o50" "$o99" "$x50" "$x99" "$ve"
+fi

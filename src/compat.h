@@ -246,4 +246,23 @@ outbox_init_materialized_srf(FunctionCallInfo fcinfo)
 /* 15.19 (Debian) and later gate output plugins on output_plugin_libraries. */
 #define OUTBOX_PLUGIN_ALLOWLIST_GUC "output_plugin_libraries"
 
+/*
+ * The JSON parser's semantic actions return an error code from 16 on (void
+ * before), and 17 made the lexer's context an argument of its constructor.
+ */
+#if PG_VERSION_NUM >= 160000
+#define OUTBOX_JSON_ACTION		JsonParseErrorType
+#define OUTBOX_JSON_ACTION_DONE	return JSON_SUCCESS
+#else
+#define OUTBOX_JSON_ACTION		void
+#define OUTBOX_JSON_ACTION_DONE	return
+#endif
+#if PG_VERSION_NUM >= 170000
+#define outbox_json_lexer(json, len, encoding) \
+	makeJsonLexContextCstringLen(NULL, (json), (len), (encoding), true)
+#else
+#define outbox_json_lexer(json, len, encoding) \
+	makeJsonLexContextCstringLen((json), (len), (encoding), true)
+#endif
+
 #endif							/* OUTBOX_COMPAT_H */

@@ -39,6 +39,7 @@
 #include "storage/ipc.h"
 
 #include "compat.h"
+#include "eos.h"
 #include "event.h"
 #include "kafka_sink.h"
 #include "outbox.h"
@@ -48,8 +49,7 @@
 /* In-flight bytes are bounded too, so that large events cannot pile up. */
 #define SINK_MAX_IN_FLIGHT_BYTES	((Size) 64 * 1024 * 1024)
 /* librdkafka log lines and errors kept between two polls. */
-#define SINK_LOG_SLOTS		32
-#define SINK_LOG_LEN		512
+#define SINK_LOG_LEN		OUTBOX_KAFKA_LOG_LEN
 /* Pauses before producing records again after a transient error. */
 #define SINK_RETRY_MIN_MS	100
 #define SINK_RETRY_MAX_MS	5000
@@ -68,6 +68,8 @@ typedef struct SinkTxn
 	TimestampTz commit_time;	/* its commit time */
 	uint64		pending;		/* events not yet settled */
 	bool		complete;		/* commit frame seen */
+	bool		committed;		/* exactly_once: in a committed Kafka
+								 * transaction, or needed none */
 	uint32		nevents;		/* events seen: the next one's ordinal */
 	uint8	   *acked;			/* bit per ordinal: acknowledged by Kafka or
 								 * written to dead_letters; NULL if none */
@@ -106,14 +108,6 @@ typedef struct SinkTopic
 	char		name[OUTBOX_TOPIC_MAX_LEN + 1];	/* topic name */
 } SinkTopic;
 
-/* A librdkafka log line or error, recorded by a callback. */
-typedef struct SinkLogSlot
-{
-	int			level;			/* syslog level */
-	bool		is_error;		/* from error_cb */
-	char		text[SINK_LOG_LEN]; /* message */
-} SinkLogSlot;
-
 /* What is known to be acknowledged of one unsettled transaction. */
 typedef struct SinkAckedTxn
 {
@@ -123,9 +117,28 @@ typedef struct SinkAckedTxn
 	uint32		nacked;			/* bits set */
 } SinkAckedTxn;
 
+/*
+ * exactly_once: an event Kafka refused inside a transaction, which was
+ * therefore aborted.  Remembered over the rewind, so that the next attempt
+ * produces it alone (size errors: batch-mates fail with it), again later
+ * (transient errors) or not at all but into dead_letters (definite).
+ */
+typedef struct SinkPoison
+{
+	XLogRecPtr	commit_lsn;		/* its transaction */
+	uint32		ordinal;		/* its place there */
+	int64		id;				/* its outbox id, or -1 */
+	rd_kafka_resp_err_t err;	/* the last refusal */
+	TimestampTz first_failed;	/* the first one */
+	bool		alone_tried;	/* refused again when produced alone */
+	bool		definite;		/* goes to dead_letters, unproduced */
+} SinkPoison;
+
 /* Handed from a sink to the next one over a rewind (kafka_sink.h). */
 struct SinkAcked
 {
+	SinkPoison *poison;			/* exactly_once: refused events (malloc'd) */
+	int			npoison;
 	int			ntxns;			/* entries, in commit order */
 	int			next;			/* first entry not yet matched or passed */
 	SinkAckedTxn txns[FLEXIBLE_ARRAY_MEMBER];
@@ -178,9 +191,29 @@ struct OutboxSink
 	SinkTopic  *topics;			/* open-addressing table of topic handles */
 	int			topics_size;	/* slots, a power of two */
 	int			ntopics;		/* used slots */
-	SinkLogSlot logs[SINK_LOG_SLOTS];	/* recorded by callbacks */
-	int			nlogs;			/* used slots */
-	int			logs_dropped;	/* lines that found no slot */
+	OutboxKafkaLog log;			/* recorded by callbacks */
+	/* exactly_once (outbox.delivery): see "Kafka transactions" below */
+	bool		eos;			/* transactional producer? */
+	bool		eos_ready;		/* transactions initialised, progress read */
+	bool		fenced;			/* a newer producer took our transactional.id */
+	bool		txn_open;		/* a Kafka transaction is open */
+	bool		committing;		/* inside eos_commit() */
+	TimestampTz txn_began;		/* when it began */
+	uint64		txn_events;		/* events produced in it */
+	rd_kafka_resp_err_t progress_err;	/* the progress record's delivery */
+	EosProgress progress;		/* what Kafka has: read at start, then ours */
+	EosProgress pending_progress;	/* what the open transaction will say */
+	XLogRecPtr	replay_boundary;	/* replaying rows after slot loss */
+	rd_kafka_topic_t *progress_rkt; /* the progress topic */
+	int32		progress_partition; /* our key's partition there */
+	bool		skip_over;		/* an event past the progress record came */
+	SinkPoison *poison;			/* refused events, over rewinds */
+	int			npoison;
+	int			poison_cap;
+	char		eos_key[EOS_KEY_LEN];	/* progress key = transactional.id */
+	char	   *client_brokers; /* settings, for the progress reader */
+	char	   *client_file_props;
+	char	   *client_guc_props;
 };
 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg,
@@ -188,8 +221,14 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg,
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque);
 static void on_log(const rd_kafka_t *rk, int level, const char *fac,
 				   const char *buf);
-static void record_log(OutboxSink *sink, int level, bool is_error,
-					   const char *fmt,...) pg_attribute_printf(4, 5);
+static bool is_fenced_error(rd_kafka_resp_err_t err);
+static void eos_reject(OutboxSink *sink, SinkRecord *rec);
+static bool eos_produce_event(OutboxSink *sink, SinkTxn *txn, SinkRecord *rec,
+							  const SinkEvent *ev);
+static void eos_maybe_commit(OutboxSink *sink, bool now);
+static void push_dead(OutboxSink *sink, SinkRecord *rec);
+static void serve_while_waiting(OutboxSink *sink);
+static bool eos_covered(OutboxSink *sink, const SinkEvent *ev);
 static bool is_record_error(rd_kafka_resp_err_t err);
 static bool is_size_error(rd_kafka_resp_err_t err);
 static void report_skipped(OutboxSink *sink);
@@ -215,9 +254,9 @@ static void adopt_acked(OutboxSink *sink, SinkTxn *txn);
  * example 'Invalid value "..." for configuration property "acks"'), and a
  * value may be a password, so the error we return names the property only.
  */
-static bool
-conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
-		 char **errstr)
+bool
+outbox_kafka_conf_set(rd_kafka_conf_t *conf, const char *name,
+					  const char *value, char **errstr)
 {
 	char		buf[512];
 	char		msg[SINK_LOG_LEN];
@@ -318,24 +357,55 @@ conf_apply_list(rd_kafka_conf_t *conf, const char *list, const char *seps,
 		for (e = value + strlen(value) - 1;
 			 e >= value && (*e == ' ' || *e == '\t' || *e == '\r'); e--)
 			*e = '\0';
-		ok = conf_set(conf, name, value, errstr);
+		ok = outbox_kafka_conf_set(conf, name, value, errstr);
 	}
 	free(item);
 	return ok;
 }
 
+/*
+ * Apply the user's properties: outbox.kafka_config_file's lines, then
+ * outbox.kafka_properties' items (later ones win).
+ */
+bool
+outbox_kafka_conf_apply(rd_kafka_conf_t *conf, const char *file_properties,
+						const char *guc_properties, char **errstr)
+{
+	return conf_apply_list(conf, file_properties, "\n", false,
+						   "outbox.kafka_config_file", errstr) &&
+		conf_apply_list(conf, guc_properties, ";", true,
+						"outbox.kafka_properties", errstr);
+}
+
+/*
+ * rd_kafka_new() with every signal blocked: librdkafka's threads inherit
+ * our signal mask, and PostgreSQL's signals must reach only our thread.
+ */
+rd_kafka_t *
+outbox_kafka_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, char *errbuf,
+				 size_t errbuf_size)
+{
+	sigset_t	all;
+	sigset_t	saved;
+	rd_kafka_t *rk;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &saved);
+	rk = rd_kafka_new(type, conf, errbuf, errbuf_size);
+	pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	return rk;
+}
+
 OutboxSink *
 outbox_sink_create(const char *brokers, const char *file_properties,
-				   const char *guc_properties, SinkAcked *acked, int wake_fd,
-				   char **errstr)
+				   const char *guc_properties, const char *transactional_id,
+				   SinkAcked *acked, int wake_fd, char **errstr)
 {
 	OutboxSink *sink;
 	rd_kafka_conf_t *conf;
 	rd_kafka_queue_t *mainq;
 	char		buf[512];
 	char		num[32];
-	sigset_t	all;
-	sigset_t	saved;
 
 	*errstr = NULL;
 	sink = calloc(1, sizeof(OutboxSink));
@@ -349,43 +419,65 @@ outbox_sink_create(const char *brokers, const char *file_properties,
 
 	conf = rd_kafka_conf_new();
 	snprintf(num, sizeof(num), "%d", Min(outbox_max_in_flight * 2, 10000000));
-	if (!conf_set(conf, "bootstrap.servers", brokers, errstr) ||
-		!conf_set(conf, "client.id", "outbox-relay", errstr) ||
-		!conf_set(conf, "enable.idempotence", "true", errstr) ||
-		!conf_set(conf, "partitioner", "murmur2_random", errstr) ||
-		!conf_set(conf, "message.timeout.ms", "0", errstr) ||
-		!conf_set(conf, "linger.ms", "0", errstr) ||
-		!conf_set(conf, "socket.nagle.disable", "true", errstr) ||
-		!conf_set(conf, "queue.buffering.max.messages", num, errstr) ||
-		!conf_set(conf, "log.queue", "true", errstr) ||
-		!conf_apply_list(conf, file_properties, "\n", false,
-						 "outbox.kafka_config_file", errstr) ||
-		!conf_apply_list(conf, guc_properties, ";", true,
-						 "outbox.kafka_properties", errstr))
+	if (!outbox_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr) ||
+		!outbox_kafka_conf_set(conf, "client.id", "outbox-relay", errstr) ||
+		!outbox_kafka_conf_set(conf, "enable.idempotence", "true", errstr) ||
+		!outbox_kafka_conf_set(conf, "partitioner", "murmur2_random", errstr) ||
+		/* a transactional producer's bound is transaction.timeout.ms */
+		(transactional_id == NULL &&
+		 !outbox_kafka_conf_set(conf, "message.timeout.ms", "0", errstr)) ||
+		!outbox_kafka_conf_set(conf, "linger.ms", "0", errstr) ||
+		!outbox_kafka_conf_set(conf, "socket.nagle.disable", "true", errstr) ||
+		!outbox_kafka_conf_set(conf, "queue.buffering.max.messages", num, errstr) ||
+		!outbox_kafka_conf_set(conf, "log.queue", "true", errstr) ||
+		!outbox_kafka_conf_apply(conf, file_properties, guc_properties, errstr) ||
+		(transactional_id != NULL &&
+		 !outbox_kafka_conf_set(conf, "transactional.id", transactional_id, errstr)))
 	{
 		rd_kafka_conf_destroy(conf);
 		free(sink);
 		outbox_sink_free_acked(acked);
 		return NULL;
 	}
+	if (transactional_id == NULL && acked != NULL && acked->ntxns == 0)
+	{
+		/* refused events of an exactly_once sink: at least once retries them */
+		outbox_sink_free_acked(acked);
+		acked = NULL;
+	}
+	if (transactional_id != NULL)
+	{
+		sink->eos = true;
+		strlcpy(sink->eos_key, transactional_id, sizeof(sink->eos_key));
+		sink->client_brokers = strdup(brokers);
+		sink->client_file_props = strdup(file_properties ? file_properties : "");
+		sink->client_guc_props = strdup(guc_properties ? guc_properties : "");
+		if (acked != NULL)
+		{
+			/* only the refused events matter: no acknowledgement survives an abort */
+			sink->poison = acked->poison;
+			sink->npoison = sink->poison_cap = acked->npoison;
+			acked->poison = NULL;
+			acked->npoison = 0;
+			outbox_sink_free_acked(acked);
+			acked = NULL;
+		}
+	}
 	rd_kafka_conf_set_opaque(conf, sink);
 	rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
 	rd_kafka_conf_set_error_cb(conf, on_error);
 	rd_kafka_conf_set_log_cb(conf, on_log);
 
-	/*
-	 * librdkafka's threads inherit our signal mask: block everything while
-	 * they are created so PostgreSQL's signals reach only our thread.
-	 */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &saved);
-	sink->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, buf, sizeof(buf));
-	pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	sink->rk = outbox_kafka_new(RD_KAFKA_PRODUCER, conf, buf, sizeof(buf));
 	if (sink->rk == NULL)
 	{
 		/* rd_kafka_new() frees conf only on success */
 		rd_kafka_conf_destroy(conf);
 		*errstr = strdup(buf);
+		free(sink->poison);
+		free(sink->client_brokers);
+		free(sink->client_file_props);
+		free(sink->client_guc_props);
 		free(sink);
 		outbox_sink_free_acked(acked);
 		return NULL;
@@ -424,6 +516,20 @@ outbox_sink_destroy(OutboxSink *sink)
 	if (sink == NULL)
 		return;
 
+	/*
+	 * An open Kafka transaction is aborted (its records stay invisible to
+	 * read_committed consumers); should that fail, the next producer's
+	 * init_transactions() aborts it.
+	 */
+	if (sink->eos && sink->txn_open && !sink->fenced)
+	{
+		rd_kafka_error_t *error = rd_kafka_abort_transaction(sink->rk, 2000);
+
+		if (error != NULL)
+			rd_kafka_error_destroy(error);
+		sink->txn_open = false;
+	}
+
 	/* Drop whatever is queued or in flight; delivery reports say "purged". */
 	rd_kafka_purge(sink->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT |
 				   RD_KAFKA_PURGE_F_NON_BLOCKING);
@@ -432,6 +538,8 @@ outbox_sink_destroy(OutboxSink *sink)
 		if (sink->topics[i].rkt != NULL)
 			rd_kafka_topic_destroy(sink->topics[i].rkt);
 	free(sink->topics);
+	if (sink->progress_rkt != NULL)
+		rd_kafka_topic_destroy(sink->progress_rkt);
 	rd_kafka_destroy(sink->rk);
 
 	dlist_foreach_modify(iter, &sink->records)
@@ -449,6 +557,10 @@ outbox_sink_destroy(OutboxSink *sink)
 	}
 	outbox_sink_free_acked(sink->acked);
 	free(sink->dead_array);
+	free(sink->poison);
+	free(sink->client_brokers);
+	free(sink->client_file_props);
+	free(sink->client_guc_props);
 	free(sink);
 }
 
@@ -463,6 +575,13 @@ on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 	OutboxSink *sink = (OutboxSink *) opaque;
 	SinkRecord *rec = (SinkRecord *) msg->_private;
 
+	if (rec == NULL)
+	{
+		/* the progress record of a Kafka transaction */
+		if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR)
+			sink->progress_err = msg->err;
+		return;
+	}
 	rec->err = msg->err;
 	rec->reported = true;
 	rec->next_done = NULL;
@@ -473,23 +592,23 @@ on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 	sink->done_tail = rec;
 }
 
-static void
-record_log(OutboxSink *sink, int level, bool is_error, const char *fmt,...)
+void
+outbox_kafka_log_record(OutboxKafkaLog *log, int level, bool is_error,
+						const char *fmt,...)
 {
 	va_list		ap;
-	SinkLogSlot *slot;
 
-	if (sink->nlogs >= SINK_LOG_SLOTS)
+	if (log->n >= OUTBOX_KAFKA_LOG_SLOTS)
 	{
-		sink->logs_dropped++;
+		log->dropped++;
 		return;
 	}
-	slot = &sink->logs[sink->nlogs++];
-	slot->level = level;
-	slot->is_error = is_error;
+	log->slots[log->n].level = level;
+	log->slots[log->n].is_error = is_error;
 	va_start(ap, fmt);
-	vsnprintf(slot->text, sizeof(slot->text), fmt, ap);
+	vsnprintf(log->slots[log->n].text, OUTBOX_KAFKA_LOG_LEN, fmt, ap);
 	va_end(ap);
+	log->n++;
 }
 
 static void
@@ -504,14 +623,22 @@ on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 
 		orig = rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
 		sink->failed = true;
-		snprintf(sink->failed_reason, sizeof(sink->failed_reason),
-				 "fatal producer error %s: %s", rd_kafka_err2name(orig), fatal);
+		if (is_fenced_error(orig))
+		{
+			sink->fenced = true;
+			snprintf(sink->failed_reason, sizeof(sink->failed_reason),
+					 "fenced: a newer producer with transactional.id \"%s\" took over (%s: %s)",
+					 sink->eos_key, rd_kafka_err2name(orig), fatal);
+		}
+		else
+			snprintf(sink->failed_reason, sizeof(sink->failed_reason),
+					 "fatal producer error %s: %s", rd_kafka_err2name(orig), fatal);
 		return;
 	}
 	if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
 		sink->unreachable = true;
-	record_log(sink, 3, true, "%s: %s",
-			   rd_kafka_err2name((rd_kafka_resp_err_t) err), reason);
+	outbox_kafka_log_record(&sink->log, 3, true, "%s: %s",
+							rd_kafka_err2name((rd_kafka_resp_err_t) err), reason);
 }
 
 static void
@@ -519,7 +646,7 @@ on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
 	OutboxSink *sink = (OutboxSink *) rd_kafka_opaque(rk);
 
-	record_log(sink, level, false, "%s: %s", fac, buf);
+	outbox_kafka_log_record(&sink->log, level, false, "%s: %s", fac, buf);
 }
 
 /* ---------------------------------------------------------------------
@@ -619,12 +746,19 @@ wait_for_room(OutboxSink *sink, Size len)
 			 sink->in_flight_bytes + sink->held_bytes + len > SINK_MAX_IN_FLIGHT_BYTES)))
 	{
 		outbox_sink_poll(sink, 100);
-		CHECK_FOR_INTERRUPTS();
-		if (!PostmasterIsAlive())
-			proc_exit(1);
-		if (sink->wait_hook)
-			sink->wait_hook(sink->wait_arg);
+		serve_while_waiting(sink);
 	}
+}
+
+/* Between two looks at librdkafka while the sink waits: the rest of the world. */
+static void
+serve_while_waiting(OutboxSink *sink)
+{
+	CHECK_FOR_INTERRUPTS();
+	if (!PostmasterIsAlive())
+		proc_exit(1);
+	if (sink->wait_hook)
+		sink->wait_hook(sink->wait_arg);
 }
 
 void
@@ -823,6 +957,7 @@ outbox_sink_free_acked(SinkAcked *acked)
 		return;
 	for (i = acked->next; i < acked->ntxns; i++)
 		free(acked->txns[i].bits);
+	free(acked->poison);
 	free(acked);
 }
 
@@ -836,6 +971,20 @@ outbox_sink_take_acked(OutboxSink *sink)
 
 	if (sink == NULL)
 		return NULL;
+	if (sink->eos)
+	{
+		/* an aborted transaction's acknowledgements mean nothing */
+		if (sink->npoison == 0)
+			return NULL;
+		acked = calloc(1, offsetof(SinkAcked, txns));
+		if (acked == NULL)
+			return NULL;
+		acked->poison = sink->poison;
+		acked->npoison = sink->npoison;
+		sink->poison = NULL;
+		sink->npoison = sink->poison_cap = 0;
+		return acked;
+	}
 	for (txn = sink->head; txn != NULL; txn = txn->next)
 	{
 		if (txn->nacked == 0)
@@ -852,6 +1001,8 @@ outbox_sink_take_acked(OutboxSink *sink)
 		return NULL;			/* only duplicates are at stake */
 	acked->ntxns = n;
 	acked->next = 0;
+	acked->poison = NULL;
+	acked->npoison = 0;
 	n = 0;
 	for (txn = sink->head; txn != NULL && n < acked->ntxns; txn = txn->next)
 	{
@@ -922,6 +1073,20 @@ produce_event(OutboxSink *sink, const char *frame, Size len)
 	txn = txn_for_event(sink, &ev);
 	ordinal = txn->nevents++;
 
+	if (sink->eos)
+	{
+		if (!XLogRecPtrIsInvalid(sink->replay_boundary) && ev.has_id &&
+			ev.id > sink->pending_progress.replay_last_id)
+			sink->pending_progress.replay_last_id = ev.id;
+		/* in Kafka already, by the last committed progress record */
+		if (eos_covered(sink, &ev))
+		{
+			sink->skipped++;
+			return;
+		}
+		sink->skip_over = true;
+	}
+
 	/* acknowledged before a rewind: producing it again would only repeat it */
 	if (txn->acked != NULL && txn_is_acked(txn, ordinal))
 	{
@@ -946,6 +1111,12 @@ produce_event(OutboxSink *sink, const char *frame, Size len)
 	rec->ordinal = ordinal;
 	rec->txn = txn;
 	txn->pending++;
+
+	if (sink->eos)
+	{
+		eos_produce_event(sink, txn, rec, &ev);
+		return;
+	}
 
 	/*
 	 * While records wait for a retry, later ones are held back unproduced,
@@ -1084,6 +1255,12 @@ reject(OutboxSink *sink, SinkRecord *rec)
 	SinkRecord **link;
 	bool		expired = false;
 
+	if (sink->eos)
+	{
+		eos_reject(sink, rec);
+		return;
+	}
+
 	/*
 	 * A broker refuses a whole batch when one record of it is too large, so
 	 * the records batched with it fail too.  The first time, every such
@@ -1176,11 +1353,19 @@ refresh_topic(OutboxSink *sink, SinkTopic *slot)
 static void
 report_skipped(OutboxSink *sink)
 {
+	/* exactly_once: once the covered transactions are behind (skip_over) */
+	if (sink->eos && !sink->skip_over)
+		return;
 	if (sink->skipped != sink->skipped_reported && sink->acked == NULL)
 	{
-		ereport(LOG,
-				(errmsg("outbox relay: skipped %llu event(s) acknowledged before the rewind",
-						(unsigned long long) sink->skipped)));
+		if (sink->eos)
+			ereport(LOG,
+					(errmsg("outbox relay: skipped %llu event(s) that the last committed progress record covers",
+							(unsigned long long) sink->skipped)));
+		else
+			ereport(LOG,
+					(errmsg("outbox relay: skipped %llu event(s) acknowledged before the rewind",
+							(unsigned long long) sink->skipped)));
 		sink->skipped_reported = sink->skipped;
 	}
 }
@@ -1291,6 +1476,13 @@ outbox_sink_add_frame(OutboxSink *sink, const char *frame, Size len)
 					 errmsg("outbox relay received %u events for the transaction committed at %X/%X, but its commit frame counts %u",
 							txn->nevents, LSN_FORMAT_ARGS(commit_lsn), nevents)));
 		txn->complete = true;
+		if (sink->eos)
+		{
+			/* nothing of it is in an open Kafka transaction: nothing to wait for */
+			if (!sink->txn_open)
+				txn->committed = true;
+			eos_maybe_commit(sink, false);
+		}
 		pop_settled(sink);
 		return;
 	}
@@ -1316,7 +1508,8 @@ pop_settled(OutboxSink *sink)
 	if (sink->failed)
 		return;
 
-	while ((txn = sink->head) != NULL && txn->complete && txn->pending == 0)
+	while ((txn = sink->head) != NULL && txn->complete && txn->pending == 0 &&
+		   (txn->committed || !sink->eos))
 	{
 		sink->settled_lsn = txn->end_lsn;
 		sink->head = txn->next;
@@ -1384,6 +1577,7 @@ outbox_sink_poll(OutboxSink *sink, int timeout_ms)
 {
 	poll_reports(sink, timeout_ms);
 	resume_stream(sink);
+	eos_maybe_commit(sink, false);
 }
 
 XLogRecPtr
@@ -1496,22 +1690,7 @@ outbox_sink_stats(OutboxSink *sink, uint64 *delivered, uint64 *dead_lettered,
 void
 outbox_sink_report(OutboxSink *sink)
 {
-	int			i;
-
-	for (i = 0; i < sink->nlogs; i++)
-	{
-		SinkLogSlot *slot = &sink->logs[i];
-
-		if (slot->is_error)
-		{
-			ereport(LOG,
-					(errmsg("outbox relay: Kafka error: %s", slot->text)));
-			outbox_status_error("Kafka: %s", slot->text);
-		}
-		else
-			ereport(slot->level <= 4 ? LOG : DEBUG1,
-					(errmsg("outbox relay: librdkafka: %s", slot->text)));
-	}
+	outbox_kafka_log_report(&sink->log, "");
 	report_skipped(sink);
 	if (sink->retry_head != NULL)
 	{
@@ -1549,10 +1728,498 @@ outbox_sink_report(OutboxSink *sink)
 			sink->retry_reported_at = now;
 		}
 	}
-	if (sink->logs_dropped > 0)
+}
+
+/* Log what outbox_kafka_log_record() recorded, and forget it. */
+void
+outbox_kafka_log_report(OutboxKafkaLog *log, const char *who)
+{
+	int			i;
+
+	for (i = 0; i < log->n; i++)
+	{
+		if (log->slots[i].is_error)
+		{
+			ereport(LOG,
+					(errmsg("outbox relay: %sKafka error: %s", who,
+							log->slots[i].text)));
+			outbox_status_error("%sKafka: %s", who, log->slots[i].text);
+		}
+		else
+			ereport(log->slots[i].level <= 4 ? LOG : DEBUG1,
+					(errmsg("outbox relay: %slibrdkafka: %s", who,
+							log->slots[i].text)));
+	}
+	if (log->dropped > 0)
 		ereport(LOG,
-				(errmsg("outbox relay: %d librdkafka messages were not logged",
-						sink->logs_dropped)));
-	sink->nlogs = 0;
-	sink->logs_dropped = 0;
+				(errmsg("outbox relay: %s%d librdkafka messages were not logged",
+						who, log->dropped)));
+	log->n = 0;
+	log->dropped = 0;
+}
+
+/* ---------------------------------------------------------------------
+ * Kafka transactions (outbox.delivery = exactly_once)
+ *
+ * A Kafka transaction begins with the first record produced after the last
+ * one ended and holds whole PostgreSQL transactions: it is committed only
+ * at a commit frame (or later), together with one progress record that
+ * names the newest PostgreSQL transaction inside (src/eos.c).  Only then
+ * do its PostgreSQL transactions count as settled, so the slot never
+ * passes what Kafka has not committed; and whatever Kafka has committed,
+ * the progress record says, so that a rewind or a restart skips it
+ * (eos_covered()).
+ *
+ * A record refused inside the transaction makes it abortable: the producer
+ * is failed, the relay aborts and rewinds, and the refused record is
+ * remembered (SinkPoison, carried over the rewind) to be produced alone
+ * next time (a size error fails its batch-mates too), or to go to
+ * dead_letters without being produced once it is known to be at fault.
+ * ---------------------------------------------------------------------
+ */
+
+static bool
+is_fenced_error(rd_kafka_resp_err_t err)
+{
+	return err == RD_KAFKA_RESP_ERR__FENCED ||
+		err == RD_KAFKA_RESP_ERR_PRODUCER_FENCED ||
+		err == RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH;
+}
+
+static void
+eos_fail(OutboxSink *sink, const char *fmt,...)
+pg_attribute_printf(2, 3);
+
+static void
+eos_fail(OutboxSink *sink, const char *fmt,...)
+{
+	va_list		ap;
+
+	if (sink->failed)
+		return;
+	sink->failed = true;
+	va_start(ap, fmt);
+	vsnprintf(sink->failed_reason, sizeof(sink->failed_reason), fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * A transactional call failed: a fenced or otherwise fatal producer must be
+ * rebuilt; an abortable transaction is aborted; either way the relay
+ * rewinds and the next producer starts from the last committed progress.
+ */
+static void
+eos_txn_error(OutboxSink *sink, rd_kafka_error_t *error, const char *what)
+{
+	rd_kafka_resp_err_t code = rd_kafka_error_code(error);
+
+	if (rd_kafka_error_is_fatal(error))
+	{
+		char		fatal[SINK_LOG_LEN];
+		rd_kafka_resp_err_t orig = rd_kafka_fatal_error(sink->rk, fatal,
+														sizeof(fatal));
+
+		if (is_fenced_error(code) || is_fenced_error(orig))
+			sink->fenced = true;
+	}
+	else if (is_fenced_error(code))
+		sink->fenced = true;
+
+	if (sink->fenced)
+		eos_fail(sink, "fenced: a newer producer with transactional.id \"%s\" took over (%s: %s)",
+				 sink->eos_key, what, rd_kafka_error_string(error));
+	else if (rd_kafka_error_txn_requires_abort(error))
+	{
+		rd_kafka_error_t *aerr = rd_kafka_abort_transaction(sink->rk, 5000);
+
+		if (aerr == NULL)
+			sink->txn_open = false;
+		else
+			rd_kafka_error_destroy(aerr);
+		eos_fail(sink, "Kafka transaction aborted (%s: %s)", what,
+				 rd_kafka_error_string(error));
+	}
+	else
+		eos_fail(sink, "Kafka transaction failed (%s: %s)", what,
+				 rd_kafka_error_string(error));
+}
+
+/* Is an event in Kafka already, by the last committed progress record? */
+static bool
+eos_covered(OutboxSink *sink, const SinkEvent *ev)
+{
+	if (!sink->progress.found)
+		return false;
+	if (!XLogRecPtrIsInvalid(sink->replay_boundary))
+		return ev->has_id &&
+			sink->progress.replay_boundary == sink->replay_boundary &&
+			ev->id <= sink->progress.replay_last_id;
+	return ev->commit_lsn <= sink->progress.commit_lsn;
+}
+
+static SinkPoison *
+poison_find(OutboxSink *sink, XLogRecPtr commit_lsn, uint32 ordinal, int64 id)
+{
+	int			i;
+
+	for (i = 0; i < sink->npoison; i++)
+	{
+		SinkPoison *p = &sink->poison[i];
+
+		if (p->commit_lsn == commit_lsn && p->ordinal == ordinal && p->id == id)
+			return p;
+	}
+	return NULL;
+}
+
+/* Serve delivery reports until everything produced is reported. */
+static void
+eos_drain(OutboxSink *sink)
+{
+	while (sink->in_flight > 0 && !sink->failed)
+	{
+		poll_reports(sink, 100);
+		serve_while_waiting(sink);
+	}
+}
+
+static bool
+eos_begin(OutboxSink *sink)
+{
+	rd_kafka_error_t *error;
+
+	if (sink->txn_open)
+		return true;
+	error = rd_kafka_begin_transaction(sink->rk);
+	if (error != NULL)
+	{
+		eos_txn_error(sink, error, "begin");
+		rd_kafka_error_destroy(error);
+		return false;
+	}
+	sink->txn_open = true;
+	sink->txn_began = GetCurrentTimestamp();
+	sink->txn_events = 0;
+	sink->progress_err = RD_KAFKA_RESP_ERR_NO_ERROR;
+	return true;
+}
+
+/* Produce an event inside the open Kafka transaction (begun if need be). */
+static bool
+eos_produce_event(OutboxSink *sink, SinkTxn *txn, SinkRecord *rec,
+				  const SinkEvent *ev)
+{
+	SinkPoison *p = poison_find(sink, txn->commit_lsn, rec->ordinal,
+								ev->has_id ? ev->id : -1);
+
+	if (p != NULL && p->definite)
+	{
+		/* refused before, known at fault: to dead_letters, never produced */
+		rec->err = p->err;
+		push_dead(sink, rec);
+		return true;
+	}
+	if (!eos_begin(sink))
+		return false;
+	sink->txn_events++;
+	if (p != NULL && is_size_error(p->err) && !p->alone_tried)
+	{
+		/* in a batch of its own: refused again, it is the one at fault */
+		p->alone_tried = true;
+		eos_drain(sink);
+		if (sink->failed)
+			return false;
+		send_record(sink, rec);
+		eos_drain(sink);
+		return !sink->failed;
+	}
+	send_record(sink, rec);
+	return !sink->failed;
+}
+
+/*
+ * A record failed inside a Kafka transaction, which cannot commit now:
+ * remember it, fail the producer; the relay aborts and rewinds.  A record
+ * librdkafka refused at once for a reason of its own never joined the
+ * transaction and goes to dead_letters directly.
+ */
+static void
+eos_reject(OutboxSink *sink, SinkRecord *rec)
+{
+	bool		block = (outbox_on_permanent_error == OUTBOX_ON_ERROR_BLOCK);
+	SinkEvent	ev;
+	const char *problem;
+	SinkPoison *p;
+	TimestampTz now = GetCurrentTimestamp();
+	int64		id = -1;
+
+	if (!rec->reported && is_record_error(rec->err) && !block)
+	{
+		push_dead(sink, rec);
+		return;
+	}
+	if (outbox_wire_parse_event(rec->frame, rec->len, &ev, &problem) && ev.has_id)
+		id = ev.id;
+
+	if (is_record_error(rec->err) || is_transient_error(rec->err))
+	{
+		p = poison_find(sink, rec->txn->commit_lsn, rec->ordinal, id);
+		if (p == NULL)
+		{
+			if (sink->npoison >= sink->poison_cap)
+			{
+				int			cap = Max(sink->poison_cap * 2, 8);
+				SinkPoison *grown = realloc(sink->poison, cap * sizeof(SinkPoison));
+
+				if (grown == NULL)
+					ereport(ERROR,
+							(errcode(ERRCODE_OUT_OF_MEMORY),
+							 errmsg("out of memory")));
+				sink->poison = grown;
+				sink->poison_cap = cap;
+			}
+			p = &sink->poison[sink->npoison++];
+			memset(p, 0, sizeof(*p));
+			p->commit_lsn = rec->txn->commit_lsn;
+			p->ordinal = rec->ordinal;
+			p->id = id;
+			p->first_failed = now;
+		}
+		p->err = rec->err;
+		if (!block)
+		{
+			if (is_size_error(rec->err))
+				p->definite = p->alone_tried;
+			else if (is_record_error(rec->err))
+				p->definite = true;
+			else
+				p->definite = TimestampDifferenceExceeds(p->first_failed, now,
+														 outbox_dead_letter_after_ms);
+		}
+	}
+	eos_fail(sink, "Kafka refused an event inside a Kafka transaction (%s); the transaction is aborted and produced again%s",
+			 rd_kafka_err2name(rec->err),
+			 is_record_error(rec->err) || is_transient_error(rec->err) ?
+			 " without the refused event once it is known to be at fault" : "");
+	/* leave txn->pending: nothing past it may be confirmed */
+	free_record(sink, rec);
+}
+
+/*
+ * Commit the open Kafka transaction with its progress record.  On success
+ * its PostgreSQL transactions are settled (once every report is served).
+ */
+static void
+eos_commit(OutboxSink *sink)
+{
+	char		value[EOS_VALUE_LEN];
+	EosProgress p = sink->progress;
+	rd_kafka_resp_err_t err;
+	rd_kafka_error_t *error;
+	SinkTxn    *txn;
+	int			len;
+
+	sink->committing = true;
+	if (!XLogRecPtrIsInvalid(sink->replay_boundary))
+	{
+		p.replay_boundary = sink->replay_boundary;
+		p.replay_last_id = sink->pending_progress.replay_last_id;
+	}
+	else
+	{
+		p.commit_lsn = sink->tail->commit_lsn;
+		p.end_lsn = sink->tail->end_lsn;
+		p.replay_boundary = InvalidXLogRecPtr;
+		p.replay_last_id = 0;
+	}
+	p.found = true;
+	len = outbox_eos_encode(value, sizeof(value), sink->eos_key, &p);
+	err = rd_kafka_producev(sink->rk,
+							RD_KAFKA_V_RKT(sink->progress_rkt),
+							RD_KAFKA_V_PARTITION(sink->progress_partition),
+							RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+							RD_KAFKA_V_KEY(sink->eos_key, strlen(sink->eos_key)),
+							RD_KAFKA_V_VALUE(value, len),
+							RD_KAFKA_V_OPAQUE(NULL),
+							RD_KAFKA_V_END);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		eos_fail(sink, "could not produce the progress record: %s",
+				 rd_kafka_err2str(err));
+		sink->committing = false;
+		return;
+	}
+
+	/* librdkafka flushes the transaction's records first, serving reports */
+	for (;;)
+	{
+		error = rd_kafka_commit_transaction(sink->rk, 1000);
+		if (error == NULL)
+			break;
+		if (rd_kafka_error_is_retriable(error) && !sink->failed)
+		{
+			rd_kafka_error_destroy(error);
+			settle(sink);
+			serve_while_waiting(sink);
+			continue;
+		}
+		/* refused records first: they are remembered for the next attempt */
+		poll_reports(sink, 0);
+		eos_txn_error(sink, error, "commit");
+		rd_kafka_error_destroy(error);
+		sink->committing = false;
+		return;
+	}
+
+	sink->txn_open = false;
+	sink->progress = p;
+	sink->pending_progress.replay_last_id = p.replay_last_id;
+	for (txn = sink->head; txn != NULL; txn = txn->next)
+		txn->committed = true;
+	sink->committing = false;
+	poll_reports(sink, 0);
+}
+
+/*
+ * Commit the open Kafka transaction if it may end here (its last
+ * PostgreSQL transaction is complete, its dead letters are written) and
+ * should: now, or after outbox.transaction_linger, or at
+ * outbox.transaction_max_events.
+ */
+static void
+eos_maybe_commit(OutboxSink *sink, bool now)
+{
+	if (!sink->eos || !sink->txn_open || sink->committing || sink->failed)
+		return;
+	if (sink->tail == NULL || !sink->tail->complete || sink->ndead > 0)
+		return;
+	if (!now && sink->txn_events < (uint64) outbox_transaction_max_events &&
+		!TimestampDifferenceExceeds(sink->txn_began, GetCurrentTimestamp(),
+									outbox_transaction_linger_ms))
+		return;
+	eos_commit(sink);
+}
+
+void
+outbox_sink_flush(OutboxSink *sink)
+{
+	if (sink->eos)
+	{
+		/* caught up: whatever was skipped is behind */
+		sink->skip_over = true;
+		report_skipped(sink);
+	}
+	eos_maybe_commit(sink, true);
+}
+
+bool
+outbox_sink_fenced(OutboxSink *sink)
+{
+	return sink->fenced;
+}
+
+void
+outbox_sink_check_history(OutboxSink *sink, XLogRecPtr insert_lsn)
+{
+	if (!sink->eos || !sink->progress.found ||
+		sink->progress.commit_lsn <= insert_lsn)
+		return;
+	ereport(WARNING,
+			(errmsg("outbox relay: the progress record of \"%s\" covers commit LSN %X/%X, past this server's WAL (%X/%X); it is ignored",
+					sink->eos_key, LSN_FORMAT_ARGS(sink->progress.commit_lsn),
+					LSN_FORMAT_ARGS(insert_lsn)),
+			 errdetail("The record comes from another history of this system (a restore to an earlier point in time, or a copy that went on alone): nothing is skipped by it, so events after the slot's position may be delivered again, but none is lost.")));
+	memset(&sink->progress, 0, sizeof(sink->progress));
+}
+
+void
+outbox_sink_set_replay(OutboxSink *sink, XLogRecPtr boundary)
+{
+	sink->replay_boundary = boundary;
+	sink->pending_progress.replay_last_id =
+		sink->progress.replay_boundary == boundary ? sink->progress.replay_last_id : 0;
+}
+
+/* A client configuration with the producer's connection settings. */
+static rd_kafka_conf_t *
+eos_client_conf(OutboxSink *sink, char **errstr)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+
+	if (!outbox_kafka_conf_set(conf, "bootstrap.servers", sink->client_brokers, errstr) ||
+		!outbox_kafka_conf_set(conf, "client.id", "outbox-relay-progress", errstr) ||
+		!outbox_kafka_conf_set(conf, "log.connection.close", "false", errstr) ||
+		!outbox_kafka_conf_apply(conf, sink->client_file_props,
+								 sink->client_guc_props, errstr))
+	{
+		rd_kafka_conf_destroy(conf);
+		return NULL;
+	}
+	return conf;
+}
+
+bool
+outbox_sink_start_transactions(OutboxSink *sink, const char *progress_topic,
+							   char **errstr)
+{
+	rd_kafka_error_t *error;
+	rd_kafka_conf_t *conf;
+	char		buf[SINK_LOG_LEN];
+	int			partitions;
+
+	*errstr = NULL;
+	if (!sink->eos || sink->eos_ready)
+		return true;
+
+	/* fences every older producer of our transactional.id, aborts its transaction */
+	error = rd_kafka_init_transactions(sink->rk, 30000);
+	if (error != NULL)
+	{
+		snprintf(buf, sizeof(buf), "could not initialize Kafka transactions for transactional.id \"%s\": %s",
+				 sink->eos_key, rd_kafka_error_string(error));
+		if (is_fenced_error(rd_kafka_error_code(error)))
+			sink->fenced = true;
+		rd_kafka_error_destroy(error);
+		*errstr = strdup(buf);
+		return false;
+	}
+	if (!outbox_eos_ensure_topic(sink->rk, progress_topic, &partitions, 10000,
+								 buf, sizeof(buf)))
+	{
+		*errstr = strdup(buf);
+		return false;
+	}
+	sink->progress_rkt = rd_kafka_topic_new(sink->rk, progress_topic, NULL);
+	if (sink->progress_rkt == NULL)
+	{
+		*errstr = strdup("invalid outbox.progress_topic");
+		return false;
+	}
+	sink->progress_partition = outbox_eos_partition(sink->eos_key, partitions);
+
+	/* only now: our init_transactions() ended any open transaction of ours */
+	conf = eos_client_conf(sink, errstr);
+	if (conf == NULL)
+		return false;
+	if (!outbox_eos_read_progress(conf, progress_topic, partitions,
+								  sink->eos_key, &sink->progress, 30000,
+								  buf, sizeof(buf)))
+	{
+		*errstr = strdup(buf);
+		return false;
+	}
+	sink->eos_ready = true;
+	if (sink->progress.found)
+		ereport(LOG,
+				(errmsg("outbox relay: exactly-once: the last committed progress record of \"%s\" covers commit LSN %X/%X%s",
+						sink->eos_key, LSN_FORMAT_ARGS(sink->progress.commit_lsn),
+						XLogRecPtrIsInvalid(sink->progress.replay_boundary) ? "" :
+						psprintf(" and replayed rows up to id " INT64_FORMAT " of the replay from %X/%X",
+								 sink->progress.replay_last_id,
+								 LSN_FORMAT_ARGS(sink->progress.replay_boundary)))));
+	else
+		ereport(LOG,
+				(errmsg("outbox relay: exactly-once: no progress record of \"%s\" in topic \"%s\" yet",
+						sink->eos_key, progress_topic)));
+	return true;
 }

@@ -32,6 +32,8 @@
 #include "access/xlogdefs.h"
 #include "datatype/timestamp.h"
 
+#include <librdkafka/rdkafka.h>
+
 #include "wire.h"
 
 typedef struct OutboxSink OutboxSink;
@@ -62,6 +64,48 @@ typedef struct SinkDeadLetter
 
 
 /*
+ * librdkafka configuration shared by the producer and the reply consumer
+ * (reply.c).  Each returns false and a malloc'd message in *errstr on a bad
+ * property; no message ever quotes a value.  outbox_kafka_conf_apply() sets
+ * the user's properties: "name=value" lines (file_properties, '#'
+ * comments), then "name=value" items separated by ';' (guc_properties,
+ * where "\;" and "\\" escape); later ones win.  outbox_kafka_new() is
+ * rd_kafka_new() with every signal blocked while librdkafka's threads start.
+ */
+extern bool outbox_kafka_conf_set(rd_kafka_conf_t *conf, const char *name,
+								  const char *value, char **errstr);
+extern bool outbox_kafka_conf_apply(rd_kafka_conf_t *conf,
+									const char *file_properties,
+									const char *guc_properties, char **errstr);
+extern rd_kafka_t *outbox_kafka_new(rd_kafka_type_t type, rd_kafka_conf_t *conf,
+									char *errbuf, size_t errbuf_size);
+
+/*
+ * librdkafka log lines and errors, recorded by callbacks (which never elog)
+ * and logged after the poll by outbox_kafka_log_report(): errors at LOG and
+ * in relay_status, log lines at LOG (syslog level warning or worse) or
+ * DEBUG1; each message starts with "outbox relay: " and who.
+ */
+#define OUTBOX_KAFKA_LOG_SLOTS	32
+#define OUTBOX_KAFKA_LOG_LEN	512
+typedef struct OutboxKafkaLog
+{
+	struct
+	{
+		int			level;		/* syslog level */
+		bool		is_error;	/* from error_cb */
+		char		text[OUTBOX_KAFKA_LOG_LEN]; /* message */
+	}			slots[OUTBOX_KAFKA_LOG_SLOTS];
+	int			n;				/* used slots */
+	int			dropped;		/* lines that found no slot */
+} OutboxKafkaLog;
+
+extern void outbox_kafka_log_record(OutboxKafkaLog *log, int level,
+									bool is_error, const char *fmt,...)
+			pg_attribute_printf(4, 5);
+extern void outbox_kafka_log_report(OutboxKafkaLog *log, const char *who);
+
+/*
  * Create a producer for the given bootstrap servers.  Extra librdkafka
  * properties come as "name=value" lines (file_properties, '#' comments) and
  * as "name=value" items separated by ';' (guc_properties, where "\;" and
@@ -70,11 +114,14 @@ typedef struct SinkDeadLetter
  * Returns NULL and a malloc'd message in *errstr on bad configuration; the
  * message never quotes a property value.  wake_fd (or -1) is written to
  * whenever librdkafka queues a delivery report or an error for
- * rd_kafka_poll().
+ * rd_kafka_poll().  With a transactional_id (outbox.delivery = exactly_once)
+ * the producer is transactional; outbox_sink_start_transactions() must
+ * succeed before the first frame is added.
  */
 extern OutboxSink *outbox_sink_create(const char *brokers,
 									  const char *file_properties,
 									  const char *guc_properties,
+									  const char *transactional_id,
 									  SinkAcked *acked,
 									  int wake_fd, char **errstr);
 /* Take what is known acknowledged of unsettled transactions (or NULL). */
@@ -129,6 +176,29 @@ extern void outbox_sink_stats(OutboxSink *sink, uint64 *delivered,
 							  uint64 *dead_lettered,
 							  TimestampTz *last_delivered_commit_time,
 							  TimestampTz *oldest_in_flight_commit_time);
+
+/*
+ * exactly_once (see "Kafka transactions" in kafka_sink.c): initialise
+ * transactions (fencing older producers of the same transactional.id),
+ * create the progress topic if missing and read the last committed progress
+ * record; false with a malloc'd message on failure.  Events it covers are
+ * skipped; transactions settle only once their Kafka transaction committed.
+ */
+extern bool outbox_sink_start_transactions(OutboxSink *sink,
+										   const char *progress_topic,
+										   char **errstr);
+/* Commit the open Kafka transaction now if it may end here. */
+extern void outbox_sink_flush(OutboxSink *sink);
+/* Was the producer fenced by a newer one with its transactional.id? */
+extern bool outbox_sink_fenced(OutboxSink *sink);
+/*
+ * Forget a progress record whose commit LSN is past insert_lsn (this
+ * server's WAL insert position): it comes from another history of the
+ * system (point-in-time restore), and skipping by it would lose events.
+ */
+extern void outbox_sink_check_history(OutboxSink *sink, XLogRecPtr insert_lsn);
+/* Frames are rows replayed after slot loss from this boundary (or none). */
+extern void outbox_sink_set_replay(OutboxSink *sink, XLogRecPtr boundary);
 
 /* Log librdkafka messages and errors queued by callbacks (outside them). */
 extern void outbox_sink_report(OutboxSink *sink);

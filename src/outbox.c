@@ -22,6 +22,7 @@
 #include "utils/varlena.h"
 
 #include "compat.h"
+#include "event.h"
 #include "outbox.h"
 
 PG_MODULE_MAGIC;
@@ -33,10 +34,15 @@ char	   *outbox_databases = NULL;
 char	   *outbox_slot_name = NULL;
 char	   *outbox_kafka_properties = NULL;
 char	   *outbox_kafka_config_file = NULL;
+char	   *outbox_reply_topic = NULL;
 int			outbox_max_in_flight = 20000;
 int			outbox_retry_interval_ms = 1000;
 int			outbox_dead_letter_after_ms = 300000;
 int			outbox_on_permanent_error = OUTBOX_ON_ERROR_DEAD_LETTER;
+int			outbox_delivery = OUTBOX_DELIVERY_AT_LEAST_ONCE;
+char	   *outbox_progress_topic = NULL;
+int			outbox_transaction_linger_ms = 100;
+int			outbox_transaction_max_events = 100000;
 int			outbox_redeliver_interval_ms = 0;
 int			outbox_redeliver_after_ms = 300000;
 int			outbox_max_attempts = 10;
@@ -45,6 +51,12 @@ int			outbox_retention_s = 0;
 static const struct config_enum_entry on_permanent_error_options[] = {
 	{"dead_letter", OUTBOX_ON_ERROR_DEAD_LETTER, false},
 	{"block", OUTBOX_ON_ERROR_BLOCK, false},
+	{NULL, 0, false}
+};
+
+static const struct config_enum_entry delivery_options[] = {
+	{"at_least_once", OUTBOX_DELIVERY_AT_LEAST_ONCE, false},
+	{"exactly_once", OUTBOX_DELIVERY_EXACTLY_ONCE, false},
 	{NULL, 0, false}
 };
 
@@ -64,6 +76,7 @@ static void outbox_shmem_startup(void);
 static void outbox_xact_callback(XactEvent event, void *arg);
 static bool check_slot_name(char **newval, void **extra, GucSource source);
 static bool check_databases(char **newval, void **extra, GucSource source);
+static bool check_reply_topic(char **newval, void **extra, GucSource source);
 
 PG_FUNCTION_INFO_V1(outbox_register_database_sql);
 
@@ -127,6 +140,14 @@ _PG_init(void)
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 
+	DefineCustomStringVariable("outbox.reply_topic",
+							   gettext_noop("Kafka topic of consumer verdicts the relays apply as outbox.confirm() would; empty turns the reply consumer off."),
+							   gettext_noop("Each relay consumes it in consumer group outbox-reply-<database>; see docs/relay.md."),
+							   &outbox_reply_topic,
+							   "",
+							   PGC_SIGHUP, 0,
+							   check_reply_topic, NULL, NULL);
+
 	DefineCustomIntVariable("outbox.max_in_flight",
 							gettext_noop("Most events the relay keeps produced but not yet acknowledged by Kafka."),
 							gettext_noop("Decoding pauses at this bound until Kafka acknowledges; it bounds the relay's memory."),
@@ -159,6 +180,39 @@ _PG_init(void)
 							 on_permanent_error_options,
 							 PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("outbox.delivery",
+							 gettext_noop("How the relay delivers into Kafka: at_least_once or exactly_once."),
+							 gettext_noop("exactly_once produces in Kafka transactions fenced by a progress record (outbox.progress_topic); consumers must read with isolation.level=read_committed."),
+							 &outbox_delivery,
+							 OUTBOX_DELIVERY_AT_LEAST_ONCE,
+							 delivery_options,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("outbox.progress_topic",
+							   gettext_noop("Compacted Kafka topic of the relay's progress records (outbox.delivery = exactly_once)."),
+							   gettext_noop("Created with cleanup.policy=compact and the cluster's default replication factor if missing."),
+							   &outbox_progress_topic,
+							   "outbox_progress",
+							   PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("outbox.transaction_linger",
+							gettext_noop("Longest time a Kafka transaction of the relay stays open (outbox.delivery = exactly_once)."),
+							gettext_noop("A transaction is also committed as soon as the relay has decoded all flushed WAL, and when it holds outbox.transaction_max_events events."),
+							&outbox_transaction_linger_ms,
+							100, 1, 60 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("outbox.transaction_max_events",
+							gettext_noop("Events after which the relay commits its Kafka transaction (outbox.delivery = exactly_once)."),
+							gettext_noop("Counted at PostgreSQL transaction boundaries: a PostgreSQL transaction with more events still goes out whole, in one Kafka transaction."),
+							&outbox_transaction_max_events,
+							100000, 1, INT_MAX,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("outbox.redeliver_interval",
 							gettext_noop("How often the relay re-publishes messages still unanswered after outbox.redeliver_after; 0 turns scheduled redelivery off."),
@@ -286,6 +340,23 @@ check_databases(char **newval, void **extra, GucSource source)
 	list_free(names);
 	pfree(copy);
 	return ok;
+}
+
+/* Empty, or a name Kafka accepts for a topic. */
+static bool
+check_reply_topic(char **newval, void **extra, GucSource source)
+{
+	const char *problem;
+
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	problem = outbox_topic_problem(*newval, strlen(*newval));
+	if (problem != NULL)
+	{
+		GUC_check_errdetail("%s", problem);
+		return false;
+	}
+	return true;
 }
 
 /* ---------------------------------------------------------------------

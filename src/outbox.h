@@ -19,6 +19,8 @@
  *	  launcher.c      the launcher worker: starts and restarts the relay
  *	  relay_worker.c  the relay worker: slot, decoding loop, ack gating
  *	  kafka_sink.c    librdkafka producer and in-flight tracking
+ *	  reply.c         the reply topic's consumer: verdicts applied as
+ *	                  outbox.confirm() would, exactly once
  *	  decoder/        the `outbox` output plugin; depends on event.c,
  *	                  msgauth.c and adopt.c only,
  *	                  never on relay or Kafka code
@@ -48,6 +50,7 @@ extern char *outbox_slot_name;	/* outbox.slot_name, the slots' prefix */
 #define OUTBOX_SLOT_PREFIX_MAX	(NAMEDATALEN - 1 - 11)
 extern char *outbox_kafka_properties;	/* outbox.kafka_properties (secret) */
 extern char *outbox_kafka_config_file;	/* outbox.kafka_config_file */
+extern char *outbox_reply_topic;	/* outbox.reply_topic, "" = off */
 extern int	outbox_max_in_flight;	/* outbox.max_in_flight, events */
 extern int	outbox_retry_interval_ms;	/* outbox.retry_interval, ms */
 extern int	outbox_dead_letter_after_ms;	/* outbox.dead_letter_after, ms */
@@ -56,6 +59,18 @@ extern int	outbox_redeliver_interval_ms;	/* outbox.redeliver_interval, 0 = off *
 extern int	outbox_redeliver_after_ms;	/* outbox.redeliver_after, ms */
 extern int	outbox_max_attempts;	/* outbox.max_attempts, publications */
 extern int	outbox_retention_s;	/* outbox.retention, seconds, 0 = off */
+
+extern int	outbox_delivery;	/* outbox.delivery */
+extern char *outbox_progress_topic; /* outbox.progress_topic */
+extern int	outbox_transaction_linger_ms;	/* outbox.transaction_linger, ms */
+extern int	outbox_transaction_max_events;	/* outbox.transaction_max_events */
+
+/* Values of outbox.delivery. */
+typedef enum OutboxDelivery
+{
+	OUTBOX_DELIVERY_AT_LEAST_ONCE,	/* idempotent producer, acks gate the slot */
+	OUTBOX_DELIVERY_EXACTLY_ONCE	/* Kafka transactions with progress records */
+} OutboxDelivery;
 
 /* Values of outbox.on_permanent_error. */
 typedef enum OutboxOnError

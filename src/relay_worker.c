@@ -98,10 +98,12 @@
 
 #include "adopt.h"
 #include "compat.h"
+#include "eos.h"
 #include "event.h"
 #include "kafka_sink.h"
 #include "outbox.h"
 #include "relay_shmem.h"
+#include "reply.h"
 #include "schedule.h"
 #include "watermark.h"
 #include "wire.h"
@@ -160,6 +162,8 @@ typedef struct RelayState
 	char	   *brokers;		/* settings the producer was built with */
 	char	   *file_props;
 	char	   *guc_props;
+	int			delivery;		/* outbox.delivery the producer was built for */
+	char	   *progress_topic; /* outbox.progress_topic likewise */
 	XLogRecPtr	saved_lsn;		/* confirmed position last persisted */
 	XLogRecPtr	required_lsn;	/* restart_lsn last announced to checkpoints */
 	TimestampTz last_save;		/* when */
@@ -181,12 +185,14 @@ typedef struct RelayState
 	TimestampTz absent_since;	/* extension missing since, 0 if present */
 	bool		replaying;		/* publishing rows after slot loss? */
 	bool		watermark_failed;	/* did the last watermark write fail? */
+	bool		fenced;			/* exactly_once: did a newer producer fence us? */
 	bool		standby_gate;	/* does our failover slot wait for standbys? */
 	XLogRecPtr	standby_target; /* WAL position the standbys must confirm */
 	TimestampTz standby_wait_since; /* since when they have not, or 0 */
 	bool		standby_waiting;	/* said so (waiting_for_standbys)? */
 	uint64		delivered_base; /* delivered by producers already destroyed */
 	uint64		dead_lettered_base; /* likewise for dead letters */
+	bool		reply_more;		/* replies waiting beyond the last batch? */
 } RelayState;
 
 static RelayState relay;
@@ -214,6 +220,7 @@ static void relay_create_slot(void);
 static RelayStop relay_stream(void);
 static void relay_teardown(bool release_slot);
 static void relay_wait(long timeout_ms);
+static void relay_wait_for(long timeout_ms);
 static void relay_check_extension(void);
 static bool relay_have_adoptions(void);
 static void relay_advance(bool force_save);
@@ -224,6 +231,7 @@ static RelayStop relay_replay(WatermarkReplay *replay, uint64 total);
 static void relay_replay_status(uint64 total, uint64 produced);
 static bool relay_read_replay(WatermarkReplay *replay, uint64 *count);
 static void relay_watermark_tick(void);
+static void relay_reply_tick(void);
 static char *relay_try_xact(void (*fn) (void *), void *arg, MemoryContext cxt);
 static uint64 relay_delivered(void);
 static XLogRecPtr relay_decode_limit(void);
@@ -319,6 +327,7 @@ outbox_relay_main(Datum main_arg)
 static void
 relay_on_exit(int code, Datum arg)
 {
+	outbox_reply_stop();
 	relay_destroy_sink();
 	if (MyReplicationSlot != NULL && code == 0)
 	{
@@ -524,8 +533,17 @@ relay_run(void)
 			relay_teardown(stop == RELAY_RESTART);
 			if (stop == RELAY_REWIND)
 			{
-				outbox_status_set_state("reconnecting");
-				relay_wait(outbox_retry_interval_ms);
+				/*
+				 * A relay fenced by a newer producer of its transactional.id
+				 * (exactly_once) waits longer: the other one is working, and
+				 * starting again fences it in turn.
+				 */
+				outbox_status_set_state(relay.fenced ? "fenced" : "reconnecting");
+				if (relay.fenced)
+					relay_wait_for(Max(outbox_retry_interval_ms, RELAY_CALM_WAIT_MS));
+				else
+					relay_wait(outbox_retry_interval_ms);
+				relay.fenced = false;
 				if (!relay_ready() || !relay_kafka_configured())
 					break;
 			}
@@ -569,6 +587,27 @@ relay_wait(long timeout_ms)
 		}
 	}
 	CHECK_FOR_INTERRUPTS();
+}
+
+/*
+ * Wait the whole timeout: commits and librdkafka's pipe end relay_wait()
+ * early, and a rebuilt producer must not come back sooner than meant.
+ */
+static void
+relay_wait_for(long timeout_ms)
+{
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													timeout_ms);
+
+	for (;;)
+	{
+		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+														   until);
+
+		if (left <= 0)
+			break;
+		relay_wait(left);
+	}
 }
 
 /* Enter a state that needs outside help: log it once, then wait calmly. */
@@ -913,7 +952,9 @@ relay_settings_changed(void)
 	bool		changed;
 
 	file_props = read_config_file(outbox_kafka_config_file, &problem);
-	changed = strcmp(relay.brokers, outbox_kafka_brokers) != 0 ||
+	changed = relay.delivery != outbox_delivery ||
+		strcmp(relay.progress_topic, outbox_progress_topic) != 0 ||
+		strcmp(relay.brokers, outbox_kafka_brokers) != 0 ||
 		strcmp(relay.guc_props, outbox_kafka_properties) != 0 ||
 		file_props == NULL || strcmp(relay.file_props, file_props) != 0;
 	if (file_props)
@@ -929,6 +970,7 @@ relay_start_sink(void)
 	char	   *problem;
 	char	   *file_props;
 	char	   *errstr = NULL;
+	char		txn_id[EOS_KEY_LEN];
 
 	file_props = read_config_file(outbox_kafka_config_file, &problem);
 	if (file_props == NULL)
@@ -937,9 +979,13 @@ relay_start_sink(void)
 		pfree(problem);
 		return false;
 	}
+	if (outbox_delivery == OUTBOX_DELIVERY_EXACTLY_ONCE)
+		outbox_eos_key(txn_id, sizeof(txn_id), relay.slot_name);
 	relay.sink = outbox_sink_create(outbox_kafka_brokers, file_props,
-									outbox_kafka_properties, relay.acked,
-									relay.pipe_wr, &errstr);
+									outbox_kafka_properties,
+									outbox_delivery == OUTBOX_DELIVERY_EXACTLY_ONCE ?
+									txn_id : NULL,
+									relay.acked, relay.pipe_wr, &errstr);
 	relay.acked = NULL;			/* taken over by the sink */
 	if (relay.sink == NULL)
 	{
@@ -950,6 +996,25 @@ relay_start_sink(void)
 		free(errstr);
 		return false;
 	}
+
+	/*
+	 * exactly_once: fence older producers of our transactional.id and read
+	 * what Kafka has committed, before anything is produced.
+	 */
+	if (!outbox_sink_start_transactions(relay.sink, outbox_progress_topic,
+										&errstr))
+	{
+		pfree(file_props);
+		relay_destroy_sink();
+		relay_blocked("kafka_unreachable", WARNING,
+					  "exactly-once delivery cannot start: %s",
+					  errstr ? errstr : "unknown error");
+		free(errstr);
+		return false;
+	}
+	outbox_sink_check_history(relay.sink, GetXLogInsertRecPtr());
+	relay.delivery = outbox_delivery;
+	relay.progress_topic = MemoryContextStrdup(TopMemoryContext, outbox_progress_topic);
 	relay.brokers = MemoryContextStrdup(TopMemoryContext, outbox_kafka_brokers);
 	relay.guc_props = MemoryContextStrdup(TopMemoryContext, outbox_kafka_properties);
 	relay.file_props = MemoryContextStrdup(TopMemoryContext, file_props);
@@ -972,7 +1037,8 @@ relay_stream(void)
 	 * name transactions by commit LSN, which replayed rows share: not used.
 	 */
 	replay_pending = relay_read_replay(&replay, &replay_rows);
-	if (replay_pending && relay.acked != NULL)
+	if (replay_pending && relay.acked != NULL &&
+		outbox_delivery != OUTBOX_DELIVERY_EXACTLY_ONCE)
 	{
 		outbox_sink_free_acked(relay.acked);
 		relay.acked = NULL;
@@ -991,9 +1057,12 @@ relay_stream(void)
 				 replay.has_covered ? 0 :
 				 errdetail("There is no delivery watermark of this system yet: every row without a verdict or dead letter is published.")));
 		outbox_status_replay_left(replay_rows);
+		/* exactly_once: the progress record fences replayed rows by id */
+		outbox_sink_set_replay(relay.sink, replay.boundary_lsn);
 		stop = relay_replay(&replay, replay_rows);
 		if (stop != RELAY_CONTINUE)
 			return stop;
+		outbox_sink_set_replay(relay.sink, InvalidXLogRecPtr);
 	}
 
 	/*
@@ -1115,12 +1184,14 @@ relay_stream(void)
 			return stop;
 		relay_watermark_tick();
 		outbox_schedule_step(relay_try_xact, !outbox_sink_unreachable(relay.sink));
+		relay_reply_tick();
 		relay_publish_status(n == 0);
 
 		if (relay.ctx->reader->EndRecPtr >= flush)
 		{
 			/* Caught up: check the slot, then sleep until woken. */
 			bool		invalidated;
+			const char *why;
 
 			SpinLockAcquire(&MyReplicationSlot->mutex);
 			invalidated = outbox_slot_is_invalidated(MyReplicationSlot);
@@ -1128,14 +1199,18 @@ relay_stream(void)
 			if (invalidated)
 				return RELAY_RESTART;
 			relay_check_extension();
+			UpdateDecodingStats(relay.ctx);
+			/* exactly_once: end the Kafka transaction, nothing more is coming */
+			outbox_sink_flush(relay.sink);
+			if (outbox_sink_failed(relay.sink, &why))
+				continue;
 			if (relay_all_databases() && !relay.have_extension &&
 				TimestampDifferenceExceeds(relay.absent_since, GetCurrentTimestamp(),
 										   RELAY_ABSENT_GRACE_MS) &&
-				outbox_sink_in_flight(relay.sink) == 0 &&
-				!relay.dead_letters_blocked)
+				outbox_sink_idle(relay.sink) && !relay.dead_letters_blocked)
 				relay_leave_absent();	/* all delivered: nothing is lost */
-			UpdateDecodingStats(relay.ctx);
-			relay_wait((relay.standby_gate && flush < outbox_flush_rec_ptr()) ||
+			relay_wait(relay.reply_more ? 0 :
+					   (relay.standby_gate && flush < outbox_flush_rec_ptr()) ||
 					   relay.poll_wal ? RELAY_POLL_MS : RELAY_IDLE_TIMEOUT_MS);
 		}
 	}
@@ -1193,6 +1268,7 @@ relay_service(bool in_decoder)
 				(errmsg("outbox relay: %s; rebuilding the producer and resuming from the slot's confirmed position",
 						why)));
 		outbox_status_error("%s", why);
+		relay.fenced = outbox_sink_fenced(relay.sink);
 		stop = RELAY_REWIND;
 	}
 	else
@@ -1351,6 +1427,8 @@ static void
 relay_teardown(bool release_slot)
 {
 	outbox_status_listen(false);
+	outbox_reply_stop();
+	relay.reply_more = false;
 	relay_destroy_sink();
 	if (relay.ctx != NULL)
 	{
@@ -1363,7 +1441,10 @@ relay_teardown(bool release_slot)
 		pfree(relay.guc_props);
 	if (relay.file_props)
 		pfree(relay.file_props);
+	if (relay.progress_topic)
+		pfree(relay.progress_topic);
 	relay.brokers = relay.guc_props = relay.file_props = NULL;
+	relay.progress_topic = NULL;
 	if (release_slot && MyReplicationSlot != NULL)
 	{
 		ReplicationSlotMarkDirty();
@@ -1577,6 +1658,29 @@ relay_watermark_tick(void)
 		pfree(failure);
 }
 
+/*
+ * Apply a bounded batch of replies from outbox.reply_topic (src/reply.c),
+ * with the Kafka settings the producer was built with.
+ */
+static void
+relay_reply_tick(void)
+{
+	MemoryContext old;
+
+	relay.reply_more = false;
+	if (!relay.have_extension)
+	{
+		outbox_reply_stop();
+		return;
+	}
+	/* reset by the next relay_service() */
+	old = MemoryContextSwitchTo(relay.loop_cxt);
+	relay.reply_more = outbox_reply_step(relay_try_xact, relay.dbname,
+										 relay.brokers, relay.file_props,
+										 relay.guc_props, relay.pipe_wr);
+	MemoryContextSwitchTo(old);
+}
+
 /* Is a replay pending?  If so, count its rows.  Allocates in the caller's context. */
 static bool
 relay_read_replay(WatermarkReplay *replay, uint64 *count)
@@ -1681,6 +1785,7 @@ relay_replay(WatermarkReplay *replay, uint64 total)
 	/* everything acknowledged (or dead-lettered) before the slot may move */
 	while (stop == RELAY_CONTINUE && !outbox_sink_idle(relay.sink))
 	{
+		outbox_sink_flush(relay.sink);
 		relay_replay_status(total, replayed);
 		relay_wait(100);
 		stop = relay_service(false);

@@ -41,7 +41,7 @@ our @EXPORT = qw(
   check_per_key_order summarize_duplicates relay_pid wait_for
   consume_lines table_ids check_delivery proc_memory start_writer
   start_pgbench log_position log_since count_matches verify_topic
-  enqueue_script kafka_cluster kafka_sh real_fault_scenario
+  enqueue_script kafka_cluster kafka_sh real_fault_scenario drop_relay_slot
 );
 
 my $ROOT   = abs_path(dirname(__FILE__) . '/../..');
@@ -162,7 +162,10 @@ sub kafka_sh
 # $fault->($ctx) breaks and repairs the cluster ($ctx: broker, kafka, topic,
 # node, busiest => the partition most keys map to); the writers go on a
 # little, stop, and the topic is checked: nothing lost, nothing unexpected,
-# per-key order of first occurrences; duplicates are counted and reported.
+# per-key order of first occurrences; duplicates are counted and reported
+# (and must be 0 with $opts{exactly_once}: the relay runs with
+# outbox.delivery = exactly_once).  $opts{extra_conf} goes to
+# postgresql.conf.
 sub real_fault_scenario
 {
 	my ($name, $fault, %opts) = @_;
@@ -176,7 +179,9 @@ sub real_fault_scenario
 	my $topic = unique_topic($name);
 	my $b = start_broker(topics => ["$topic:$partitions"]);
 	my $node = new_relay_node($name, $b,
-		kafka_properties => $opts{kafka_properties} // '');
+		kafka_properties => $opts{kafka_properties} // '',
+		extra_conf => ($opts{exactly_once} ? "outbox.delivery = exactly_once\n" : '')
+		  . ($opts{extra_conf} // ''));
 	my %load;
 	$load{ java_partition("key-$_", $partitions) }++ for 0 .. $keys - 1;
 	my ($busiest) = sort { $load{$b} <=> $load{$a} || $a <=> $b } keys %load;
@@ -211,7 +216,8 @@ sub real_fault_scenario
 	my $s = relay_status($node);
 	is($s->{state}, 'streaming', "$name: still streaming");
 	is($s->{dead_lettered}, 0, "$name: nothing dead-lettered");
-	my $d = verify_topic($node, $b, $topic, $name, timeout_ms => 180_000);
+	my $d = verify_topic($node, $b, $topic, $name, timeout_ms => 180_000,
+		exactly_once => $opts{exactly_once});
 	diag(sprintf('%s: RESULT lost %d, duplicates %d, per-key reorders %d',
 		$name, scalar(@{ $d->{missing} }), $d->{duplicates},
 		scalar(check_per_key_order(@{ $d->{records} }))));
@@ -301,6 +307,23 @@ sub relay_pid
 	return $node->safe_psql('postgres',
 		q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'outbox relay'}
 	);
+}
+
+# Stop the relay and drop its slot before the launcher starts it again (it
+# waits at least 5 s); true once dropped.
+sub drop_relay_slot
+{
+	my ($node, $slot) = @_;
+	return wait_for(
+		sub {
+			$node->safe_psql('postgres',
+				q{SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+				   WHERE backend_type = 'outbox relay'});
+			my ($rc) = $node->psql('postgres',
+				"SELECT pg_drop_replication_slot('$slot')");
+			return $rc == 0;
+		},
+		30);
 }
 
 # Poll a code ref until it returns true; false on timeout.

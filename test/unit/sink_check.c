@@ -7,7 +7,7 @@
  *
  * The relay feeds the sink only from its own decoder, which never writes a
  * wrong count, so no SQL can make the relay see one.  This program links
- * the sink (src/kafka_sink.o, decoder/wire.o, as built for the module) with
+ * the sink (src/kafka_sink.o, src/eos.o, decoder/wire.o, as built for the module) with
  * librdkafka and with stand-ins for the few backend functions the sink
  * calls: ereport() records the error and, at ERROR, jumps back here; the
  * clock, interrupts and the postmaster check are trivial; the GUCs have
@@ -26,6 +26,7 @@
 #include <setjmp.h>
 #include <sys/time.h>
 
+#include "access/xlog.h"
 #include "miscadmin.h"
 #include "port/pg_bswap.h"
 #include "storage/ipc.h"
@@ -45,6 +46,15 @@
 int			outbox_max_in_flight = 100000;
 int			outbox_dead_letter_after_ms = 300000;
 int			outbox_on_permanent_error = OUTBOX_ON_ERROR_DEAD_LETTER;
+int			outbox_transaction_linger_ms = 100;
+int			outbox_transaction_max_events = 10000;
+Oid			MyDatabaseId = InvalidOid;
+
+uint64
+GetSystemIdentifier(void)
+{
+	return 0;
+}
 
 volatile sig_atomic_t InterruptPending = false;
 volatile sig_atomic_t postmaster_possibly_dead = false;
@@ -284,7 +294,7 @@ main(void)
 	bool		took;
 
 	setvbuf(stdout, NULL, _IONBF, 0);
-	sink = outbox_sink_create("127.0.0.1:9", "", "", NULL, -1, &errstr);
+	sink = outbox_sink_create("127.0.0.1:9", "", "", NULL, NULL, -1, &errstr);
 	if (sink == NULL)
 	{
 		printf("Bail out! could not create the sink: %s\n", errstr ? errstr : "?");

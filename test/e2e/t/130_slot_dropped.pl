@@ -33,18 +33,8 @@ my $log_pos = log_position($node);
 for my $round (1 .. 3)
 {
 	my $before = relay_status($node);
-	# Stop the relay and drop its slot before the launcher restarts it
-	# (it waits at least 5 s).
-	my $dropped = wait_for(
-		sub {
-			$node->safe_psql('postgres',
-				q{SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-				   WHERE backend_type = 'outbox relay'});
-			my ($rc) = $node->psql('postgres',
-				q{SELECT pg_drop_replication_slot('outbox_5')});
-			return $rc == 0;
-		},
-		30);
+	# Stop the relay and drop its slot before the launcher restarts it.
+	my $dropped = drop_relay_slot($node, 'outbox_5');
 	ok($dropped, "round $round: slot dropped while writers run");
 	my $s = wait_relay_state($node, 'streaming', 60);
 	isnt($s->{pid}, $before->{pid}, "round $round: a new relay process streams");

@@ -1,0 +1,404 @@
+/*-------------------------------------------------------------------------
+ *
+ * eos.c
+ *	  Exactly-once delivery: transactional.id, progress topic, progress
+ *	  records (see eos.h).
+ *
+ * The progress value is a small JSON object, readable with any consumer:
+ *
+ *	  {"version":1,"key":"outbox:7301...:16384:outbox_16384",
+ *	   "commit_lsn":"0/1A2B3C8","end_lsn":"0/1A2B400",
+ *	   "replay_boundary":null,"replay_last_id":null}
+ *
+ * Only this file writes it, so decoding looks for the fields it wrote
+ * rather than parsing JSON in general.
+ *
+ * The progress topic is read with librdkafka's simple (legacy) consumer:
+ * no group, no coordinator, no offset commits, one partition.
+ *
+ * src/eos.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <signal.h>
+#include <pthread.h>
+
+#include "access/xlog.h"
+#include "common/hashfn.h"
+#include "miscadmin.h"
+#include "utils/timestamp.h"
+
+#include "eos.h"
+
+/* First window read back from the end of the partition, in offsets. */
+#define EOS_FIRST_WINDOW	256
+
+void
+outbox_eos_key(char *buf, Size len, const char *slot_name)
+{
+	snprintf(buf, len, "outbox:" UINT64_FORMAT ":%u:%s",
+			 GetSystemIdentifier(), MyDatabaseId, slot_name);
+}
+
+static void
+append_lsn(char *buf, Size len, const char *name, XLogRecPtr lsn)
+{
+	Size		used = strlen(buf);
+
+	if (XLogRecPtrIsInvalid(lsn))
+		snprintf(buf + used, len - used, ",\"%s\":null", name);
+	else
+		snprintf(buf + used, len - used, ",\"%s\":\"%X/%X\"", name,
+				 LSN_FORMAT_ARGS(lsn));
+}
+
+int
+outbox_eos_encode(char *buf, Size len, const char *key, const EosProgress *p)
+{
+	Size		used;
+
+	snprintf(buf, len, "{\"version\":1,\"key\":\"%s\"", key);
+	append_lsn(buf, len, "commit_lsn", p->commit_lsn);
+	append_lsn(buf, len, "end_lsn", p->end_lsn);
+	append_lsn(buf, len, "replay_boundary", p->replay_boundary);
+	used = strlen(buf);
+	if (XLogRecPtrIsInvalid(p->replay_boundary))
+		snprintf(buf + used, len - used, ",\"replay_last_id\":null}");
+	else
+		snprintf(buf + used, len - used, ",\"replay_last_id\":" INT64_FORMAT "}",
+				 p->replay_last_id);
+	return (int) strlen(buf);
+}
+
+/* The text after "name": in a value we wrote, or NULL. */
+static const char *
+find_field(const char *buf, const char *name)
+{
+	char		pattern[64];
+	const char *at;
+
+	snprintf(pattern, sizeof(pattern), "\"%s\":", name);
+	at = strstr(buf, pattern);
+	return at ? at + strlen(pattern) : NULL;
+}
+
+static bool
+decode_lsn(const char *buf, const char *name, XLogRecPtr *lsn)
+{
+	const char *v = find_field(buf, name);
+	uint32		hi;
+	uint32		lo;
+
+	*lsn = InvalidXLogRecPtr;
+	if (v == NULL)
+		return false;
+	if (strncmp(v, "null", 4) == 0)
+		return true;
+	if (sscanf(v, "\"%X/%X\"", &hi, &lo) != 2)
+		return false;
+	*lsn = ((uint64) hi << 32) | lo;
+	return true;
+}
+
+bool
+outbox_eos_decode(const char *value, Size len, EosProgress *p)
+{
+	char		buf[EOS_VALUE_LEN + 1];
+	const char *v;
+
+	memset(p, 0, sizeof(*p));
+	if (len > EOS_VALUE_LEN)
+		return false;
+	memcpy(buf, value, len);
+	buf[len] = '\0';
+	if (strncmp(buf, "{\"version\":1,", 13) != 0 ||
+		!decode_lsn(buf, "commit_lsn", &p->commit_lsn) ||
+		!decode_lsn(buf, "end_lsn", &p->end_lsn) ||
+		!decode_lsn(buf, "replay_boundary", &p->replay_boundary))
+		return false;
+	v = find_field(buf, "replay_last_id");
+	if (v == NULL)
+		return false;
+	if (strncmp(v, "null", 4) != 0)
+	{
+		long long	id;
+
+		if (sscanf(v, "%lld", &id) != 1)
+			return false;
+		p->replay_last_id = (int64) id;
+	}
+	p->found = true;
+	return true;
+}
+
+int32
+outbox_eos_partition(const char *key, int partitions)
+{
+	if (partitions <= 1)
+		return 0;
+	return (int32) (hash_bytes((const unsigned char *) key, strlen(key)) %
+					(uint32) partitions);
+}
+
+/* Partitions of a topic from the cluster's metadata: >0, 0 if missing, -1 on error. */
+static int
+topic_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms,
+				 char *err, Size errlen)
+{
+	rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+	const struct rd_kafka_metadata *md = NULL;
+	rd_kafka_resp_err_t e;
+	int			n = -1;
+
+	if (rkt == NULL)
+	{
+		snprintf(err, errlen, "invalid progress topic name \"%s\"", topic);
+		return -1;
+	}
+	e = rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms);
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+		snprintf(err, errlen, "could not read the metadata of progress topic \"%s\": %s",
+				 topic, rd_kafka_err2str(e));
+	else if (md->topic_cnt != 1)
+		snprintf(err, errlen, "no metadata for progress topic \"%s\"", topic);
+	else if (md->topics[0].err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+			 md->topics[0].err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC)
+		n = 0;
+	else if (md->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		snprintf(err, errlen, "progress topic \"%s\": %s", topic,
+				 rd_kafka_err2str(md->topics[0].err));
+	else
+		n = md->topics[0].partition_cnt;
+	if (md != NULL)
+		rd_kafka_metadata_destroy(md);
+	rd_kafka_topic_destroy(rkt);
+	return n;
+}
+
+bool
+outbox_eos_ensure_topic(rd_kafka_t *rk, const char *topic, int *partitions,
+						int timeout_ms, char *err, Size errlen)
+{
+	rd_kafka_NewTopic_t *nt;
+	rd_kafka_queue_t *q;
+	rd_kafka_event_t *ev;
+	rd_kafka_AdminOptions_t *opts;
+	char		errstr[256];
+	bool		ok = true;
+	int			n;
+
+	n = topic_partitions(rk, topic, timeout_ms, err, errlen);
+	if (n < 0)
+		return false;
+	if (n > 0)
+	{
+		*partitions = n;
+		return true;
+	}
+
+	/* missing: create it, compacted, with the cluster's replication */
+	nt = rd_kafka_NewTopic_new(topic, 1, -1, errstr, sizeof(errstr));
+	if (nt == NULL)
+	{
+		snprintf(err, errlen, "could not create progress topic \"%s\": %s",
+				 topic, errstr);
+		return false;
+	}
+	rd_kafka_NewTopic_set_config(nt, "cleanup.policy", "compact");
+	q = rd_kafka_queue_new(rk);
+	opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+	rd_kafka_AdminOptions_set_operation_timeout(opts, timeout_ms, errstr,
+												sizeof(errstr));
+	rd_kafka_CreateTopics(rk, &nt, 1, opts, q);
+	ev = rd_kafka_queue_poll(q, timeout_ms + 1000);
+	if (ev == NULL)
+	{
+		snprintf(err, errlen, "timed out creating progress topic \"%s\"", topic);
+		ok = false;
+	}
+	else
+	{
+		const rd_kafka_CreateTopics_result_t *res = rd_kafka_event_CreateTopics_result(ev);
+		size_t		nres = 0;
+		const rd_kafka_topic_result_t **tr = res ? rd_kafka_CreateTopics_result_topics(res, &nres) : NULL;
+		rd_kafka_resp_err_t e = rd_kafka_event_error(ev);
+
+		if (e == RD_KAFKA_RESP_ERR_NO_ERROR && nres == 1)
+			e = rd_kafka_topic_result_error(tr[0]);
+		if (e != RD_KAFKA_RESP_ERR_NO_ERROR &&
+			e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
+		{
+			snprintf(err, errlen, "could not create progress topic \"%s\": %s",
+					 topic, rd_kafka_err2str(e));
+			ok = false;
+		}
+		rd_kafka_event_destroy(ev);
+	}
+	rd_kafka_AdminOptions_destroy(opts);
+	rd_kafka_queue_destroy(q);
+	rd_kafka_NewTopic_destroy(nt);
+	if (!ok)
+		return false;
+
+	/* the metadata may lag behind the creation a little */
+	for (n = 0; n < 50; n++)
+	{
+		int			p = topic_partitions(rk, topic, timeout_ms, err, errlen);
+
+		if (p > 0)
+		{
+			*partitions = p;
+			return true;
+		}
+		pg_usleep(100 * 1000L);
+	}
+	snprintf(err, errlen, "progress topic \"%s\" was created but has no partitions yet",
+			 topic);
+	return false;
+}
+
+/*
+ * Read offsets [start, stop) of the partition (stop = -1: to its end), and
+ * keep the value of the last record of key.  Returns false on error.
+ */
+static bool
+read_window(rd_kafka_t *rk, rd_kafka_topic_t *rkt, int32 partition,
+			int64 start, int64 stop, const char *key, EosProgress *out,
+			bool *found, TimestampTz deadline, char *err, Size errlen)
+{
+	bool		ok = true;
+	bool		done = false;
+
+	if (rd_kafka_consume_start(rkt, partition, start) != 0)
+	{
+		snprintf(err, errlen, "could not read the progress topic: %s",
+				 rd_kafka_err2str(rd_kafka_last_error()));
+		return false;
+	}
+	while (!done)
+	{
+		rd_kafka_message_t *m;
+		if (GetCurrentTimestamp() > deadline)
+		{
+			snprintf(err, errlen, "timed out reading the progress topic");
+			ok = false;
+			break;
+		}
+		m = rd_kafka_consume(rkt, partition, 200);
+		if (m == NULL)
+			continue;
+		if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+			done = true;
+		else if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			/* transient fetch errors are retried by librdkafka itself */
+			if (m->err != RD_KAFKA_RESP_ERR__TRANSPORT &&
+				m->err != RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION &&
+				m->err != RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE)
+			{
+				snprintf(err, errlen, "could not read the progress topic: %s",
+						 rd_kafka_err2str(m->err));
+				ok = false;
+				done = true;
+			}
+		}
+		else if (stop >= 0 && m->offset >= stop)
+			done = true;
+		else if (m->key_len == strlen(key) &&
+				 memcmp(m->key, key, m->key_len) == 0)
+		{
+			EosProgress p;
+
+			if (m->payload != NULL &&
+				outbox_eos_decode((const char *) m->payload, m->len, &p))
+			{
+				*out = p;
+				*found = true;
+			}
+		}
+		rd_kafka_message_destroy(m);
+	}
+	rd_kafka_consume_stop(rkt, partition);
+	(void) rk;
+	return ok;
+}
+
+bool
+outbox_eos_read_progress(rd_kafka_conf_t *conf, const char *topic,
+						 int partitions, const char *key, EosProgress *out,
+						 int timeout_ms, char *err, Size errlen)
+{
+	rd_kafka_t *rk;
+	rd_kafka_topic_t *rkt;
+	rd_kafka_topic_conf_t *tconf;
+	char		buf[256];
+	int32		partition = outbox_eos_partition(key, partitions);
+	int64		lo;
+	int64		hi;
+	int64		end;
+	int64		window = EOS_FIRST_WINDOW;
+	rd_kafka_resp_err_t e;
+	bool		ok = true;
+	bool		found = false;
+	TimestampTz deadline;
+	sigset_t	all;
+	sigset_t	saved;
+
+	memset(out, 0, sizeof(*out));
+	if (rd_kafka_conf_set(conf, "isolation.level", "read_committed", buf, sizeof(buf)) != RD_KAFKA_CONF_OK ||
+		rd_kafka_conf_set(conf, "enable.partition.eof", "true", buf, sizeof(buf)) != RD_KAFKA_CONF_OK ||
+		rd_kafka_conf_set(conf, "enable.auto.commit", "false", buf, sizeof(buf)) != RD_KAFKA_CONF_OK ||
+		rd_kafka_conf_set(conf, "enable.auto.offset.store", "false", buf, sizeof(buf)) != RD_KAFKA_CONF_OK)
+	{
+		rd_kafka_conf_destroy(conf);
+		snprintf(err, errlen, "could not configure the progress reader: %s", buf);
+		return false;
+	}
+	/* as for the producer: librdkafka's threads get no PostgreSQL signals */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &saved);
+	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, buf, sizeof(buf));
+	pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	if (rk == NULL)
+	{
+		rd_kafka_conf_destroy(conf);
+		snprintf(err, errlen, "could not create the progress reader: %s", buf);
+		return false;
+	}
+	tconf = rd_kafka_topic_conf_new();
+	rd_kafka_topic_conf_set(tconf, "auto.offset.reset", "earliest", buf, sizeof(buf));
+	rkt = rd_kafka_topic_new(rk, topic, tconf);
+
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+
+	e = rd_kafka_query_watermark_offsets(rk, topic, partition, &lo, &hi,
+										 timeout_ms);
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		snprintf(err, errlen, "could not read the offsets of progress topic \"%s\": %s",
+				 topic, rd_kafka_err2str(e));
+		ok = false;
+	}
+
+	/* backwards from the end, in growing windows, until a record of ours */
+	end = -1;
+	while (ok && !found && hi > lo)
+	{
+		int64		from = (end < 0 ? hi : end) - window;
+
+		if (from < lo)
+			from = lo;
+		ok = read_window(rk, rkt, partition, from, end, key, out, &found,
+						 deadline, err, errlen);
+		if (from == lo)
+			break;
+		end = from;
+		window *= 4;
+	}
+
+	rd_kafka_topic_destroy(rkt);
+	rd_kafka_destroy(rk);
+	return ok;
+}

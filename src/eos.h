@@ -1,0 +1,83 @@
+/*-------------------------------------------------------------------------
+ *
+ * eos.h
+ *	  Exactly-once delivery: the relay's transactional.id and its progress
+ *	  records in the progress topic (outbox.progress_topic).
+ *
+ * In exactly_once mode every Kafka transaction of the relay holds the
+ * records of whole PostgreSQL transactions plus one progress record: its
+ * key names the relay (system identifier, database OID, slot), its value
+ * the commit LSN of the last PostgreSQL transaction inside (and, while rows
+ * are published again after a slot loss, the replay's boundary and the
+ * last replayed outbox id).  Because the progress record commits atomically
+ * with the events, the last committed one says exactly what Kafka has; on
+ * start the relay reads it (read_committed) and skips what it covers.
+ *
+ * Nothing here runs inside a librdkafka callback; errors come back as text
+ * in a caller's buffer, never through ereport(), so that the sink can keep
+ * all its librdkafka objects in order.
+ *
+ * src/eos.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef OUTBOX_EOS_H
+#define OUTBOX_EOS_H
+
+#include "postgres.h"
+
+#include <librdkafka/rdkafka.h>
+
+#include "access/xlogdefs.h"
+
+/* Longest key (and transactional.id) we build. */
+#define EOS_KEY_LEN			(NAMEDATALEN + 64)
+/* Longest progress value we write or accept. */
+#define EOS_VALUE_LEN		512
+
+/* What the last committed progress record says. */
+typedef struct EosProgress
+{
+	bool		found;			/* was there one? */
+	XLogRecPtr	commit_lsn;		/* newest PostgreSQL transaction in Kafka */
+	XLogRecPtr	end_lsn;		/* its end */
+	XLogRecPtr	replay_boundary;	/* a replay's slot start, or invalid */
+	int64		replay_last_id; /* last row of that replay in Kafka */
+} EosProgress;
+
+/*
+ * The key of this relay's progress records, also its transactional.id:
+ * "outbox:<system identifier>:<database OID>:<slot>".
+ */
+extern void outbox_eos_key(char *buf, Size len, const char *slot_name);
+
+/* Encode / decode a progress value (a small JSON object). */
+extern int	outbox_eos_encode(char *buf, Size len, const char *key,
+							  const EosProgress *p);
+extern bool outbox_eos_decode(const char *buf, Size len, EosProgress *p);
+
+/* The partition of the progress topic that holds a key's records. */
+extern int32 outbox_eos_partition(const char *key, int partitions);
+
+/*
+ * Make sure the progress topic exists (1 partition, cleanup.policy=compact,
+ * the cluster's default replication factor) and return its partition count
+ * in *partitions.  rk is any client handle (the producer).  Returns false
+ * with a message in err on failure.
+ */
+extern bool outbox_eos_ensure_topic(rd_kafka_t *rk, const char *topic,
+									int *partitions, int timeout_ms,
+									char *err, Size errlen);
+
+/*
+ * Read the last committed progress record of key with a read_committed
+ * consumer built from conf (consumed: destroyed here either way).  Reads
+ * the key's partition backwards in growing windows from its end.  Returns
+ * false with a message in err on failure (no record is not a failure).
+ */
+extern bool outbox_eos_read_progress(rd_kafka_conf_t *conf, const char *topic,
+									 int partitions, const char *key,
+									 EosProgress *out, int timeout_ms,
+									 char *err, Size errlen);
+
+#endif							/* OUTBOX_EOS_H */

@@ -1,0 +1,1178 @@
+/*-------------------------------------------------------------------------
+ *
+ * reply.c
+ *	  The reply topic's consumer: verdicts applied as outbox.confirm()
+ *	  would, exactly once (see reply.h).
+ *
+ * A reply is a JSON object {"db": text, "id": number, "status": "confirmed"
+ * or "failed", "detail": text}; db may be left out while one database is
+ * relayed.  Every relay reads every reply (each has its own consumer
+ * group) and decides the same way whose it is:
+ *	  - db names this relay's database (or is left out and this relay is the
+ *		only one): applied here, or rejected here (unknown id, bad fields);
+ *	  - db names another database this cluster relays: skipped, that
+ *		database's relay deals with it;
+ *	  - anything else (not JSON, db of no relayed database, db left out while
+ *		several are relayed): a stray, kept by the one relay that
+ *		outbox_relay_keeps_strays().
+ * Rejected replies go to outbox.rejected_replies and count in relay_status;
+ * nothing stops the loop.
+ *
+ * Exactly once: one transaction applies a batch, writes what it rejects and
+ * stores each partition's next offset in outbox.reply_offsets, whose rows
+ * it locks first; a reply below the stored offset was applied before and is
+ * skipped.  Partitions are assigned at the stored offsets (a cache of them,
+ * which only this relay writes), so a restart reads on where the database
+ * says.  Kafka's committed offsets follow after the database commit and
+ * only serve consumer-group tools: a crash in between costs nothing.
+ *
+ * Should a batch fail (a trigger of yours raising an error, say), it is
+ * tried again with each verdict in a subtransaction of its own: a verdict
+ * whose error is about its data is rejected with the error, while any
+ * other error (deadlock, a missing table, shutdown) fails the batch again,
+ * which is retried with backoff and applied once the cause is gone.
+ *
+ * librdkafka callbacks run inside rd_kafka_consumer_poll(), in the relay's
+ * thread; they never palloc, elog or free: the rebalance callback assigns
+ * at the cached offsets, the others record text reported after the poll.
+ *
+ * src/reply.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <librdkafka/rdkafka.h>
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "common/jsonapi.h"
+#include "executor/spi.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "compat.h"
+#include "kafka_sink.h"
+#include "outbox.h"
+#include "relay_shmem.h"
+#include "reply.h"
+
+/* Most replies applied in one transaction (one step). */
+#define REPLY_BATCH_MAX			500
+/* Largest reply value parsed; a larger one is rejected. */
+#define REPLY_MAX_VALUE			65536
+/* Most bytes of a rejected reply's key and value kept. */
+#define REPLY_KEEP_BYTES		8192
+/* Deepest JSON nesting parsed (the parser recurses). */
+#define REPLY_MAX_DEPTH			64
+/* Backoff after a failed batch or consumer start. */
+#define REPLY_RETRY_MIN_MS		1000
+#define REPLY_RETRY_MAX_MS		30000
+/* Longest wait for the consumer to leave its group when it is closed. */
+#define REPLY_CLOSE_MS			2000
+#define REPLY_LOG_LEN			OUTBOX_KAFKA_LOG_LEN
+
+/* The consumer; malloc'd, one per relay. */
+typedef struct ReplyConsumer
+{
+	rd_kafka_t *rk;				/* the consumer */
+	rd_kafka_queue_t *queue;	/* its consumer queue (wakes the relay) */
+	char	   *topic;			/* outbox.reply_topic it consumes */
+	char	   *brokers;		/* settings it was built with */
+	char	   *file_props;
+	char	   *guc_props;
+	char		group[NAMEDATALEN + 16];	/* outbox-reply-<database> */
+	bool		subscribed;		/* positions loaded, topic subscribed */
+	int64	   *next;			/* stored next offset by partition, -1 none */
+	int			nnext;			/* entries of next */
+	rd_kafka_message_t *batch[REPLY_BATCH_MAX];	/* polled, not yet applied */
+	int			nbatch;			/* entries of batch */
+	bool		careful;		/* last batch failed: one subxact per reply */
+	bool		failed;			/* fatal consumer error: rebuild */
+	char		failed_reason[REPLY_LOG_LEN];	/* why */
+	OutboxKafkaLog log;			/* recorded by callbacks */
+} ReplyConsumer;
+
+/* The fields of one reply, as parsed (pg_parse_json's semantic state). */
+typedef struct ReplyFields
+{
+	int			depth;			/* nesting of the current token */
+	const char *field;			/* top-level field whose value comes next */
+	bool		not_object;		/* the value is not a JSON object */
+	char	   *db;				/* "db" if a string */
+	bool		has_db;			/* "db" present (any type) */
+	char	   *id;				/* "id" token if a number */
+	bool		has_id;
+	char	   *status;			/* "status" if a string */
+	bool		has_status;
+	char	   *detail;			/* "detail" if a string */
+	bool		detail_bad;		/* "detail" neither string nor null */
+} ReplyFields;
+
+/* What to do with one reply. */
+typedef enum ReplyFate
+{
+	REPLY_APPLY,				/* ours: apply the verdict */
+	REPLY_REJECT,				/* ours, or a stray we keep: reject it */
+	REPLY_SKIP					/* another relay's, or a stray it keeps */
+} ReplyFate;
+
+/* What reply_apply_batch() works with, and reports. */
+typedef struct ReplyBatchArgs
+{
+	ReplyConsumer *c;
+	const char *database;		/* this relay's database */
+	int64	   *positions;		/* next offset per partition after the batch */
+	int			npositions;
+	uint64		applied;		/* verdicts applied */
+	uint64		rejected;		/* replies rejected */
+} ReplyBatchArgs;
+
+static ReplyConsumer *consumer = NULL;
+/* Retry after a failure: not before, and how long the next wait is. */
+static TimestampTz retry_at = 0;
+static int	retry_backoff_ms = 0;
+/* The last problem logged, so that a lasting one is logged once. */
+static char last_problem[REPLY_LOG_LEN];
+
+static void reply_problem(int elevel, const char *fmt,...) pg_attribute_printf(2, 3);
+static void reply_backoff(void);
+static ReplyConsumer *reply_create(const char *database, const char *brokers,
+								   const char *file_properties,
+								   const char *guc_properties, int wake_fd,
+								   char **errstr);
+static void reply_destroy(ReplyConsumer *c);
+static void reply_forget_batch(ReplyConsumer *c);
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+						 rd_kafka_topic_partition_list_t *parts, void *opaque);
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque);
+static void on_log(const rd_kafka_t *rk, int level, const char *fac,
+				   const char *buf);
+static void reply_poll(ReplyConsumer *c);
+static void reply_load_positions(void *arg);
+static void reply_apply_batch(void *arg);
+static void reply_commit_kafka(ReplyConsumer *c, ReplyBatchArgs *args);
+
+/* ---------------------------------------------------------------------
+ * The step
+ * ---------------------------------------------------------------------
+ */
+
+static bool
+same_setting(const char *a, const char *b)
+{
+	return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+bool
+outbox_reply_step(OutboxXactRunner run_xact, const char *database,
+				  const char *brokers, const char *file_properties,
+				  const char *guc_properties, int wake_fd)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	char	   *failure;
+	bool		more;
+
+	if (outbox_reply_topic == NULL || outbox_reply_topic[0] == '\0')
+	{
+		if (consumer != NULL)
+			ereport(LOG,
+					(errmsg("outbox relay: outbox.reply_topic was emptied, stopping the reply consumer")));
+		outbox_reply_stop();
+		return false;
+	}
+	if (consumer != NULL &&
+		(strcmp(consumer->topic, outbox_reply_topic) != 0 ||
+		 !same_setting(consumer->brokers, brokers) ||
+		 !same_setting(consumer->file_props, file_properties) ||
+		 !same_setting(consumer->guc_props, guc_properties) ||
+		 consumer->failed))
+	{
+		if (consumer->failed)
+			reply_problem(WARNING, "the reply consumer failed: %s; rebuilding it",
+						  consumer->failed_reason);
+		else
+			ereport(LOG,
+					(errmsg("outbox relay: reply topic or Kafka settings changed, rebuilding the reply consumer")));
+		outbox_reply_stop();
+	}
+	if (retry_at != 0 && GetCurrentTimestamp() < retry_at)
+		return false;
+
+	if (consumer == NULL)
+	{
+		char	   *errstr = NULL;
+
+		consumer = reply_create(database, brokers, file_properties,
+								guc_properties, wake_fd, &errstr);
+		if (consumer == NULL)
+		{
+			reply_problem(WARNING, "invalid Kafka configuration for the reply consumer: %s",
+						  errstr ? errstr : "unknown error");
+			free(errstr);
+			reply_backoff();
+			return false;
+		}
+	}
+
+	if (!consumer->subscribed)
+	{
+		rd_kafka_topic_partition_list_t *topics;
+		rd_kafka_resp_err_t err;
+
+		failure = run_xact(reply_load_positions, consumer, cxt);
+		if (failure != NULL)
+		{
+			reply_problem(WARNING, "the reply consumer cannot read outbox.reply_offsets: %s",
+						  failure);
+			pfree(failure);
+			reply_backoff();
+			return false;
+		}
+		topics = rd_kafka_topic_partition_list_new(1);
+		rd_kafka_topic_partition_list_add(topics, consumer->topic,
+										  RD_KAFKA_PARTITION_UA);
+		err = rd_kafka_subscribe(consumer->rk, topics);
+		rd_kafka_topic_partition_list_destroy(topics);
+		if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			reply_problem(WARNING, "the reply consumer cannot subscribe to topic \"%s\": %s",
+						  consumer->topic, rd_kafka_err2str(err));
+			reply_backoff();
+			return false;
+		}
+		consumer->subscribed = true;
+		ereport(LOG,
+				(errmsg("outbox relay: consuming reply topic \"%s\" in consumer group \"%s\"",
+						consumer->topic, consumer->group)));
+	}
+
+	/* A batch that failed is applied again before anything new is read. */
+	if (consumer->nbatch == 0)
+		reply_poll(consumer);
+	outbox_kafka_log_report(&consumer->log, "reply consumer: ");
+	if (consumer->nbatch == 0)
+		return false;
+	more = (consumer->nbatch == REPLY_BATCH_MAX);
+
+	{
+		ReplyBatchArgs args;
+
+		int			i;
+
+		memset(&args, 0, sizeof(args));
+		args.c = consumer;
+		args.database = database;
+		for (i = 0; i < consumer->nbatch; i++)
+			args.npositions = Max(args.npositions, consumer->batch[i]->partition + 1);
+		/* allocated here: the transaction's memory is gone after commit */
+		args.positions = palloc(sizeof(int64) * args.npositions);
+		failure = run_xact(reply_apply_batch, &args, cxt);
+		if (failure != NULL)
+		{
+			reply_problem(WARNING, "the reply consumer could not apply %d replies: %s; trying again, one at a time",
+						  consumer->nbatch, failure);
+			pfree(failure);
+			pfree(args.positions);
+			consumer->careful = true;
+			reply_backoff();
+			return false;
+		}
+		reply_commit_kafka(consumer, &args);
+		pfree(args.positions);
+		if (args.applied > 0)
+			outbox_status_count(OUTBOX_COUNT_REPLIES_APPLIED, args.applied);
+		if (args.rejected > 0)
+			outbox_status_count(OUTBOX_COUNT_REPLIES_REJECTED, args.rejected);
+	}
+	reply_forget_batch(consumer);
+	consumer->careful = false;
+	retry_at = 0;
+	retry_backoff_ms = 0;
+	if (last_problem[0] != '\0')
+	{
+		ereport(LOG,
+				(errmsg("outbox relay: the reply consumer applies replies again")));
+		last_problem[0] = '\0';
+	}
+	return more;
+}
+
+void
+outbox_reply_stop(void)
+{
+	if (consumer == NULL)
+		return;
+	reply_destroy(consumer);
+	consumer = NULL;
+	retry_at = 0;
+	retry_backoff_ms = 0;
+}
+
+/* Log a problem once (and show it in relay_status) until it changes. */
+static void
+reply_problem(int elevel, const char *fmt,...)
+{
+	char		buf[REPLY_LOG_LEN];
+	va_list		ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (strcmp(buf, last_problem) == 0)
+		return;
+	strlcpy(last_problem, buf, sizeof(last_problem));
+	ereport(elevel, (errmsg("outbox relay: %s", buf)));
+	outbox_status_error("%s", buf);
+}
+
+static void
+reply_backoff(void)
+{
+	retry_backoff_ms = retry_backoff_ms == 0 ? REPLY_RETRY_MIN_MS :
+		Min(retry_backoff_ms * 2, REPLY_RETRY_MAX_MS);
+	retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+										   retry_backoff_ms);
+}
+
+/* ---------------------------------------------------------------------
+ * Consumer life cycle
+ * ---------------------------------------------------------------------
+ */
+
+static char *
+strdup_or_empty(const char *s)
+{
+	return strdup(s ? s : "");
+}
+
+static ReplyConsumer *
+reply_create(const char *database, const char *brokers,
+			 const char *file_properties, const char *guc_properties,
+			 int wake_fd, char **errstr)
+{
+	ReplyConsumer *c;
+	rd_kafka_conf_t *conf;
+	char		buf[512];
+
+	*errstr = NULL;
+	c = calloc(1, sizeof(ReplyConsumer));
+	if (c == NULL)
+	{
+		*errstr = strdup("out of memory");
+		return NULL;
+	}
+	snprintf(c->group, sizeof(c->group), "outbox-reply-%s", database);
+
+	/*
+	 * The user's properties may hold producer-only ones, which librdkafka
+	 * ignores here (on_log() drops its warnings about them).  What makes
+	 * the consumer exactly-once comes after them and wins.  A short
+	 * session lets a restarted relay take its partitions back soon after a
+	 * crash (a clean stop leaves the group at once); a small prefetch (at
+	 * most 2000 replies or 4 MB per partition, against librdkafka's 100000
+	 * and 64 MB) keeps the relay's memory bounded while it applies 500 per
+	 * step.
+	 */
+	conf = rd_kafka_conf_new();
+	if (!outbox_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr) ||
+		!outbox_kafka_conf_set(conf, "client.id", "outbox-reply", errstr) ||
+		!outbox_kafka_conf_set(conf, "socket.nagle.disable", "true", errstr) ||
+		!outbox_kafka_conf_set(conf, "log.queue", "true", errstr) ||
+		!outbox_kafka_conf_set(conf, "session.timeout.ms", "10000", errstr) ||
+		!outbox_kafka_conf_set(conf, "queued.min.messages", "2000", errstr) ||
+		!outbox_kafka_conf_set(conf, "queued.max.messages.kbytes", "4096", errstr) ||
+		!outbox_kafka_conf_apply(conf, file_properties, guc_properties, errstr) ||
+		!outbox_kafka_conf_set(conf, "group.id", c->group, errstr) ||
+		!outbox_kafka_conf_set(conf, "enable.auto.commit", "false", errstr) ||
+		!outbox_kafka_conf_set(conf, "enable.auto.offset.store", "false", errstr) ||
+		!outbox_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr) ||
+		!outbox_kafka_conf_set(conf, "enable.partition.eof", "false", errstr) ||
+		!outbox_kafka_conf_set(conf, "isolation.level", "read_committed", errstr))
+	{
+		rd_kafka_conf_destroy(conf);
+		free(c);
+		return NULL;
+	}
+	rd_kafka_conf_set_opaque(conf, c);
+	rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+	rd_kafka_conf_set_error_cb(conf, on_error);
+	rd_kafka_conf_set_log_cb(conf, on_log);
+
+	c->rk = outbox_kafka_new(RD_KAFKA_CONSUMER, conf, buf, sizeof(buf));
+	if (c->rk == NULL)
+	{
+		rd_kafka_conf_destroy(conf);
+		*errstr = strdup(buf);
+		free(c);
+		return NULL;
+	}
+	/* logs, errors and rebalances are all served by rd_kafka_consumer_poll() */
+	rd_kafka_set_log_queue(c->rk, NULL);
+	rd_kafka_poll_set_consumer(c->rk);
+	c->queue = rd_kafka_queue_get_consumer(c->rk);
+	if (wake_fd >= 0)
+		rd_kafka_queue_io_event_enable(c->queue, wake_fd, "1", 1);
+	c->topic = strdup_or_empty(outbox_reply_topic);
+	c->brokers = strdup_or_empty(brokers);
+	c->file_props = strdup_or_empty(file_properties);
+	c->guc_props = strdup_or_empty(guc_properties);
+	if (c->topic == NULL || c->brokers == NULL || c->file_props == NULL ||
+		c->guc_props == NULL)
+	{
+		reply_destroy(c);
+		*errstr = strdup("out of memory");
+		return NULL;
+	}
+	return c;
+}
+
+/*
+ * Leave the group (waiting at most REPLY_CLOSE_MS, so that a cluster that
+ * cannot be reached does not hold up the relay), then drop the consumer.
+ * Nothing is committed here: the database holds the positions.
+ */
+static void
+reply_destroy(ReplyConsumer *c)
+{
+	reply_forget_batch(c);
+	if (c->rk != NULL && c->subscribed)
+	{
+		rd_kafka_queue_t *q = rd_kafka_queue_new(c->rk);
+		rd_kafka_error_t *error = rd_kafka_consumer_close_queue(c->rk, q);
+		TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														REPLY_CLOSE_MS);
+
+		if (error != NULL)
+			rd_kafka_error_destroy(error);
+		else
+		{
+			while (!rd_kafka_consumer_closed(c->rk) &&
+				   GetCurrentTimestamp() < until)
+			{
+				rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 100);
+
+				if (ev == NULL)
+					continue;
+				/* the revocation of the closing consumer's partitions */
+				if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE)
+				{
+					if (strcmp(rd_kafka_rebalance_protocol(c->rk), "COOPERATIVE") == 0)
+					{
+						error = rd_kafka_incremental_unassign(c->rk,
+															  rd_kafka_event_topic_partition_list(ev));
+						if (error != NULL)
+							rd_kafka_error_destroy(error);
+					}
+					else
+						(void) rd_kafka_assign(c->rk, NULL);
+				}
+				rd_kafka_event_destroy(ev);
+			}
+		}
+		rd_kafka_queue_destroy(q);
+	}
+	if (c->queue)
+		rd_kafka_queue_destroy(c->queue);
+	if (c->rk)
+		rd_kafka_destroy_flags(c->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+	free(c->topic);
+	free(c->brokers);
+	free(c->file_props);
+	free(c->guc_props);
+	free(c->next);
+	free(c);
+}
+
+static void
+reply_forget_batch(ReplyConsumer *c)
+{
+	int			i;
+
+	for (i = 0; i < c->nbatch; i++)
+		rd_kafka_message_destroy(c->batch[i]);
+	c->nbatch = 0;
+}
+
+/* ---------------------------------------------------------------------
+ * librdkafka callbacks: in rd_kafka_consumer_poll(); no palloc/elog/free
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Assign at the positions the database holds; a partition without one
+ * starts at the group's committed offset, or at the earliest for a new
+ * group.
+ */
+static void
+on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+			 rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+	ReplyConsumer *c = (ReplyConsumer *) opaque;
+	bool		cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+	rd_kafka_error_t *error = NULL;
+	rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+	int			i;
+
+	if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+	{
+		for (i = 0; i < parts->cnt; i++)
+		{
+			rd_kafka_topic_partition_t *p = &parts->elems[i];
+
+			if (strcmp(p->topic, c->topic) == 0 && p->partition >= 0 &&
+				p->partition < c->nnext && c->next[p->partition] >= 0)
+				p->offset = c->next[p->partition];
+		}
+		if (cooperative)
+			error = rd_kafka_incremental_assign(rk, parts);
+		else
+			aerr = rd_kafka_assign(rk, parts);
+		outbox_kafka_log_record(&c->log, 6, false, "assigned %d partition(s) of the reply topic",
+				   parts->cnt);
+	}
+	else
+	{
+		if (cooperative)
+			error = rd_kafka_incremental_unassign(rk, parts);
+		else
+			aerr = rd_kafka_assign(rk, NULL);
+	}
+	if (error != NULL)
+	{
+		outbox_kafka_log_record(&c->log, 3, true, "rebalance: %s", rd_kafka_error_string(error));
+		rd_kafka_error_destroy(error);
+	}
+	else if (aerr != RD_KAFKA_RESP_ERR_NO_ERROR)
+		outbox_kafka_log_record(&c->log, 3, true, "rebalance: %s", rd_kafka_err2str(aerr));
+}
+
+static void
+on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+	ReplyConsumer *c = (ReplyConsumer *) opaque;
+
+	if (err == RD_KAFKA_RESP_ERR__FATAL)
+	{
+		char		fatal[REPLY_LOG_LEN];
+		rd_kafka_resp_err_t orig;
+
+		orig = rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
+		c->failed = true;
+		snprintf(c->failed_reason, sizeof(c->failed_reason),
+				 "fatal consumer error %s: %s", rd_kafka_err2name(orig), fatal);
+		return;
+	}
+	outbox_kafka_log_record(&c->log, 3, true, "%s: %s",
+			   rd_kafka_err2name((rd_kafka_resp_err_t) err), reason);
+}
+
+static void
+on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+	ReplyConsumer *c = (ReplyConsumer *) rd_kafka_opaque(rk);
+
+	/* outbox.kafka_properties are the producer's too */
+	if (strcmp(fac, "CONFWARN") == 0 && strstr(buf, "producer property") != NULL)
+		return;
+	outbox_kafka_log_record(&c->log, level, false, "%s: %s", fac, buf);
+}
+
+/* ---------------------------------------------------------------------
+ * Polling
+ * ---------------------------------------------------------------------
+ */
+
+/* Take what is waiting, up to a batch, without blocking. */
+static void
+reply_poll(ReplyConsumer *c)
+{
+	while (c->nbatch < REPLY_BATCH_MAX)
+	{
+		rd_kafka_message_t *msg = rd_kafka_consumer_poll(c->rk, 0);
+
+		if (msg == NULL)
+			break;
+		if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+				outbox_kafka_log_record(&c->log, 3, true, "%s: %s", rd_kafka_err2name(msg->err),
+						   rd_kafka_message_errstr(msg));
+			rd_kafka_message_destroy(msg);
+			continue;
+		}
+		c->batch[c->nbatch++] = msg;
+	}
+}
+
+/* Kafka learns the positions after the database commit, asynchronously. */
+static void
+reply_commit_kafka(ReplyConsumer *c, ReplyBatchArgs *args)
+{
+	rd_kafka_topic_partition_list_t *list;
+	int			p;
+
+	list = rd_kafka_topic_partition_list_new(4);
+	for (p = 0; p < args->npositions; p++)
+	{
+		if (args->positions[p] < 0)
+			continue;
+		rd_kafka_topic_partition_list_add(list, c->topic, p)->offset =
+			args->positions[p];
+		/* the cache the rebalance callback assigns from */
+		if (p >= c->nnext)
+		{
+			int			n = Max(p + 1, c->nnext * 2);
+			int64	   *next = realloc(c->next, n * sizeof(int64));
+			int			i;
+
+			if (next == NULL)
+				continue;		/* the filter in reply_apply_batch() covers it */
+			for (i = c->nnext; i < n; i++)
+				next[i] = -1;
+			c->next = next;
+			c->nnext = n;
+		}
+		c->next[p] = args->positions[p];
+	}
+	if (list->cnt > 0)
+		(void) rd_kafka_commit(c->rk, list, 1);
+	rd_kafka_topic_partition_list_destroy(list);
+}
+
+/* ---------------------------------------------------------------------
+ * Reading a reply
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * The value of the top-level field f->field: a scalar token of the given
+ * type, or (token NULL) an object or array.
+ */
+static void
+fields_value(ReplyFields *f, char *token, JsonTokenType type)
+{
+	bool		is_string = (token != NULL && type == JSON_TOKEN_STRING);
+
+	if (strcmp(f->field, "db") == 0)
+	{
+		f->has_db = true;
+		f->db = is_string ? token : NULL;
+	}
+	else if (strcmp(f->field, "id") == 0)
+	{
+		f->has_id = true;
+		f->id = (token != NULL && type == JSON_TOKEN_NUMBER) ? token : NULL;
+	}
+	else if (strcmp(f->field, "status") == 0)
+	{
+		f->has_status = true;
+		f->status = is_string ? token : NULL;
+	}
+	else if (strcmp(f->field, "detail") == 0)
+	{
+		f->detail = is_string ? token : NULL;
+		f->detail_bad = !is_string && (token == NULL || type != JSON_TOKEN_NULL);
+	}
+	f->field = NULL;
+}
+
+static OUTBOX_JSON_ACTION
+fields_object_start(void *state)
+{
+	ReplyFields *f = (ReplyFields *) state;
+
+	if (f->depth == 1 && f->field != NULL)
+		fields_value(f, NULL, JSON_TOKEN_OBJECT_START);
+	f->depth++;
+	OUTBOX_JSON_ACTION_DONE;
+}
+
+static OUTBOX_JSON_ACTION
+fields_array_start(void *state)
+{
+	ReplyFields *f = (ReplyFields *) state;
+
+	if (f->depth == 0)
+		f->not_object = true;
+	return fields_object_start(state);
+}
+
+static OUTBOX_JSON_ACTION
+fields_end(void *state)
+{
+	((ReplyFields *) state)->depth--;
+	OUTBOX_JSON_ACTION_DONE;
+}
+
+static OUTBOX_JSON_ACTION
+fields_field_start(void *state, char *fname, bool isnull)
+{
+	ReplyFields *f = (ReplyFields *) state;
+
+	if (f->depth == 1)
+		f->field = fname;
+	OUTBOX_JSON_ACTION_DONE;
+}
+
+static OUTBOX_JSON_ACTION
+fields_scalar(void *state, char *token, JsonTokenType type)
+{
+	ReplyFields *f = (ReplyFields *) state;
+
+	if (f->depth == 0)
+		f->not_object = true;
+	else if (f->depth == 1 && f->field != NULL)
+		fields_value(f, token, type);
+	OUTBOX_JSON_ACTION_DONE;
+}
+
+/*
+ * How deep is the JSON text nested?  Counted before parsing: the parser
+ * recurses, and running out of stack would be an error for the batch.
+ */
+static int
+json_depth(const char *s, int len)
+{
+	int			depth = 0;
+	int			deepest = 0;
+	bool		in_string = false;
+	int			i;
+
+	for (i = 0; i < len; i++)
+	{
+		char		ch = s[i];
+
+		if (in_string)
+		{
+			if (ch == '\\')
+				i++;
+			else if (ch == '"')
+				in_string = false;
+		}
+		else if (ch == '"')
+			in_string = true;
+		else if (ch == '{' || ch == '[')
+			deepest = Max(deepest, ++depth);
+		else if (ch == '}' || ch == ']')
+			depth--;
+	}
+	return deepest;
+}
+
+/* An integer in int8 range, written as a JSON number without fraction. */
+static bool
+parse_id(const char *token, int64 *id)
+{
+	const char *p = token;
+	char	   *end;
+	long long	v;
+
+	if (*p == '-')
+		p++;
+	if (*p < '0' || *p > '9')
+		return false;
+	for (; *p; p++)
+		if (*p < '0' || *p > '9')
+			return false;
+	errno = 0;
+	v = strtoll(token, &end, 10);
+	if (errno != 0 || *end != '\0')
+		return false;
+	*id = (int64) v;
+	return true;
+}
+
+/*
+ * Decide a reply's fate.  For REPLY_APPLY, *id, *status and *detail are
+ * set; for REPLY_REJECT, *reason.  Allocates in the current context.
+ */
+static ReplyFate
+reply_classify(const rd_kafka_message_t *msg, const char *database,
+			   int64 *id, char **status, char **detail, char **reason)
+{
+	ReplyFields f;
+	JsonSemAction sem;
+	JsonLexContext *lex;
+	JsonParseErrorType perr;
+	char	   *text;
+	const char *stray = NULL;
+	int			len = (int) msg->len;
+
+	*reason = NULL;
+	if (msg->payload == NULL)
+		stray = "the record has no value (a tombstone)";
+	else if (msg->len > REPLY_MAX_VALUE)
+		stray = psprintf("the value is larger than %d bytes", REPLY_MAX_VALUE);
+	else if (!pg_verify_mbstr(GetDatabaseEncoding(), msg->payload, len, true))
+		stray = "the value is not valid text in the database's encoding";
+	else if (json_depth(msg->payload, len) > REPLY_MAX_DEPTH)
+		stray = psprintf("the value is nested deeper than %d levels", REPLY_MAX_DEPTH);
+	if (stray != NULL)
+		goto stray;
+
+	memset(&f, 0, sizeof(f));
+	memset(&sem, 0, sizeof(sem));
+	sem.semstate = &f;
+	sem.object_start = fields_object_start;
+	sem.object_end = fields_end;
+	sem.array_start = fields_array_start;
+	sem.array_end = fields_end;
+	sem.object_field_start = fields_field_start;
+	sem.scalar = fields_scalar;
+	text = pnstrdup(msg->payload, len);
+	lex = outbox_json_lexer(text, len, GetDatabaseEncoding());
+	perr = pg_parse_json(lex, &sem);
+	if (perr != JSON_SUCCESS)
+	{
+		stray = psprintf("the value is not JSON: %s", json_errdetail(perr, lex));
+		goto stray;
+	}
+	if (f.not_object)
+	{
+		stray = "the value is not a JSON object";
+		goto stray;
+	}
+
+	/* whose is it? */
+	if (f.has_db)
+	{
+		if (f.db == NULL)
+		{
+			stray = "\"db\" is not a string";
+			goto stray;
+		}
+		if (strcmp(f.db, database) != 0)
+		{
+			if (outbox_relays_know_database(f.db))
+				return REPLY_SKIP;
+			stray = psprintf("database \"%s\" is not relayed by this cluster", f.db);
+			goto stray;
+		}
+	}
+	else if (outbox_relays_running() > 1)
+	{
+		stray = "\"db\" is missing, and several databases are relayed";
+		goto stray;
+	}
+
+	/* ours */
+	if (!f.has_id)
+		*reason = "\"id\" is missing";
+	else if (f.id == NULL || !parse_id(f.id, id))
+		*reason = "\"id\" is not an integer";
+	else if (!f.has_status)
+		*reason = "\"status\" is missing";
+	else if (f.status == NULL ||
+			 (strcmp(f.status, "confirmed") != 0 && strcmp(f.status, "failed") != 0))
+		*reason = "\"status\" is neither \"confirmed\" nor \"failed\"";
+	else if (f.detail_bad)
+		*reason = "\"detail\" is not a string";
+	if (*reason != NULL)
+		return REPLY_REJECT;
+	*status = f.status;
+	*detail = f.detail;
+	return REPLY_APPLY;
+
+stray:
+	if (!outbox_relay_keeps_strays())
+		return REPLY_SKIP;
+	*reason = (char *) stray;
+	return REPLY_REJECT;
+}
+
+/*
+ * Key or value as text for outbox.rejected_replies: at most
+ * REPLY_KEEP_BYTES, cut at a character boundary; bytes that are not text in
+ * the database's encoding are kept as \x and hex digits.
+ */
+static Datum
+reply_text(const void *data, size_t len)
+{
+	const char *s = (const char *) data;
+	int			n = (int) Min(len, (size_t) REPLY_KEEP_BYTES);
+	StringInfoData buf;
+	int			i;
+
+	if (len <= (size_t) PG_INT32_MAX &&
+		pg_verify_mbstr(GetDatabaseEncoding(), s, (int) len, true))
+		return PointerGetDatum(cstring_to_text_with_len(s, pg_mbcliplen(s, (int) len, n)));
+	n = Min(n, REPLY_KEEP_BYTES / 2);
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "\\x");
+	for (i = 0; i < n; i++)
+		appendStringInfo(&buf, "%02x", (unsigned char) s[i]);
+	return PointerGetDatum(cstring_to_text(buf.data));
+}
+
+/* ---------------------------------------------------------------------
+ * Applying a batch (in the relay's transaction)
+ * ---------------------------------------------------------------------
+ */
+
+/* Load the stored positions of the reply topic into the cache. */
+static void
+reply_load_positions(void *arg)
+{
+	ReplyConsumer *c = (ReplyConsumer *) arg;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+	uint64		i;
+
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	values[0] = CStringGetTextDatum(c->topic);
+	if (SPI_execute_with_args("SELECT partition, next_offset FROM outbox.reply_offsets WHERE topic = $1",
+							  1, argtypes, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read outbox.reply_offsets");
+	free(c->next);
+	c->next = NULL;
+	c->nnext = 0;
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		int32		p = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
+													SPI_tuptable->tupdesc, 1, &isnull));
+		int64		next = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+													   SPI_tuptable->tupdesc, 2, &isnull));
+
+		if (p < 0 || p >= 1000000)
+			continue;
+		if (p >= c->nnext)
+		{
+			int			n = Max(p + 1, c->nnext * 2);
+			int64	   *grown = realloc(c->next, n * sizeof(int64));
+			int			j;
+
+			if (grown == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_OUT_OF_MEMORY),
+						 errmsg("out of memory")));
+			for (j = c->nnext; j < n; j++)
+				grown[j] = -1;
+			c->next = grown;
+			c->nnext = n;
+		}
+		c->next[p] = next;
+	}
+	PopActiveSnapshot();
+	SPI_finish();
+}
+
+/*
+ * Is this error about the verdict itself, so that it is rejected alone?
+ * Data exceptions, constraints, errors raised by triggers and routines;
+ * anything else (a missing table, privileges, deadlocks, resources,
+ * shutdown) fails the batch, which is tried again later.
+ */
+static bool
+error_is_about_data(int sqlerrcode)
+{
+	switch (ERRCODE_TO_CATEGORY(sqlerrcode))
+	{
+		case ERRCODE_TO_CATEGORY(ERRCODE_TRIGGERED_ACTION_EXCEPTION):	/* 09 */
+		case ERRCODE_TO_CATEGORY(ERRCODE_DATA_EXCEPTION):	/* 22 */
+		case ERRCODE_TO_CATEGORY(ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION):	/* 23 */
+		case ERRCODE_TO_CATEGORY(ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION):	/* 27 */
+		case ERRCODE_TO_CATEGORY(ERRCODE_SQL_ROUTINE_EXCEPTION):	/* 2F */
+		case ERRCODE_TO_CATEGORY(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION):	/* 38 */
+		case ERRCODE_TO_CATEGORY(ERRCODE_E_R_I_E_SRF_PROTOCOL_VIOLATED):	/* 39 */
+		case ERRCODE_TO_CATEGORY(ERRCODE_WITH_CHECK_OPTION_VIOLATION):	/* 44 */
+		case ERRCODE_TO_CATEGORY(ERRCODE_PLPGSQL_ERROR):	/* P0 */
+			return true;
+		default:
+			return false;
+	}
+}
+
+/*
+ * Run the confirm plan for one verdict: returns whether the message exists.
+ * In careful mode, in a subtransaction: an error about the data comes back
+ * in *reason, any other is thrown on.
+ */
+static bool
+reply_confirm(SPIPlanPtr plan, Datum *values, const char *nulls, bool careful,
+			  char **reason)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool found = false;
+	bool		isnull;
+
+	*reason = NULL;
+	if (!careful)
+	{
+		if (SPI_execute_plan(plan, values, nulls, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not run outbox.confirm()");
+		return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+										  SPI_tuptable->tupdesc, 1, &isnull));
+	}
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		if (SPI_execute_plan(plan, values, nulls, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not run outbox.confirm()");
+		found = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 1, &isnull));
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (!error_is_about_data(edata->sqlerrcode))
+			ReThrowError(edata);
+		*reason = psprintf("applying the verdict failed: %s", edata->message);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	return found;
+}
+
+static void
+reply_apply_batch(void *arg)
+{
+	ReplyBatchArgs *a = (ReplyBatchArgs *) arg;
+	ReplyConsumer *c = a->c;
+	Oid			confirm_types[3] = {INT8OID, TEXTOID, TEXTOID};
+	Oid			reject_types[7] = {TEXTOID, INT4OID, INT8OID, TEXTOID, TEXTOID, INT4OID, TEXTOID};
+	Oid			pos_types[3] = {TEXTOID, INT4OID, INT8OID};
+	SPIPlanPtr	confirm_plan;
+	SPIPlanPtr	reject_plan;
+	SPIPlanPtr	read_plan;
+	SPIPlanPtr	store_plan;
+	Datum		topic;
+	int			maxp = a->npositions;
+	int			i;
+	int			p;
+
+	for (p = 0; p < maxp; p++)
+		a->positions[p] = -2;	/* not in the batch */
+
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	confirm_plan = SPI_prepare("SELECT outbox.confirm($1, $2, $3)", 3, confirm_types);
+	reject_plan = SPI_prepare("INSERT INTO outbox.rejected_replies "
+							  "(topic, partition, kafka_offset, key, value, value_length, reason) "
+							  "VALUES ($1, $2, $3, $4, $5, $6, $7)", 7, reject_types);
+	read_plan = SPI_prepare("SELECT next_offset FROM outbox.reply_offsets "
+							"WHERE topic = $1 AND partition = $2 FOR UPDATE", 2, pos_types);
+	store_plan = SPI_prepare("INSERT INTO outbox.reply_offsets AS o (topic, partition, next_offset) "
+							 "VALUES ($1, $2, $3) ON CONFLICT (topic, partition) DO UPDATE "
+							 "SET next_offset = excluded.next_offset, updated_at = pg_catalog.now()",
+							 3, pos_types);
+	if (!confirm_plan || !reject_plan || !read_plan || !store_plan)
+		elog(ERROR, "could not prepare the reply consumer's statements: %s",
+			 SPI_result_code_string(SPI_result));
+	topic = CStringGetTextDatum(c->topic);
+
+	/* Lock and read the stored positions of the batch's partitions. */
+	for (i = 0; i < c->nbatch; i++)
+	{
+		Datum		values[2];
+
+		p = c->batch[i]->partition;
+		if (a->positions[p] != -2)
+			continue;
+		values[0] = topic;
+		values[1] = Int32GetDatum(p);
+		if (SPI_execute_plan(read_plan, values, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not read outbox.reply_offsets");
+		a->positions[p] = -1;
+		if (SPI_processed > 0)
+		{
+			bool		isnull;
+
+			a->positions[p] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+														  SPI_tuptable->tupdesc, 1, &isnull));
+		}
+	}
+
+	for (i = 0; i < c->nbatch; i++)
+	{
+		rd_kafka_message_t *msg = c->batch[i];
+		int64		id = 0;
+		char	   *status = NULL;
+		char	   *detail = NULL;
+		char	   *reason = NULL;
+		ReplyFate	fate;
+
+		p = msg->partition;
+		if (msg->offset < a->positions[p])
+			continue;			/* applied before */
+		a->positions[p] = msg->offset + 1;
+
+		fate = reply_classify(msg, a->database, &id, &status, &detail, &reason);
+		if (fate == REPLY_APPLY)
+		{
+			Datum		values[3];
+			char		nulls[3] = {' ', ' ', ' '};
+
+			values[0] = Int64GetDatum(id);
+			values[1] = CStringGetTextDatum(status);
+			values[2] = detail ? CStringGetTextDatum(detail) : (Datum) 0;
+			if (detail == NULL)
+				nulls[2] = 'n';
+			if (reply_confirm(confirm_plan, values, nulls, c->careful, &reason))
+				a->applied++;
+			else
+			{
+				if (reason == NULL)
+					reason = psprintf("there is no message with id " INT64_FORMAT, id);
+				fate = REPLY_REJECT;
+			}
+		}
+		if (fate == REPLY_REJECT)
+		{
+			Datum		values[7];
+			char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+
+			values[0] = topic;
+			values[1] = Int32GetDatum(p);
+			values[2] = Int64GetDatum(msg->offset);
+			if (msg->key != NULL)
+				values[3] = reply_text(msg->key, msg->key_len);
+			else
+				nulls[3] = 'n';
+			if (msg->payload != NULL)
+				values[4] = reply_text(msg->payload, msg->len);
+			else
+				nulls[4] = 'n';
+			values[5] = Int32GetDatum((int32) Min(msg->len, (size_t) PG_INT32_MAX));
+			values[6] = CStringGetTextDatum(reason);
+			if (SPI_execute_plan(reject_plan, values, nulls, false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "could not insert into outbox.rejected_replies");
+			a->rejected++;
+		}
+	}
+
+	/* Store the positions reached, in this same transaction. */
+	for (p = 0; p < maxp; p++)
+	{
+		Datum		values[3];
+
+		if (a->positions[p] < 0)
+			continue;
+		values[0] = topic;
+		values[1] = Int32GetDatum(p);
+		values[2] = Int64GetDatum(a->positions[p]);
+		if (SPI_execute_plan(store_plan, values, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not write outbox.reply_offsets");
+	}
+	PopActiveSnapshot();
+	SPI_finish();
+}

@@ -1,0 +1,246 @@
+#
+# 160_exactly_once.pl
+#    outbox.delivery = exactly_once on a real Kafka (the mock broker does
+#    not hide aborted transactions): a read_committed consumer must see
+#    every event once, in per-key order, through
+#      (a) SIGKILL of the relay while writers run (mid Kafka transaction);
+#      (b) an immediate shutdown while writers run;
+#      (c) a poison record inside a Kafka transaction (too large for the
+#          topic's max.message.bytes): it goes to outbox.dead_letters, the
+#          records batched with it are delivered once;
+#      (d) a slot-loss replay interrupted by SIGKILL of the relay: the
+#          progress record holds the replay's boundary and last id, the
+#          next relay skips the rows replayed before;
+#      (e) a progress record from another history (its commit LSN past the
+#          server's WAL, as after a point-in-time restore): ignored with a
+#          WARNING, new events are delivered, not skipped;
+#      (f) a second relay on the same slot and transactional.id: a copy of
+#          the stopped cluster (same system identifier, same slot, same
+#          WAL) relays the same backlog at the same time as the original;
+#          each fences the other's producer, nothing is duplicated.
+#    Every scenario: 0 lost, 0 duplicated, 0 reordered per key.
+#
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::RealBin/..";
+use OutboxTest;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use IPC::Run;
+use Test::More;
+use Time::HiRes qw(time usleep);
+
+plan skip_all => 'needs a real Kafka (run_all.sh suite e2e-kafka)'
+  unless real_kafka();
+
+my $eos_conf = "outbox.delivery = exactly_once\nrestart_after_crash = on\n";
+
+# Writers, a crash, writers again; then everything once.
+sub crash_run
+{
+	my ($node, $b, $topic, $label, $crash) = @_;
+
+	my @writers = map { start_writer($node, $topic, name => "w$_", pause => 0.005) } 1 .. 2;
+	ok(wait_for(sub { ((relay_status($node) // {})->{delivered} // 0) >= 300 }, 60),
+		"$label: events flow before the crash");
+	my $pid_before = relay_pid($node);
+	my $log_pos = log_position($node);
+	$crash->($pid_before);
+	ok( wait_for(
+			sub {
+				my $s = eval { relay_status($node) };
+				return $s && $s->{pid} && $s->{pid} != $pid_before
+				  && $s->{state} eq 'streaming' && $s->{delivered} > 100;
+			},
+			90),
+		"$label: relay back and delivering");
+	sleep(1);
+	$_->stop for @writers;
+	ok(wait_relay_idle($node, 120), "$label: relay caught up");
+	my $log = log_since($node, $log_pos);
+	ok($log =~ /exactly-once: the last committed progress record of "outbox:\d+:\d+:\w+" covers commit LSN/,
+		"$label: the new relay read its progress record");
+	my $skipped = 0;
+	$skipped += $1 while $log =~ /skipped (\d+) event\(s\) that the last committed progress record covers/g;
+	diag("$label: $skipped event(s) after the slot's confirmed position were in Kafka already and skipped");
+	my $d = verify_topic($node, $b, $topic, $label, exactly_once => 1);
+	return $skipped;
+}
+
+my $t_kill = unique_topic('eos_kill');
+my $t_stop = unique_topic('eos_stop');
+my $t_poison = unique_topic('eos_poison');
+my $t_zombie = unique_topic('eos_zombie');
+my $t_replay = unique_topic('eos_replay');
+my $t_history = unique_topic('eos_history');
+my $b = start_broker(topics => [ "$t_kill:6", "$t_stop:6",
+	"$t_poison:3:max.message.bytes=4096", "$t_zombie:6", "$t_replay:6", "$t_history:3" ]);
+my $node = new_relay_node('eos', $b, extra_conf => $eos_conf);
+is($node->safe_psql('postgres', 'SHOW outbox.delivery'), 'exactly_once',
+	'exactly_once mode');
+
+# (a) SIGKILL of the relay, three times: the slot's saved position lags
+# what Kafka committed, so the new relay finds committed events to skip.
+my $skipped = 0;
+for my $i (1 .. 3)
+{
+	$skipped += crash_run($node, $b, $t_kill, "relay SIGKILL $i",
+		sub { kill 'KILL', $_[0]; });
+}
+ok($skipped > 0, "relay SIGKILL: committed events past the slot were skipped ($skipped)");
+
+# (b) immediate shutdown
+crash_run($node, $b, $t_stop, 'immediate shutdown',
+	sub { $node->stop('immediate'); $node->start; });
+
+# (c) a poison record inside a Kafka transaction: transactions of 5 events
+# over 3 keys; one event of one of them is too large for the topic.
+{
+	my $sql = '';
+	for my $t (1 .. 40)
+	{
+		$sql .= "BEGIN;\n";
+		for my $e (1 .. 5)
+		{
+			my $payload = ($t == 20 && $e == 3)
+			  ? "jsonb_build_object('pad', repeat('x', 8000))"
+			  : "jsonb_build_object('t', $t, 'e', $e)";
+			$sql .= "SELECT outbox.enqueue('$t_poison', 'key-' || ($e % 3), $payload);\n";
+		}
+		$sql .= "COMMIT;\n";
+	}
+	my $log_pos = log_position($node);
+	$node->safe_psql('postgres', $sql);
+	ok(wait_relay_idle($node, 120), 'poison: relay caught up');
+	my $dead = $node->safe_psql('postgres',
+		"SELECT count(*), min(error_code) FROM outbox.dead_letters WHERE topic = '$t_poison'");
+	is($dead, '1|MSG_SIZE_TOO_LARGE', 'poison: the one event too large is in dead_letters');
+	my $log = log_since($node, $log_pos);
+	ok($log =~ /Kafka refused an event inside a Kafka transaction \(MSG_SIZE_TOO_LARGE\)/,
+		'poison: its Kafka transaction was aborted');
+	my @truth = table_ids($node,
+		"topic = '$t_poison' AND id NOT IN (SELECT message_id FROM outbox.dead_letters WHERE message_id IS NOT NULL)");
+	my @recs = consume($b, $t_poison, idle_ms => 2000, timeout_ms => 60_000);
+	my $d = check_delivery(\@recs, \@truth);
+	is(scalar(@truth), 199, 'poison: 199 events to deliver');
+	is(scalar(@{ $d->{missing} }), 0, 'poison: nothing lost');
+	is(scalar(@{ $d->{unexpected} }), 0, 'poison: nothing unexpected (the poison is not in Kafka)');
+	is($d->{duplicates}, 0, 'poison: no duplicates');
+	is(scalar(check_per_key_order(@recs)), 0, 'poison: per-key order');
+}
+is(relay_status($node)->{state}, 'streaming', 'still streaming');
+
+# (d) a slot-loss replay, interrupted.  Rows written while Kafka is not
+# configured, then the slot dropped: the new slot's replay publishes them.
+{
+	ok(wait_relay_quiet($node, 60), 'replay: relay quiet (the watermark covers what was delivered)');
+	$node->append_conf('postgresql.conf', "outbox.kafka_brokers = ''\n");
+	$node->reload;
+	wait_relay_state($node, 'disabled');
+	$node->safe_psql('postgres',
+		"SELECT outbox.enqueue('$t_replay', 'key-' || (i % 10), jsonb_build_object('i', i)) FROM generate_series(1, 500) i")
+	  for 1 .. 120;
+	ok(drop_relay_slot($node, 'outbox_5'), 'replay: slot dropped');
+	$node->append_conf('postgresql.conf', "outbox.kafka_brokers = '$b->{bootstrap}'\n");
+	$node->reload;
+	my ($pid, $delivered);
+	ok( wait_for(
+			sub {
+				my $s = relay_status($node);
+				($pid, $delivered) = ($s->{pid}, $s->{delivered} // 0);
+				return $s->{state} eq 'recovering' && $delivered >= 3000;
+			},
+			60),
+		'replay: the new slot replays rows');
+	my $log_pos = log_position($node);
+	kill 'KILL', $pid;
+	diag("replay: SIGKILL of the relay after $delivered rows");
+	ok(wait_for(sub { my $s = eval { relay_status($node) }; $s && $s->{pid} && $s->{pid} != $pid && $s->{state} eq 'streaming' }, 120),
+		'replay: a new relay finished the replay and streams');
+	ok(wait_relay_idle($node, 120), 'replay: relay caught up');
+	my $log = log_since($node, $log_pos);
+	ok($log =~ /covers commit LSN [0-9A-F\/]+ and replayed rows up to id \d+ of the replay from/,
+		'replay: the progress record fenced the replay');
+	my ($skipped) = $log =~ /skipped (\d+) event\(s\) that the last committed progress record covers/;
+	ok(($skipped // 0) > 0, 'replay: rows replayed before the kill were skipped (' . ($skipped // 0) . ')');
+	verify_topic($node, $b, $t_replay, 'replay', exactly_once => 1);
+}
+
+# (e) a progress record from another history, written with Kafka's console
+# producer (a plain record is visible to read_committed readers).
+SKIP:
+{
+	skip 'needs the cluster of test/kafka/kafka.sh', 9 unless $b->{kafka};
+	my $key = $node->safe_psql('postgres',
+		q{SELECT 'outbox:' || system_identifier || ':' || d.oid || ':' || s.slot_name
+		    FROM pg_control_system(), outbox.relay_status s
+		    JOIN pg_database d ON d.datname = s.database});
+	my $value = qq({"version":1,"key":"$key","commit_lsn":"FF/0","end_lsn":"FF/30","replay_boundary":null,"replay_last_id":null});
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ 'bash', "$FindBin::RealBin/../../kafka/kafka.sh", 'run-class',
+			'org.apache.kafka.tools.ConsoleProducer', '--bootstrap-server', $b->{bootstrap},
+			'--topic', 'outbox_progress', '--property', 'parse.key=true',
+			'--property', "key.separator=\t" ],
+		'<', \"$key\t$value\n", '>', \$out, '2>', \$err)
+	  or diag("console producer: $err");
+	my $log_pos = log_position($node);
+	my $old_pid = relay_pid($node);
+	$node->safe_psql('postgres', "SELECT pg_terminate_backend($old_pid)");
+	ok( wait_for(
+			sub {
+				my $s = relay_status($node);
+				$s && $s->{pid} && $s->{pid} != $old_pid && $s->{state} eq 'streaming';
+			},
+			60),
+		'history: a new relay streams');
+	$node->safe_psql('postgres',
+		"SELECT outbox.enqueue('$t_history', 'key-' || (i % 5), jsonb_build_object('i', i)) FROM generate_series(1, 100) i");
+	ok(wait_relay_idle($node, 60), 'history: relay caught up');
+	ok(log_since($node, $log_pos) =~ /the progress record of "\Q$key\E" covers commit LSN FF\/0, past this server's WAL/,
+		'history: the record from another history was ignored');
+	my $d = verify_topic($node, $b, $t_history, 'history', exactly_once => 1);
+	is($d->{distinct}, 100, 'history: the new events were delivered, not skipped');
+}
+
+# (f) a second relay on the same slot and transactional.id.  Hold a
+# backlog in the WAL (Kafka not configured), copy the stopped cluster, then
+# let both relay it at once; afterwards only the original gets new events.
+$node->append_conf('postgresql.conf', "outbox.kafka_brokers = ''\n");
+$node->reload;
+wait_relay_state($node, 'disabled');
+$node->safe_psql('postgres',
+	"SELECT outbox.enqueue('$t_zombie', 'key-' || (i % 10), jsonb_build_object('i', i)) FROM generate_series(1, 200) i")
+  for 1 .. 150;
+$node->stop('fast');
+$node->backup_fs_cold('zombie');
+my $copy = PostgreSQL::Test::Cluster->new('eos_copy');
+$copy->init_from_backup($node, 'zombie');
+for my $n ($node, $copy)
+{
+	$n->append_conf('postgresql.conf',
+		"outbox.kafka_brokers = '$b->{bootstrap}'\noutbox.transaction_max_events = 2000\n");
+}
+$node->start;
+ok(wait_for(sub { ((relay_status($node) // {})->{delivered} // 0) >= 2000 }, 60),
+	'zombie: the original delivers the backlog');
+$copy->start;
+ok(wait_relay_idle($node, 180), 'zombie: the original caught up');
+ok(wait_relay_idle($copy, 180), 'zombie: the copy caught up');
+my $w = start_writer($node, $t_zombie, name => 'after', pause => 0.01);
+sleep(3);
+$w->stop;
+ok(wait_relay_idle($node, 120), 'zombie: the original delivered the new events');
+my $fenced = 0;
+for my $n ($node, $copy)
+{
+	$fenced += count_matches(slurp_file($n->logfile),
+		qr/fenced: a newer producer with transactional\.id/);
+}
+ok($fenced > 0, "zombie: a relay was fenced by the other ($fenced time(s))");
+diag("zombie: $fenced fencing(s) in the two logs");
+verify_topic($node, $b, $t_zombie, 'zombie', exactly_once => 1);
+$copy->stop;
+$node->stop;
+done_testing();
