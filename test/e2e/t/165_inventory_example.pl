@@ -82,6 +82,17 @@ IPC::Run::run([ 'kcat', '-P', '-b', $broker->{bootstrap}, '-t', $orders, '-k', '
 
 my $dir = PostgreSQL::Test::Utils::tempdir();
 my $run = 0;
+my @started;
+
+# A test that dies half-way leaves no service running.
+END
+{
+	local $?;
+	for my $h (@started)
+	{
+		$h->kill_kill if $h->pumpable;
+	}
+}
 
 # Start the service; returns [handle, stdout file, stderr file].
 sub start_inventory
@@ -93,6 +104,7 @@ sub start_inventory
 		'--conninfo', $node->connstr('inventory'), @props, @extra);
 	my $h = IPC::Run::start(\@cmd, '<', \undef, '>', "$dir/out$run",
 		'2>', "$dir/err$run");
+	push @started, $h;
 	return [ $h, "$dir/out$run", "$dir/err$run" ];
 }
 
