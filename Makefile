@@ -58,7 +58,9 @@ TEST_PROGRAMS	= $(patsubst %.c,%,$(wildcard test/broker/*.c))
 # Unit checks (not installed): module objects linked with stand-ins for the
 # backend functions they call (see each program's header).
 UNIT_PROGRAMS	= test/unit/sink_check
-EXTRA_CLEAN	= $(TEST_PROGRAMS) $(UNIT_PROGRAMS) sql/$(EXTENSION)--$(EXTVERSION).sql
+# The demo's inventory service (not installed): librdkafka and libpq.
+EXAMPLE_PROGRAMS = examples/inventory/inventory
+EXTRA_CLEAN	= $(TEST_PROGRAMS) $(UNIT_PROGRAMS) $(EXAMPLE_PROGRAMS) sql/$(EXTENSION)--$(EXTVERSION).sql
 
 PG_CONFIG	?= pg_config
 PGXS		:= $(shell $(PG_CONFIG) --pgxs)
@@ -70,7 +72,7 @@ endif
 
 override CFLAGS += -Wall -Wmissing-prototypes -Wpointer-arith -Werror=vla -Wendif-labels
 
-all: $(TEST_PROGRAMS) $(UNIT_PROGRAMS)
+all: $(TEST_PROGRAMS) $(UNIT_PROGRAMS) $(EXAMPLE_PROGRAMS)
 
 sql/$(EXTENSION)--$(EXTVERSION).sql: src/sql/outbox.sql $(EXTENSION).control
 	sed 's/@EXTVERSION@/$(EXTVERSION)/g' $< > $@
@@ -79,6 +81,15 @@ $(OBJS): src/compat.h src/outbox.h src/event.h src/msgauth.h src/adopt.h src/wat
 
 test/broker/%: test/broker/%.c test/broker/broker_util.h
 	$(CC) $(CFLAGS_SL_NONE) -O2 -g -Wall -Wextra -Wno-unused-parameter -o $@ $< -lrdkafka -lpthread
+
+# libpq from pkg-config (libpq-dev's libpq.pc), else from pg_config: a
+# relocated copy of the server (OUTBOX_PG_ROOT) reports an include and a
+# library directory that hold no libpq.
+LIBPQ_CFLAGS	?= $(or $(shell pkg-config --cflags libpq 2>/dev/null),-I$(includedir))
+LIBPQ_LIBS		?= $(or $(shell pkg-config --libs libpq 2>/dev/null),-L$(libdir) -lpq)
+
+examples/inventory/inventory: examples/inventory/inventory.c
+	$(CC) $(CFLAGS_SL_NONE) -O2 -g -Wall -Wextra -Wno-unused-parameter $(LIBPQ_CFLAGS) -o $@ $< $(LIBPQ_LIBS) -lrdkafka
 
 test/unit/sink_check: test/unit/sink_check.c src/kafka_sink.o src/eos.o decoder/wire.o
 	$(CC) $(CFLAGS) $(CPPFLAGS) -o $@ $^ -L$(pkglibdir) -lpgcommon -lpgport -lrdkafka -lpthread

@@ -19,7 +19,7 @@ OUTBOX_PACKAGES=(
 	make gcc
 	"postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR"
 	"postgresql-$PG_MAJOR-pgtap" libtap-parser-sourcehandler-pgtap-perl
-	librdkafka-dev kcat libipc-run-perl
+	librdkafka-dev libpq-dev kcat libipc-run-perl
 )
 
 log() { printf '\n==> %s\n' "$*"; }

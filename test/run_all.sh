@@ -12,9 +12,10 @@
 #                     auto topic creation off, a SASL_SSL listener too),
 #                     including broker down/up, the SASL test (240), the
 #                     record comparison with Debezium's Outbox Event Router
-#                     (115; bench/peers/debezium, built with Maven) and the
+#                     (115; bench/peers/debezium, built with Maven), the
 #                     cross-client check with Kafka's Java producer and
-#                     console consumer (245)
+#                     console consumer (245) and the demo's inventory
+#                     service (165)
 #      6. e2e-kafka3  real-only fault tests (test/e2e/t/2*_real_*.pl) on a
 #                     real 3-node cluster: RF 3, min.insync.replicas 2;
 #                     leader SIGKILL, controller SIGKILL, a frozen broker,
@@ -60,7 +61,7 @@ MATRIX_SUITE=matrix
 SUITES=${OUTBOX_SUITES:-packaging regress pgtap broker e2e e2e-kafka e2e-kafka3 docs $MATRIX_SUITE}
 # The end-to-end tests that make sense on a real Kafka; the others need the
 # mock's injected errors for most of what they check.
-E2E_KAFKA_TESTS=${OUTBOX_E2E_KAFKA_TESTS:-${OUTBOX_E2E_TESTS:-010_* 020_* 030_* 040_* 050_* 060_* 070_* 080_* 090_* 115_* 130_* 135_* 145_* 160_* 240_* 245_*}}
+E2E_KAFKA_TESTS=${OUTBOX_E2E_KAFKA_TESTS:-${OUTBOX_E2E_TESTS:-010_* 020_* 030_* 040_* 050_* 060_* 070_* 080_* 090_* 115_* 130_* 135_* 145_* 160_* 165_* 240_* 245_*}}
 KAFKA_SH=$OUTBOX_BUILD/test/kafka/kafka.sh
 LOGDIR=$OUTBOX_BUILD/test-logs
 mkdir -p "$LOGDIR"
