@@ -344,10 +344,8 @@ launcher_start(LauncherDb *db, TimestampTz now, bool visible)
 		(db->entry >= 0 && outbox_entry_visible(db->entry));
 
 	slot_name_for(db->dboid, slot);
-	if (db->entry < 0)
-		db->entry = outbox_entry_take(db->dboid, db->name, slot, visible);
-	else
-		(void) outbox_entry_take(db->dboid, db->name, slot, visible);
+	/* the database's entry: the one it has, or a free one */
+	db->entry = outbox_entry_take(db->dboid, db->name, slot, visible);
 	if (db->entry < 0)
 	{
 		/* every entry taken: as many as there are worker processes */

@@ -204,7 +204,7 @@ static void relay_run(void);
 static void relay_choose_slot_name(void);
 static void relay_leave_absent(void);
 static bool relay_all_databases(void);
-static bool relay_slot_exists(void);
+static bool relay_slot_is_ours(const char *name, bool active_too);
 static void relay_force_settings(void);
 static MemoryContext relay_begin_xact(void);
 static void relay_commit_xact(MemoryContext caller_cxt);
@@ -419,20 +419,7 @@ relay_abort_xact(MemoryContext caller_cxt)
 static void
 relay_choose_slot_name(void)
 {
-	ReplicationSlot *slot;
-	bool		legacy = false;
-
-	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
-	slot = SearchNamedReplicationSlot(outbox_slot_name, false);
-	if (slot != NULL)
-	{
-		SpinLockAcquire(&slot->mutex);
-		legacy = slot->data.database == MyDatabaseId &&
-			strcmp(NameStr(slot->data.plugin), "outbox") == 0;
-		SpinLockRelease(&slot->mutex);
-	}
-	LWLockRelease(ReplicationSlotControlLock);
-	if (legacy)
+	if (relay_slot_is_ours(outbox_slot_name, true))
 		strlcpy(relay.slot_name, outbox_slot_name, NAMEDATALEN);
 	else
 		snprintf(relay.slot_name, NAMEDATALEN, "%s_%u", outbox_slot_name,
@@ -446,21 +433,24 @@ relay_all_databases(void)
 	return strcmp(outbox_databases, "*") == 0;
 }
 
-/* Does our slot exist (and is it of our plugin and database, not in use)? */
+/*
+ * Is there a slot of that name of our plugin and database (and, unless
+ * active_too, not in use)?
+ */
 static bool
-relay_slot_exists(void)
+relay_slot_is_ours(const char *name, bool active_too)
 {
 	ReplicationSlot *slot;
 	bool		ours = false;
 
 	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
-	slot = SearchNamedReplicationSlot(relay.slot_name, false);
+	slot = SearchNamedReplicationSlot(name, false);
 	if (slot != NULL)
 	{
 		SpinLockAcquire(&slot->mutex);
 		ours = slot->data.database == MyDatabaseId &&
 			strcmp(NameStr(slot->data.plugin), "outbox") == 0 &&
-			slot->active_pid == 0;
+			(active_too || slot->active_pid == 0);
 		SpinLockRelease(&slot->mutex);
 	}
 	LWLockRelease(ReplicationSlotControlLock);
@@ -482,7 +472,7 @@ relay_leave_absent(void)
 	bool		drop;
 
 	relay_teardown(true);
-	drop = !RecoveryInProgress() && relay_slot_exists();
+	drop = !RecoveryInProgress() && relay_slot_is_ours(relay.slot_name, false);
 	if (drop)
 	{
 		ereport(LOG,
@@ -512,7 +502,7 @@ relay_run(void)
 			 */
 			relay_check_extension();
 			if (!relay.have_extension && MyReplicationSlot == NULL &&
-				!relay_slot_exists())
+				!relay_slot_is_ours(relay.slot_name, false))
 				relay_leave_absent();
 		}
 		outbox_status_show();

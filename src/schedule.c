@@ -129,6 +129,23 @@ schedule_available(void)
 	return OidIsValid(rel) && get_attnum(rel, "expired_at") != InvalidAttrNumber;
 }
 
+/*
+ * The start of either pass's transaction: false (the pass is over) while
+ * the extension is missing, or lacks 0.4.0's objects (a->available false).
+ */
+static bool
+batch_may_run(BatchArgs *a)
+{
+	a->done = true;
+	if (!schedule_extension_installed())
+	{
+		a->available = true;	/* nothing to do until it is back */
+		return false;
+	}
+	a->available = schedule_available();
+	return a->available;
+}
+
 /* ---------------------------------------------------------------------
  * Retention
  * ---------------------------------------------------------------------
@@ -245,14 +262,7 @@ retention_xact(void *arg)
 {
 	BatchArgs  *a = (BatchArgs *) arg;
 
-	a->done = true;
-	if (!schedule_extension_installed())
-	{
-		a->available = true;	/* nothing to do until it is back */
-		return;
-	}
-	a->available = schedule_available();
-	if (!a->available)
+	if (!batch_may_run(a))
 		return;
 
 	/*
@@ -316,14 +326,7 @@ redeliver_xact(void *arg)
 	TupleDesc	desc;
 	bool		isnull;
 
-	a->done = true;
-	if (!schedule_extension_installed())
-	{
-		a->available = true;	/* nothing to do until it is back */
-		return;
-	}
-	a->available = schedule_available();
-	if (!a->available)
+	if (!batch_may_run(a))
 		return;
 	values[0] = IntervalPGetDatum(interval_ms(outbox_redeliver_after_ms));
 	values[1] = Int32GetDatum(outbox_max_attempts);
