@@ -130,7 +130,6 @@ typedef struct SinkPoison
 	int64		id;				/* its outbox id, or -1 */
 	rd_kafka_resp_err_t err;	/* the last refusal */
 	TimestampTz first_failed;	/* the first one */
-	bool		alone_tried;	/* refused again when produced alone */
 	bool		definite;		/* goes to dead_letters, unproduced */
 } SinkPoison;
 
@@ -1872,6 +1871,24 @@ poison_find(OutboxSink *sink, XLogRecPtr commit_lsn, uint32 ordinal, int64 id)
 	return NULL;
 }
 
+/*
+ * Forget the refused events of PostgreSQL transactions up to commit_lsn,
+ * which a committed Kafka transaction covers: no rewind produces them again.
+ */
+static void
+poison_forget(OutboxSink *sink, XLogRecPtr commit_lsn)
+{
+	int			i;
+	int			kept = 0;
+
+	for (i = 0; i < sink->npoison; i++)
+	{
+		if (sink->poison[i].commit_lsn > commit_lsn)
+			sink->poison[kept++] = sink->poison[i];
+	}
+	sink->npoison = kept;
+}
+
 /* Serve delivery reports until everything produced is reported. */
 static void
 eos_drain(OutboxSink *sink)
@@ -1922,10 +1939,14 @@ eos_produce_event(OutboxSink *sink, SinkTxn *txn, SinkRecord *rec,
 	if (!eos_begin(sink))
 		return false;
 	sink->txn_events++;
-	if (p != NULL && is_size_error(p->err) && !p->alone_tried)
+	if (p != NULL && is_size_error(p->err))
 	{
-		/* in a batch of its own: refused again, it is the one at fault */
-		p->alone_tried = true;
+		/*
+		 * In a batch of its own, every time: refused alone, it is the one at
+		 * fault; batched again, it could fail with a batch too large for the
+		 * topic although it is not.
+		 */
+		rec->alone = true;
 		eos_drain(sink);
 		if (sink->failed)
 			return false;
@@ -1989,7 +2010,7 @@ eos_reject(OutboxSink *sink, SinkRecord *rec)
 		if (!block)
 		{
 			if (is_size_error(rec->err))
-				p->definite = p->alone_tried;
+				p->definite = rec->alone;
 			else if (is_record_error(rec->err))
 				p->definite = true;
 			else
@@ -2074,6 +2095,8 @@ eos_commit(OutboxSink *sink)
 	sink->txn_open = false;
 	sink->progress = p;
 	sink->pending_progress.replay_last_id = p.replay_last_id;
+	if (XLogRecPtrIsInvalid(p.replay_boundary))
+		poison_forget(sink, p.commit_lsn);
 	for (txn = sink->head; txn != NULL; txn = txn->next)
 		txn->committed = true;
 	sink->committing = false;

@@ -7,7 +7,11 @@
 #      (b) an immediate shutdown while writers run;
 #      (c) a poison record inside a Kafka transaction (too large for the
 #          topic's max.message.bytes): it goes to outbox.dead_letters, the
-#          records batched with it are delivered once;
+#          records batched with it are delivered once; and a batch of
+#          small events too large for that limit as a whole, one too
+#          large event late in it: only that one goes to dead_letters
+#          (produced again, the others are refused again if batched), every
+#          other is delivered once, in order;
 #      (d) a slot-loss replay interrupted by SIGKILL of the relay: the
 #          progress record holds the replay's boundary and last id, the
 #          next relay skips the rows replayed before;
@@ -72,11 +76,12 @@ sub crash_run
 my $t_kill = unique_topic('eos_kill');
 my $t_stop = unique_topic('eos_stop');
 my $t_poison = unique_topic('eos_poison');
+my $t_batch = unique_topic('eos_batch');
 my $t_zombie = unique_topic('eos_zombie');
 my $t_replay = unique_topic('eos_replay');
 my $t_history = unique_topic('eos_history');
 my $b = start_broker(topics => [ "$t_kill:6", "$t_stop:6",
-	"$t_poison:3:max.message.bytes=4096", "$t_zombie:6", "$t_replay:6", "$t_history:3" ]);
+	"$t_poison:3:max.message.bytes=4096", "$t_batch:1:max.message.bytes=4096", "$t_zombie:6", "$t_replay:6", "$t_history:3" ]);
 my $node = new_relay_node('eos', $b, extra_conf => $eos_conf);
 is($node->safe_psql('postgres', 'SHOW outbox.delivery'), 'exactly_once',
 	'exactly_once mode');
@@ -129,6 +134,33 @@ crash_run($node, $b, $t_stop, 'immediate shutdown',
 	is(scalar(@{ $d->{unexpected} }), 0, 'poison: nothing unexpected (the poison is not in Kafka)');
 	is($d->{duplicates}, 0, 'poison: no duplicates');
 	is(scalar(check_per_key_order(@recs)), 0, 'poison: per-key order');
+}
+
+# (c2) a batch at fault: 100 events of one key in one transaction make a
+# record batch far over the topic's 4096 bytes, and event 90 is too large
+# by itself.  The events refused with the batch are produced alone, every
+# time (batched again they would be refused again, though not at fault),
+# until event 90, refused alone, is known to be the one at fault.
+{
+	my $log_pos = log_position($node);
+	$node->safe_psql('postgres',
+		"SELECT outbox.enqueue('$t_batch', 'one-key', jsonb_build_object('i', i, 'pad', repeat('y', CASE WHEN i = 90 THEN 8000 ELSE 100 END))) FROM generate_series(1, 100) i");
+	ok(wait_relay_idle($node, 120), 'batch: relay caught up');
+	my $log = log_since($node, $log_pos);
+	my $aborts = () = $log =~ /Kafka refused an event inside a Kafka transaction \(MSG_SIZE_TOO_LARGE\)/g;
+	diag("batch: $aborts Kafka transaction(s) aborted on a size error");
+	ok($aborts >= 2, 'batch: the batch and then the event were refused');
+	is($node->safe_psql('postgres',
+		"SELECT count(*), min(payload->>'i') FROM outbox.dead_letters WHERE topic = '$t_batch'"),
+		'1|90', 'batch: only event 90 is in dead_letters');
+	my @truth = table_ids($node,
+		"topic = '$t_batch' AND id NOT IN (SELECT message_id FROM outbox.dead_letters WHERE message_id IS NOT NULL)");
+	my @recs = consume($b, $t_batch, idle_ms => 2000, timeout_ms => 60_000);
+	my $d = check_delivery(\@recs, \@truth);
+	is(scalar(@recs), 99, 'batch: 99 records consumed');
+	is(scalar(@{ $d->{missing} }), 0, 'batch: nothing lost');
+	is($d->{duplicates}, 0, 'batch: no duplicates');
+	is(scalar(check_per_key_order(@recs)), 0, 'batch: in order');
 }
 is(relay_status($node)->{state}, 'streaming', 'still streaming');
 
