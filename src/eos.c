@@ -4,11 +4,17 @@
  *	  Exactly-once delivery: transactional.id, progress topic, progress
  *	  records (see eos.h).
  *
- * The progress value is a small JSON object, readable with any consumer:
+ * The progress value is a JSON object, readable with any consumer:
  *
  *	  {"version":1,"key":"outbox:7301...:16384:outbox_16384",
  *	   "commit_lsn":"0/1A2B3C8","end_lsn":"0/1A2B400",
- *	   "replay_boundary":null,"replay_last_id":null}
+ *	   "replay_boundary":null,"replay_last_id":null,
+ *	   "delivered_snapshot":"7410:7415:7412","delivered_xids":"7413-7420,7423"}
+ *
+ * The last two name the PostgreSQL transactions whose events are in Kafka
+ * (EosDelivered in eos.h), as a snapshot and a list of ids where runs of
+ * consecutive ids are ranges; either may be null.  A record without them
+ * (or with a malformed one) is read as naming none.
  *
  * Only this file writes it, so decoding looks for the fields it wrote
  * rather than parsing JSON in general.
@@ -25,6 +31,7 @@
 #include <signal.h>
 #include <pthread.h>
 
+#include "access/transam.h"
 #include "access/xlog.h"
 #include "common/hashfn.h"
 #include "miscadmin.h"
@@ -43,33 +50,66 @@ outbox_eos_key(char *buf, Size len, const char *slot_name)
 }
 
 static void
-append_lsn(char *buf, Size len, const char *name, XLogRecPtr lsn)
+append_lsn(StringInfo buf, const char *name, XLogRecPtr lsn)
 {
-	Size		used = strlen(buf);
-
 	if (XLogRecPtrIsInvalid(lsn))
-		snprintf(buf + used, len - used, ",\"%s\":null", name);
+		appendStringInfo(buf, ",\"%s\":null", name);
 	else
-		snprintf(buf + used, len - used, ",\"%s\":\"%X/%X\"", name,
-				 LSN_FORMAT_ARGS(lsn));
+		appendStringInfo(buf, ",\"%s\":\"%X/%X\"", name, LSN_FORMAT_ARGS(lsn));
 }
 
-int
-outbox_eos_encode(char *buf, Size len, const char *key, const EosProgress *p)
+/* Sorted ids as "a-b,c,d-e": runs of consecutive ids are one range. */
+static void
+append_ranges(StringInfo buf, const uint64 *ids, int n)
 {
-	Size		used;
+	int			i = 0;
 
-	snprintf(buf, len, "{\"version\":1,\"key\":\"%s\"", key);
-	append_lsn(buf, len, "commit_lsn", p->commit_lsn);
-	append_lsn(buf, len, "end_lsn", p->end_lsn);
-	append_lsn(buf, len, "replay_boundary", p->replay_boundary);
-	used = strlen(buf);
+	while (i < n)
+	{
+		int			j = i;
+
+		while (j + 1 < n && ids[j + 1] == ids[j] + 1)
+			j++;
+		if (i > 0)
+			appendStringInfoChar(buf, ',');
+		if (j > i)
+			appendStringInfo(buf, UINT64_FORMAT "-" UINT64_FORMAT, ids[i], ids[j]);
+		else
+			appendStringInfo(buf, UINT64_FORMAT, ids[i]);
+		i = j + 1;
+	}
+}
+
+void
+outbox_eos_encode(StringInfo buf, const char *key, const EosProgress *p,
+				  const EosDelivered *d)
+{
+	appendStringInfo(buf, "{\"version\":1,\"key\":\"%s\"", key);
+	append_lsn(buf, "commit_lsn", p->commit_lsn);
+	append_lsn(buf, "end_lsn", p->end_lsn);
+	append_lsn(buf, "replay_boundary", p->replay_boundary);
 	if (XLogRecPtrIsInvalid(p->replay_boundary))
-		snprintf(buf + used, len - used, ",\"replay_last_id\":null}");
+		appendStringInfoString(buf, ",\"replay_last_id\":null");
 	else
-		snprintf(buf + used, len - used, ",\"replay_last_id\":" INT64_FORMAT "}",
-				 p->replay_last_id);
-	return (int) strlen(buf);
+		appendStringInfo(buf, ",\"replay_last_id\":" INT64_FORMAT, p->replay_last_id);
+	if (d != NULL && d->has_snapshot)
+	{
+		appendStringInfo(buf, ",\"delivered_snapshot\":\"" UINT64_FORMAT ":" UINT64_FORMAT ":",
+						 d->xmin, d->xmax);
+		append_ranges(buf, d->xip, d->nxip);
+		appendStringInfoChar(buf, '"');
+	}
+	else
+		appendStringInfoString(buf, ",\"delivered_snapshot\":null");
+	if (d != NULL && d->nxids > 0)
+	{
+		appendStringInfoString(buf, ",\"delivered_xids\":\"");
+		append_ranges(buf, d->xids, d->nxids);
+		appendStringInfoChar(buf, '"');
+	}
+	else
+		appendStringInfoString(buf, ",\"delivered_xids\":null");
+	appendStringInfoChar(buf, '}');
 }
 
 /* The text after "name": in a value we wrote, or NULL. */
@@ -102,14 +142,110 @@ decode_lsn(const char *buf, const char *name, XLogRecPtr *lsn)
 	return true;
 }
 
-bool
-outbox_eos_decode(const char *value, Size len, EosProgress *p)
+/*
+ * Parse "a-b,c,..." up to the closing quote into a sorted malloc'd array of
+ * at most max ids.  False if malformed, unsorted or too long.
+ */
+static bool
+decode_ranges(const char *v, uint64 **out, int *n, int max)
 {
-	char		buf[EOS_VALUE_LEN + 1];
+	int			cap = 0;
+	uint64	   *ids = NULL;
+
+	*out = NULL;
+	*n = 0;
+	while (*v != '"')
+	{
+		char	   *end;
+		uint64		lo;
+		uint64		hi;
+
+		if (*v < '0' || *v > '9')
+			goto bad;
+		lo = strtou64(v, &end, 10);
+		hi = lo;
+		v = end;
+		if (*v == '-')
+		{
+			v++;
+			if (*v < '0' || *v > '9')
+				goto bad;
+			hi = strtou64(v, &end, 10);
+			v = end;
+		}
+		if (hi < lo || hi - lo >= (uint64) max ||
+			(*n > 0 && lo <= ids[*n - 1]) || *n + (int) (hi - lo) >= max)
+			goto bad;
+		for (; lo <= hi; lo++)
+		{
+			if (*n == cap)
+			{
+				uint64	   *grown;
+
+				cap = Max(cap * 2, 64);
+				grown = realloc(ids, sizeof(uint64) * cap);
+				if (grown == NULL)
+					goto bad;
+				ids = grown;
+			}
+			ids[(*n)++] = lo;
+		}
+		if (*v == ',')
+			v++;
+		else if (*v != '"')
+			goto bad;
+	}
+	*out = ids;
+	return true;
+
+bad:
+	free(ids);
+	*n = 0;
+	return false;
+}
+
+/*
+ * The delivered set of a progress value; left empty (which is always
+ * correct) when the value has none or a malformed one.
+ */
+static void
+decode_delivered(const char *buf, EosDelivered *d)
+{
+	const char *v = find_field(buf, "delivered_snapshot");
+	char	   *end;
+
+	memset(d, 0, sizeof(*d));
+	if (v != NULL && *v == '"')
+	{
+		d->xmin = strtou64(v + 1, &end, 10);
+		if (*end == ':')
+		{
+			d->xmax = strtou64(end + 1, &end, 10);
+			if (*end == ':' && d->xmin <= d->xmax &&
+				decode_ranges(end + 1, &d->xip, &d->nxip, EOS_MAX_XIDS))
+				d->has_snapshot = true;
+		}
+	}
+	v = find_field(buf, "delivered_xids");
+	if (d->has_snapshot && v != NULL && *v == '"' &&
+		!decode_ranges(v + 1, &d->xids, &d->nxids, EOS_MAX_XIDS))
+		outbox_eos_delivered_free(d);
+}
+
+bool
+outbox_eos_decode(const char *value, Size len, EosProgress *p, EosDelivered *d)
+{
+	char	   *buf;
 	const char *v;
+	bool		ok = false;
 
 	memset(p, 0, sizeof(*p));
+	if (d != NULL)
+		memset(d, 0, sizeof(*d));
 	if (len > EOS_VALUE_LEN)
+		return false;
+	buf = malloc(len + 1);
+	if (buf == NULL)
 		return false;
 	memcpy(buf, value, len);
 	buf[len] = '\0';
@@ -117,20 +253,67 @@ outbox_eos_decode(const char *value, Size len, EosProgress *p)
 		!decode_lsn(buf, "commit_lsn", &p->commit_lsn) ||
 		!decode_lsn(buf, "end_lsn", &p->end_lsn) ||
 		!decode_lsn(buf, "replay_boundary", &p->replay_boundary))
-		return false;
+		goto done;
 	v = find_field(buf, "replay_last_id");
 	if (v == NULL)
-		return false;
+		goto done;
 	if (strncmp(v, "null", 4) != 0)
 	{
 		long long	id;
 
 		if (sscanf(v, "%lld", &id) != 1)
-			return false;
+			goto done;
 		p->replay_last_id = (int64) id;
 	}
 	p->found = true;
-	return true;
+	ok = true;
+	if (d != NULL)
+		decode_delivered(buf, d);
+done:
+	free(buf);
+	return ok;
+}
+
+uint64
+outbox_eos_widen_xid(FullTransactionId next, TransactionId xid)
+{
+	uint32		back;
+
+	if (!TransactionIdIsNormal(xid))
+		return (uint64) xid;	/* bootstrap and frozen ids: the oldest */
+	back = XidFromFullTransactionId(next) - xid;
+	if ((uint64) back > U64FromFullTransactionId(next))
+		return (uint64) FirstNormalTransactionId;
+	return U64FromFullTransactionId(next) - back;
+}
+
+static int
+cmp_u64(const void *a, const void *b)
+{
+	uint64		x = *(const uint64 *) a;
+	uint64		y = *(const uint64 *) b;
+
+	return (x > y) - (x < y);
+}
+
+bool
+outbox_eos_delivered_has(const EosDelivered *d, uint64 xid)
+{
+	if (d->has_snapshot &&
+		(xid < d->xmin ||
+		 (xid < d->xmax &&
+		  bsearch(&xid, d->xip, d->nxip, sizeof(uint64), cmp_u64) == NULL)))
+		return true;
+	return d->nxids > 0 &&
+		bsearch(&xid, d->xids, d->nxids, sizeof(uint64), cmp_u64) != NULL;
+}
+
+void
+outbox_eos_delivered_free(EosDelivered *d)
+{
+	free(d->xip);
+	free(d->xids);
+	memset(d, 0, sizeof(*d));
 }
 
 int32
@@ -266,7 +449,8 @@ outbox_eos_ensure_topic(rd_kafka_t *rk, const char *topic, int *partitions,
 static bool
 read_window(rd_kafka_t *rk, rd_kafka_topic_t *rkt, int32 partition,
 			int64 start, int64 stop, const char *key, EosProgress *out,
-			bool *found, TimestampTz deadline, char *err, Size errlen)
+			EosDelivered *delivered, bool *found, TimestampTz deadline,
+			char *err, Size errlen)
 {
 	bool		ok = true;
 	bool		done = false;
@@ -310,11 +494,14 @@ read_window(rd_kafka_t *rk, rd_kafka_topic_t *rkt, int32 partition,
 				 memcmp(m->key, key, m->key_len) == 0)
 		{
 			EosProgress p;
+			EosDelivered d;
 
 			if (m->payload != NULL &&
-				outbox_eos_decode((const char *) m->payload, m->len, &p))
+				outbox_eos_decode((const char *) m->payload, m->len, &p, &d))
 			{
 				*out = p;
+				outbox_eos_delivered_free(delivered);
+				*delivered = d;
 				*found = true;
 			}
 		}
@@ -328,7 +515,8 @@ read_window(rd_kafka_t *rk, rd_kafka_topic_t *rkt, int32 partition,
 bool
 outbox_eos_read_progress(rd_kafka_conf_t *conf, const char *topic,
 						 int partitions, const char *key, EosProgress *out,
-						 int timeout_ms, char *err, Size errlen)
+						 EosDelivered *delivered, int timeout_ms, char *err,
+						 Size errlen)
 {
 	rd_kafka_t *rk;
 	rd_kafka_topic_t *rkt;
@@ -347,6 +535,7 @@ outbox_eos_read_progress(rd_kafka_conf_t *conf, const char *topic,
 	sigset_t	saved;
 
 	memset(out, 0, sizeof(*out));
+	memset(delivered, 0, sizeof(*delivered));
 	if (rd_kafka_conf_set(conf, "isolation.level", "read_committed", buf, sizeof(buf)) != RD_KAFKA_CONF_OK ||
 		rd_kafka_conf_set(conf, "enable.partition.eof", "true", buf, sizeof(buf)) != RD_KAFKA_CONF_OK ||
 		rd_kafka_conf_set(conf, "enable.auto.commit", "false", buf, sizeof(buf)) != RD_KAFKA_CONF_OK ||
@@ -390,8 +579,8 @@ outbox_eos_read_progress(rd_kafka_conf_t *conf, const char *topic,
 
 		if (from < lo)
 			from = lo;
-		ok = read_window(rk, rkt, partition, from, end, key, out, &found,
-						 deadline, err, errlen);
+		ok = read_window(rk, rkt, partition, from, end, key, out, delivered,
+						 &found, deadline, err, errlen);
 		if (from == lo)
 			break;
 		end = from;
@@ -400,5 +589,7 @@ outbox_eos_read_progress(rd_kafka_conf_t *conf, const char *topic,
 
 	rd_kafka_topic_destroy(rkt);
 	rd_kafka_destroy(rk);
+	if (!ok)
+		outbox_eos_delivered_free(delivered);
 	return ok;
 }

@@ -28,12 +28,16 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "access/transam.h"
 #include "access/xlogdefs.h"
+#include "lib/stringinfo.h"
 
 /* Longest key (and transactional.id) we build. */
 #define EOS_KEY_LEN			(NAMEDATALEN + 64)
-/* Longest progress value we write or accept. */
-#define EOS_VALUE_LEN		512
+/* Longest progress value we accept (what we write stays far below). */
+#define EOS_VALUE_LEN		(1024 * 1024)
+/* Longest list of delivered transactions a progress record carries. */
+#define EOS_MAX_XIDS		65536
 
 /* What the last committed progress record says. */
 typedef struct EosProgress
@@ -46,15 +50,47 @@ typedef struct EosProgress
 } EosProgress;
 
 /*
+ * The PostgreSQL transactions whose events are in Kafka (a progress record
+ * says it besides its commit LSN): every transaction visible in a snapshot
+ * of the relay's, taken when all that had committed before it was in Kafka,
+ * and the transactions delivered since that the snapshot does not show.  A
+ * replay after slot loss skips their rows (src/watermark.c).  Any subset of
+ * what is in Kafka is correct (it only skips less): so is an empty one.
+ * Transaction ids are full 64-bit ids; arrays are sorted and malloc'd.
+ */
+typedef struct EosDelivered
+{
+	bool		has_snapshot;	/* xmin, xmax, xip are set */
+	uint64		xmin;			/* below: complete at the snapshot */
+	uint64		xmax;			/* at or above: not yet started */
+	uint64	   *xip;			/* running at the snapshot */
+	int			nxip;
+	uint64	   *xids;			/* delivered since, not in the snapshot */
+	int			nxids;
+} EosDelivered;
+
+/* The full id of a recent 32-bit transaction id, relative to next. */
+extern uint64 outbox_eos_widen_xid(FullTransactionId next, TransactionId xid);
+
+/* Is a transaction's every event in Kafka, by d? */
+extern bool outbox_eos_delivered_has(const EosDelivered *d, uint64 xid);
+/* Free d's arrays; d is empty after. */
+extern void outbox_eos_delivered_free(EosDelivered *d);
+
+/*
  * The key of this relay's progress records, also its transactional.id:
  * "outbox:<system identifier>:<database OID>:<slot>".
  */
 extern void outbox_eos_key(char *buf, Size len, const char *slot_name);
 
-/* Encode / decode a progress value (a small JSON object). */
-extern int	outbox_eos_encode(char *buf, Size len, const char *key,
-							  const EosProgress *p);
-extern bool outbox_eos_decode(const char *buf, Size len, EosProgress *p);
+/*
+ * Encode / decode a progress value (a JSON object).  The delivered set is
+ * optional both ways (NULL: none written, none wanted).
+ */
+extern void outbox_eos_encode(StringInfo buf, const char *key,
+							  const EosProgress *p, const EosDelivered *d);
+extern bool outbox_eos_decode(const char *buf, Size len, EosProgress *p,
+							  EosDelivered *d);
 
 /* The partition of the progress topic that holds a key's records. */
 extern int32 outbox_eos_partition(const char *key, int partitions);
@@ -77,7 +113,7 @@ extern bool outbox_eos_ensure_topic(rd_kafka_t *rk, const char *topic,
  */
 extern bool outbox_eos_read_progress(rd_kafka_conf_t *conf, const char *topic,
 									 int partitions, const char *key,
-									 EosProgress *out, int timeout_ms,
-									 char *err, Size errlen);
+									 EosProgress *out, EosDelivered *delivered,
+									 int timeout_ms, char *err, Size errlen);
 
 #endif							/* OUTBOX_EOS_H */

@@ -78,6 +78,7 @@ typedef struct SinkTxn
 	struct SinkTxn *next;		/* next in commit order */
 	char		lsn_header[24]; /* outbox-lsn value, formatted once */
 	char		xid_header[12]; /* outbox-xid value, formatted once */
+	TransactionId xid;			/* its transaction id */
 	bool		has_source;		/* source_header is set */
 	char		source_header[OUTBOX_INSTALLATION_ID_LEN + 1];	/* outbox-source */
 } SinkTxn;
@@ -132,6 +133,19 @@ typedef struct SinkPoison
 	TimestampTz first_failed;	/* the first one */
 	bool		definite;		/* goes to dead_letters, unproduced */
 } SinkPoison;
+
+/*
+ * exactly_once: a snapshot of the relay's (outbox_sink_eos_capture()) that
+ * can say which transactions are in Kafka once the Kafka transactions
+ * committed reach past the WAL position read after it.
+ */
+typedef struct SinkCapture
+{
+	XLogRecPtr	reached;		/* every commit visible in it ended here */
+	EosDelivered snap;			/* its snapshot, no xids */
+} SinkCapture;
+
+#define SINK_MAX_CAPTURES	8
 
 /* Handed from a sink to the next one over a rewind (kafka_sink.h). */
 struct SinkAcked
@@ -202,6 +216,9 @@ struct OutboxSink
 	rd_kafka_resp_err_t progress_err;	/* the progress record's delivery */
 	EosProgress progress;		/* what Kafka has: read at start, then ours */
 	EosProgress pending_progress;	/* what the open transaction will say */
+	EosDelivered in_kafka;		/* transactions in Kafka: read, then ours */
+	SinkCapture captures[SINK_MAX_CAPTURES];	/* oldest first */
+	int			ncaptures;
 	XLogRecPtr	replay_boundary;	/* replaying rows after slot loss */
 	rd_kafka_topic_t *progress_rkt; /* the progress topic */
 	int32		progress_partition; /* our key's partition there */
@@ -557,6 +574,9 @@ outbox_sink_destroy(OutboxSink *sink)
 	outbox_sink_free_acked(sink->acked);
 	free(sink->dead_array);
 	free(sink->poison);
+	outbox_eos_delivered_free(&sink->in_kafka);
+	for (i = 0; i < sink->ncaptures; i++)
+		outbox_eos_delivered_free(&sink->captures[i].snap);
 	free(sink->client_brokers);
 	free(sink->client_file_props);
 	free(sink->client_guc_props);
@@ -1041,6 +1061,7 @@ txn_for_event(OutboxSink *sink, const SinkEvent *ev)
 	snprintf(txn->lsn_header, sizeof(txn->lsn_header), "%X/%X",
 			 LSN_FORMAT_ARGS(ev->commit_lsn));
 	snprintf(txn->xid_header, sizeof(txn->xid_header), "%u", ev->xid);
+	txn->xid = ev->xid;
 	/* read under the decoded transaction's snapshot: see identity.c */
 	txn->has_source = outbox_installation_id(txn->source_header);
 	if (sink->acked != NULL)
@@ -2026,6 +2047,106 @@ eos_reject(OutboxSink *sink, SinkRecord *rec)
 	free_record(sink, rec);
 }
 
+static int
+cmp_xid(const void *a, const void *b)
+{
+	uint64		x = *(const uint64 *) a;
+	uint64		y = *(const uint64 *) b;
+
+	return (x > y) - (x < y);
+}
+
+/* A malloc'd copy of n ids (NULL for none, or out of memory). */
+static uint64 *
+copy_xids(const uint64 *ids, int n)
+{
+	uint64	   *copy;
+
+	if (n == 0)
+		return NULL;
+	copy = malloc(sizeof(uint64) * n);
+	if (copy != NULL)
+		memcpy(copy, ids, sizeof(uint64) * n);
+	return copy;
+}
+
+/*
+ * The delivered set the open Kafka transaction's progress record states
+ * (EosDelivered, eos.h): the newest capture that the transaction reaches
+ * past, or else the last committed snapshot; and the ids of the
+ * transactions delivered since (the last committed list and this Kafka
+ * transaction's PostgreSQL transactions) that it does not show.  *reached:
+ * the capture used, or -1.  Rows published again after a slot loss add
+ * nothing: their replay is fenced by id (replay_last_id).  Out of memory or
+ * too many ids: a part is left out, which only means that a replay skips
+ * fewer rows.
+ */
+static void
+eos_next_delivered(OutboxSink *sink, EosDelivered *d, int *reached)
+{
+	const EosDelivered *base = &sink->in_kafka;
+	bool		replaying = !XLogRecPtrIsInvalid(sink->replay_boundary);
+	FullTransactionId next = ReadNextFullTransactionId();
+	SinkTxn    *txn;
+	int			n = 0;
+	int			cap = sink->in_kafka.nxids;
+	int			i;
+
+	memset(d, 0, sizeof(*d));
+	*reached = -1;
+	for (i = sink->ncaptures - 1; i >= 0 && !replaying; i--)
+	{
+		if (sink->captures[i].reached <= sink->tail->end_lsn)
+		{
+			*reached = i;
+			base = &sink->captures[i].snap;
+			break;
+		}
+	}
+	if (base->has_snapshot)
+	{
+		d->xip = copy_xids(base->xip, base->nxip);
+		if (d->xip == NULL && base->nxip > 0)
+			return;
+		d->has_snapshot = true;
+		d->xmin = base->xmin;
+		d->xmax = base->xmax;
+		d->nxip = base->nxip;
+	}
+
+	for (txn = sink->head; txn != NULL && !replaying; txn = txn->next)
+		if (!txn->committed)
+			cap++;
+	if (cap == 0)
+		return;
+	d->xids = malloc(sizeof(uint64) * cap);
+	if (d->xids == NULL)
+		return;
+	for (i = 0; i < sink->in_kafka.nxids; i++)
+		if (!outbox_eos_delivered_has(d, sink->in_kafka.xids[i]))
+			d->xids[n++] = sink->in_kafka.xids[i];
+	for (txn = sink->head; txn != NULL && !replaying; txn = txn->next)
+	{
+		uint64		xid;
+
+		if (txn->committed)
+			continue;
+		xid = outbox_eos_widen_xid(next, txn->xid);
+		if (!outbox_eos_delivered_has(d, xid))
+			d->xids[n++] = xid;
+	}
+	qsort(d->xids, n, sizeof(uint64), cmp_xid);
+	for (i = 0; i < n; i++)
+		if (d->nxids == 0 || d->xids[i] != d->xids[d->nxids - 1])
+			d->xids[d->nxids++] = d->xids[i];
+	if (d->nxids > EOS_MAX_XIDS || d->nxids == 0)
+	{
+		free(d->xids);
+		d->xids = NULL;
+		d->nxids = 0;
+	}
+}
+
 /*
  * Commit the open Kafka transaction with its progress record.  On success
  * its PostgreSQL transactions are settled (once every report is served).
@@ -2033,12 +2154,14 @@ eos_reject(OutboxSink *sink, SinkRecord *rec)
 static void
 eos_commit(OutboxSink *sink)
 {
-	char		value[EOS_VALUE_LEN];
+	StringInfoData value;
 	EosProgress p = sink->progress;
+	EosDelivered d;
+	int			reached = -1;
 	rd_kafka_resp_err_t err;
 	rd_kafka_error_t *error;
 	SinkTxn    *txn;
-	int			len;
+	int			i;
 
 	sink->committing = true;
 	if (!XLogRecPtrIsInvalid(sink->replay_boundary))
@@ -2054,17 +2177,21 @@ eos_commit(OutboxSink *sink)
 		p.replay_last_id = 0;
 	}
 	p.found = true;
-	len = outbox_eos_encode(value, sizeof(value), sink->eos_key, &p);
+	eos_next_delivered(sink, &d, &reached);
+	initStringInfo(&value);
+	outbox_eos_encode(&value, sink->eos_key, &p, &d);
 	err = rd_kafka_producev(sink->rk,
 							RD_KAFKA_V_RKT(sink->progress_rkt),
 							RD_KAFKA_V_PARTITION(sink->progress_partition),
 							RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
 							RD_KAFKA_V_KEY(sink->eos_key, strlen(sink->eos_key)),
-							RD_KAFKA_V_VALUE(value, len),
+							RD_KAFKA_V_VALUE(value.data, value.len),
 							RD_KAFKA_V_OPAQUE(NULL),
 							RD_KAFKA_V_END);
+	pfree(value.data);
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
 	{
+		outbox_eos_delivered_free(&d);
 		eos_fail(sink, "could not produce the progress record: %s",
 				 rd_kafka_err2str(err));
 		sink->committing = false;
@@ -2085,6 +2212,7 @@ eos_commit(OutboxSink *sink)
 			continue;
 		}
 		/* refused records first: they are remembered for the next attempt */
+		outbox_eos_delivered_free(&d);
 		poll_reports(sink, 0);
 		eos_txn_error(sink, error, "commit");
 		rd_kafka_error_destroy(error);
@@ -2097,6 +2225,17 @@ eos_commit(OutboxSink *sink)
 	sink->pending_progress.replay_last_id = p.replay_last_id;
 	if (XLogRecPtrIsInvalid(p.replay_boundary))
 		poison_forget(sink, p.commit_lsn);
+	outbox_eos_delivered_free(&sink->in_kafka);
+	sink->in_kafka = d;
+	/* the capture used and every older one are done with */
+	for (i = 0; i <= reached; i++)
+		outbox_eos_delivered_free(&sink->captures[i].snap);
+	if (reached >= 0)
+	{
+		memmove(&sink->captures[0], &sink->captures[reached + 1],
+				sizeof(SinkCapture) * (sink->ncaptures - reached - 1));
+		sink->ncaptures -= reached + 1;
+	}
 	for (txn = sink->head; txn != NULL; txn = txn->next)
 		txn->committed = true;
 	sink->committing = false;
@@ -2153,6 +2292,44 @@ outbox_sink_check_history(OutboxSink *sink, XLogRecPtr insert_lsn)
 					LSN_FORMAT_ARGS(insert_lsn)),
 			 errdetail("The record comes from another history of this system (a restore to an earlier point in time, or a copy that went on alone): nothing is skipped by it, so events after the slot's position may be delivered again, but none is lost.")));
 	memset(&sink->progress, 0, sizeof(sink->progress));
+	outbox_eos_delivered_free(&sink->in_kafka);
+}
+
+void
+outbox_sink_eos_capture(OutboxSink *sink, XLogRecPtr reached, uint64 xmin,
+						uint64 xmax, const uint64 *xip, int nxip)
+{
+	SinkCapture *c;
+
+	if (sink == NULL || !sink->eos)
+		return;
+	if (sink->ncaptures == SINK_MAX_CAPTURES)
+	{
+		/* keep the oldest (due soonest) and the newest */
+		outbox_eos_delivered_free(&sink->captures[1].snap);
+		memmove(&sink->captures[1], &sink->captures[2],
+				sizeof(SinkCapture) * (SINK_MAX_CAPTURES - 2));
+		sink->ncaptures--;
+	}
+	c = &sink->captures[sink->ncaptures];
+	memset(c, 0, sizeof(*c));
+	c->snap.xip = copy_xids(xip, nxip);
+	if (c->snap.xip == NULL && nxip > 0)
+		return;					/* only fewer rows skipped by a replay */
+	c->snap.nxip = nxip;
+	c->snap.xmin = xmin;
+	c->snap.xmax = xmax;
+	c->snap.has_snapshot = true;
+	c->reached = reached;
+	sink->ncaptures++;
+}
+
+const EosDelivered *
+outbox_sink_eos_delivered(OutboxSink *sink)
+{
+	if (sink == NULL || !sink->eos || !sink->progress.found)
+		return NULL;
+	return &sink->in_kafka;
 }
 
 void
@@ -2225,8 +2402,8 @@ outbox_sink_start_transactions(OutboxSink *sink, const char *progress_topic,
 	if (conf == NULL)
 		return false;
 	if (!outbox_eos_read_progress(conf, progress_topic, partitions,
-								  sink->eos_key, &sink->progress, 30000,
-								  buf, sizeof(buf)))
+								  sink->eos_key, &sink->progress,
+								  &sink->in_kafka, 30000, buf, sizeof(buf)))
 	{
 		*errstr = strdup(buf);
 		return false;

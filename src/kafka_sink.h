@@ -34,6 +34,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "eos.h"
 #include "wire.h"
 
 typedef struct OutboxSink OutboxSink;
@@ -199,6 +200,22 @@ extern bool outbox_sink_fenced(OutboxSink *sink);
 extern void outbox_sink_check_history(OutboxSink *sink, XLogRecPtr insert_lsn);
 /* Frames are rows replayed after slot loss from this boundary (or none). */
 extern void outbox_sink_set_replay(OutboxSink *sink, XLogRecPtr boundary);
+
+/*
+ * exactly_once: a snapshot of the relay's, as full ids, and the WAL
+ * position at or before which every commit it shows ended.  Once a
+ * committed Kafka transaction reaches past that position, the progress
+ * record names the transactions in Kafka by it (EosDelivered, eos.h).
+ */
+extern void outbox_sink_eos_capture(OutboxSink *sink, XLogRecPtr reached,
+									uint64 xmin, uint64 xmax,
+									const uint64 *xip, int nxip);
+/*
+ * exactly_once: the transactions whose events are in Kafka, by the last
+ * committed progress record (or ours since); NULL if there is none or the
+ * sink is not transactional.  Valid until the sink commits or is destroyed.
+ */
+extern const EosDelivered *outbox_sink_eos_delivered(OutboxSink *sink);
 
 /* Log librdkafka messages and errors queued by callbacks (outside them). */
 extern void outbox_sink_report(OutboxSink *sink);

@@ -185,6 +185,8 @@ typedef struct RelayState
 	TimestampTz absent_since;	/* extension missing since, 0 if present */
 	bool		replaying;		/* publishing rows after slot loss? */
 	bool		watermark_failed;	/* did the last watermark write fail? */
+	TimestampTz eos_captured_at;	/* exactly_once: last capture */
+	uint64		eos_captured_delivered; /* delivered count at it */
 	bool		fenced;			/* exactly_once: did a newer producer fence us? */
 	bool		standby_gate;	/* does our failover slot wait for standbys? */
 	XLogRecPtr	standby_target; /* WAL position the standbys must confirm */
@@ -231,6 +233,8 @@ static RelayStop relay_replay(WatermarkReplay *replay, uint64 total);
 static void relay_replay_status(uint64 total, uint64 produced);
 static bool relay_read_replay(WatermarkReplay *replay, uint64 *count);
 static void relay_watermark_tick(void);
+static void relay_eos_capture_tick(void);
+static void relay_replay_in_kafka(WatermarkReplay *replay, uint64 *count);
 static void relay_reply_tick(void);
 static char *relay_try_xact(void (*fn) (void *), void *arg, MemoryContext cxt);
 static uint64 relay_delivered(void);
@@ -1046,6 +1050,7 @@ relay_stream(void)
 						replay_rows),
 				 replay.has_covered ? 0 :
 				 errdetail("There is no delivery watermark of this system yet: every row without a verdict or dead letter is published.")));
+		relay_replay_in_kafka(&replay, &replay_rows);
 		outbox_status_replay_left(replay_rows);
 		/* exactly_once: the progress record fences replayed rows by id */
 		outbox_sink_set_replay(relay.sink, replay.boundary_lsn);
@@ -1173,6 +1178,7 @@ relay_stream(void)
 		if (stop != RELAY_CONTINUE)
 			return stop;
 		relay_watermark_tick();
+		relay_eos_capture_tick();
 		outbox_schedule_step(relay_try_xact, !outbox_sink_unreachable(relay.sink));
 		relay_reply_tick();
 		relay_publish_status(n == 0);
@@ -1648,6 +1654,52 @@ relay_watermark_tick(void)
 		pfree(failure);
 }
 
+/* Take a snapshot for the progress records (relay_eos_capture_tick()). */
+static void
+eos_capture_step(void *arg)
+{
+	WatermarkSnapshot snap;
+	XLogRecPtr	reached;
+
+	if (outbox_watermark_capture(&snap, &reached))
+		outbox_sink_eos_capture(relay.sink, reached, snap.xmin, snap.xmax,
+								snap.xip, snap.nxip);
+}
+
+/*
+ * exactly_once: while events are delivered, take a snapshot every
+ * EOS_CAPTURE_MS for the progress records, which name the transactions in
+ * Kafka by it (so that a replay after slot loss skips their rows).  A
+ * failure costs only duplicates after a slot loss: it is not reported.
+ */
+static void
+relay_eos_capture_tick(void)
+{
+#define EOS_CAPTURE_MS 100
+	MemoryContext cxt = CurrentMemoryContext;
+	uint64		delivered;
+	TimestampTz now;
+	char	   *failure;
+
+	if (!relay.have_extension || relay.sink == NULL ||
+		relay.delivery != OUTBOX_DELIVERY_EXACTLY_ONCE)
+		return;
+	now = GetCurrentTimestamp();
+	if (!TimestampDifferenceExceeds(relay.eos_captured_at, now, EOS_CAPTURE_MS))
+		return;
+	delivered = relay_delivered();
+	if (delivered == relay.eos_captured_delivered)
+		return;
+	relay.eos_captured_at = now;
+	relay.eos_captured_delivered = delivered;
+	failure = relay_try_xact(eos_capture_step, NULL, cxt);
+	if (failure != NULL)
+	{
+		elog(DEBUG1, "outbox relay: no snapshot for the progress record: %s", failure);
+		pfree(failure);
+	}
+}
+
 /*
  * Apply a bounded batch of replies from outbox.reply_topic (src/reply.c),
  * with the Kafka settings the producer was built with.
@@ -1691,6 +1743,40 @@ relay_read_replay(WatermarkReplay *replay, uint64 *count)
 	}
 	relay_commit_xact(cxt);
 	return pending;
+}
+
+/*
+ * exactly_once: the last committed progress record names the transactions
+ * whose events are in Kafka, newer than the watermark: the replay skips
+ * their rows (a copy in the replay's context, for the sink may be rebuilt
+ * while it runs).  Counts the rows again.
+ */
+static void
+relay_replay_in_kafka(WatermarkReplay *replay, uint64 *count)
+{
+	const EosDelivered *in_kafka = outbox_sink_eos_delivered(relay.sink);
+	MemoryContext cxt = CurrentMemoryContext;
+	EosDelivered *copy;
+	uint64		before = *count;
+
+	if (in_kafka == NULL || (!in_kafka->has_snapshot && in_kafka->nxids == 0))
+		return;
+	copy = MemoryContextAllocZero(relay.replay_cxt, sizeof(EosDelivered));
+	*copy = *in_kafka;
+	copy->xip = MemoryContextAlloc(relay.replay_cxt, sizeof(uint64) * (in_kafka->nxip + 1));
+	if (in_kafka->nxip > 0)
+		memcpy(copy->xip, in_kafka->xip, sizeof(uint64) * in_kafka->nxip);
+	copy->xids = MemoryContextAlloc(relay.replay_cxt, sizeof(uint64) * (in_kafka->nxids + 1));
+	if (in_kafka->nxids > 0)
+		memcpy(copy->xids, in_kafka->xids, sizeof(uint64) * in_kafka->nxids);
+	replay->in_kafka = copy;
+
+	(void) relay_begin_xact();
+	*count = outbox_watermark_replay_count(replay);
+	relay_commit_xact(cxt);
+	ereport(LOG,
+			(errmsg("outbox relay: exactly-once: " UINT64_FORMAT " of those row(s) are in Kafka by the last committed progress record and are not published again",
+					before - Min(before, *count))));
 }
 
 /*

@@ -64,6 +64,7 @@
 #include "utils/timestamp.h"
 #include "utils/xid8.h"
 
+#include "eos.h"
 #include "event.h"
 #include "outbox.h"
 #include "watermark.h"
@@ -97,17 +98,10 @@ static struct
  */
 
 /* The full id of a recent 32-bit id, relative to the next id. */
-static uint64
+static inline uint64
 widen_xid(FullTransactionId next, TransactionId xid)
 {
-	uint32		back;
-
-	if (!TransactionIdIsNormal(xid))
-		return (uint64) xid;	/* bootstrap and frozen ids: the oldest */
-	back = XidFromFullTransactionId(next) - xid;
-	if ((uint64) back > U64FromFullTransactionId(next))
-		return (uint64) FirstNormalTransactionId;
-	return U64FromFullTransactionId(next) - back;
+	return outbox_eos_widen_xid(next, xid);
 }
 
 static int
@@ -120,39 +114,54 @@ cmp_u64(const void *a, const void *b)
 }
 
 /*
- * A snapshot as pg_snapshot text, "xmin:xmax:xip,...": the running
- * transactions and subtransactions, as full ids, sorted.
+ * A snapshot as full ids: the running transactions and subtransactions
+ * within [xmin, xmax), sorted, once each (palloc'd).
  */
-static char *
-snapshot_text(Snapshot snap)
+static void
+snapshot_ids(Snapshot snap, WatermarkSnapshot *out)
 {
 	FullTransactionId next = ReadNextFullTransactionId();
-	uint64		xmin = widen_xid(next, snap->xmin);
-	uint64		xmax = widen_xid(next, snap->xmax);
 	uint64	   *ids;
 	int			n = 0;
 	int			i;
-	StringInfoData out;
 
+	out->xmin = widen_xid(next, snap->xmin);
+	out->xmax = widen_xid(next, snap->xmax);
 	ids = palloc(sizeof(uint64) * (snap->xcnt + snap->subxcnt + 1));
 	for (i = 0; i < snap->xcnt; i++)
 		ids[n++] = widen_xid(next, snap->xip[i]);
 	for (i = 0; i < snap->subxcnt; i++)
 		ids[n++] = widen_xid(next, snap->subxip[i]);
 	qsort(ids, n, sizeof(uint64), cmp_u64);
-
-	initStringInfo(&out);
-	appendStringInfo(&out, UINT64_FORMAT ":" UINT64_FORMAT ":", xmin, xmax);
+	out->nxip = 0;
 	for (i = 0; i < n; i++)
 	{
-		/* pg_snapshot wants them in [xmin, xmax), sorted, once each */
-		if (ids[i] < xmin || ids[i] >= xmax || (i > 0 && ids[i] == ids[i - 1]))
+		if (ids[i] < out->xmin || ids[i] >= out->xmax ||
+			(out->nxip > 0 && ids[i] == ids[out->nxip - 1]))
 			continue;
-		if (out.data[out.len - 1] != ':')
-			appendStringInfoChar(&out, ',');
-		appendStringInfo(&out, UINT64_FORMAT, ids[i]);
+		ids[out->nxip++] = ids[i];
 	}
-	pfree(ids);
+	out->xip = ids;
+}
+
+/* A snapshot as pg_snapshot text, "xmin:xmax:xip,...". */
+static char *
+snapshot_text(Snapshot snap)
+{
+	WatermarkSnapshot ws;
+	StringInfoData out;
+	int			i;
+
+	snapshot_ids(snap, &ws);
+	initStringInfo(&out);
+	appendStringInfo(&out, UINT64_FORMAT ":" UINT64_FORMAT ":", ws.xmin, ws.xmax);
+	for (i = 0; i < ws.nxip; i++)
+	{
+		if (i > 0)
+			appendStringInfoChar(&out, ',');
+		appendStringInfo(&out, UINT64_FORMAT, ws.xip[i]);
+	}
+	pfree(ws.xip);
 	return out.data;
 }
 
@@ -234,6 +243,9 @@ row_to_publish(const WatermarkReplay *replay, uint64 publisher)
 		return false;			/* the new slot decodes it */
 	if (replay->has_covered && xid_visible(&replay->covered, publisher))
 		return false;			/* acknowledged before the slot was lost */
+	if (replay->in_kafka != NULL &&
+		outbox_eos_delivered_has(replay->in_kafka, publisher))
+		return false;			/* in Kafka by the progress record */
 	return true;
 }
 
@@ -419,6 +431,18 @@ outbox_watermark_step(XLogRecPtr confirmed, uint64 delivered,
 				sizeof(WmCapture) * (wm.npending - reached - 1));
 		wm.npending -= reached + 1;
 	}
+}
+
+bool
+outbox_watermark_capture(WatermarkSnapshot *snap, XLogRecPtr *reached)
+{
+	Snapshot	s = GetTransactionSnapshot();
+
+	if (s->suboverflowed)
+		return false;
+	snapshot_ids(s, snap);
+	*reached = capture_reached_at(GetXLogInsertRecPtr());
+	return true;
 }
 
 /* ---------------------------------------------------------------------

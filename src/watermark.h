@@ -20,6 +20,8 @@
 #include "lib/stringinfo.h"
 #include "utils/snapshot.h"
 
+#include "eos.h"
+
 /* A snapshot in full transaction ids, as pg_snapshot keeps it. */
 typedef struct WatermarkSnapshot
 {
@@ -37,6 +39,8 @@ typedef struct WatermarkReplay
 	WatermarkSnapshot boundary; /* rows visible here the new slot skips */
 	XLogRecPtr	boundary_lsn;	/* the new slot's start */
 	int64		after_id;		/* rows with larger ids are left to publish */
+	/* exactly_once: rows of these transactions are in Kafka (or NULL) */
+	const EosDelivered *in_kafka;
 } WatermarkReplay;
 
 /* Does this database have outbox.relay_watermark (extension 0.3.0+)? */
@@ -49,6 +53,13 @@ extern bool outbox_watermark_available(void);
  */
 extern void outbox_watermark_forget(void);
 extern bool outbox_watermark_due(XLogRecPtr confirmed, uint64 delivered);
+/*
+ * exactly_once: the transaction snapshot as full ids (palloc'd) and the WAL
+ * position at or before which every commit it shows ended; false if its
+ * subtransactions overflowed.  In a live transaction of the caller's.
+ */
+extern bool outbox_watermark_capture(WatermarkSnapshot *snap,
+									 XLogRecPtr *reached);
 extern void outbox_watermark_step(XLogRecPtr confirmed, uint64 delivered,
 								  const char *slot_name);
 

@@ -26,6 +26,7 @@
 #include <setjmp.h>
 #include <sys/time.h>
 
+#include "access/transam.h"
 #include "access/xlog.h"
 #include "miscadmin.h"
 #include "port/pg_bswap.h"
@@ -54,6 +55,12 @@ uint64
 GetSystemIdentifier(void)
 {
 	return 0;
+}
+
+FullTransactionId
+ReadNextFullTransactionId(void)
+{
+	return FullTransactionIdFromEpochAndXid(0, FirstNormalTransactionId);
 }
 
 volatile sig_atomic_t InterruptPending = false;

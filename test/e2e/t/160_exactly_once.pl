@@ -15,6 +15,9 @@
 #      (d) a slot-loss replay interrupted by SIGKILL of the relay: the
 #          progress record holds the replay's boundary and last id, the
 #          next relay skips the rows replayed before;
+#      (d2) the slot lost right after Kafka committed events that no
+#          delivery watermark covers yet (its writes fail): the progress
+#          record names their transactions, the replay skips their rows;
 #      (e) a progress record from another history (its commit LSN past the
 #          server's WAL, as after a point-in-time restore): ignored with a
 #          WARNING, new events are delivered, not skipped;
@@ -80,8 +83,9 @@ my $t_batch = unique_topic('eos_batch');
 my $t_zombie = unique_topic('eos_zombie');
 my $t_replay = unique_topic('eos_replay');
 my $t_history = unique_topic('eos_history');
+my $t_gap = unique_topic('eos_gap');
 my $b = start_broker(topics => [ "$t_kill:6", "$t_stop:6",
-	"$t_poison:3:max.message.bytes=4096", "$t_batch:1:max.message.bytes=4096", "$t_zombie:6", "$t_replay:6", "$t_history:3" ]);
+	"$t_poison:3:max.message.bytes=4096", "$t_batch:1:max.message.bytes=4096", "$t_zombie:6", "$t_replay:6", "$t_history:3", "$t_gap:3" ]);
 my $node = new_relay_node('eos', $b, extra_conf => $eos_conf);
 is($node->safe_psql('postgres', 'SHOW outbox.delivery'), 'exactly_once',
 	'exactly_once mode');
@@ -198,6 +202,44 @@ is(relay_status($node)->{state}, 'streaming', 'still streaming');
 	my ($skipped) = $log =~ /skipped (\d+) event\(s\) that the last committed progress record covers/;
 	ok(($skipped // 0) > 0, 'replay: rows replayed before the kill were skipped (' . ($skipped // 0) . ')');
 	verify_topic($node, $b, $t_replay, 'replay', exactly_once => 1);
+}
+
+# (d2) the slot lost while the delivery watermark lags what Kafka has.
+# A trigger makes the relay's watermark writes fail (a replay's own writes
+# pass), so no watermark covers the events written next; Kafka commits
+# them; then the slot is dropped.  Only the progress record knows that they
+# are in Kafka: the replay must not publish them again.
+{
+	ok(wait_relay_quiet($node, 60), 'gap: relay quiet');
+	$node->safe_psql('postgres', q{
+		CREATE FUNCTION public.no_watermark() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.replay_snapshot IS NULL THEN
+				RAISE EXCEPTION 'test: no watermark now';
+			END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER no_watermark BEFORE INSERT ON outbox.relay_watermark
+			FOR EACH ROW EXECUTE FUNCTION public.no_watermark();});
+	my $log_pos = log_position($node);
+	for my $t (1 .. 20)
+	{
+		$node->safe_psql('postgres',
+			"SELECT outbox.enqueue('$t_gap', 'key-' || (i % 7), jsonb_build_object('t', $t, 'i', i)) FROM generate_series(1, 100) i");
+	}
+	ok(wait_relay_idle($node, 60), 'gap: relay caught up');
+	ok(wait_for(sub { log_since($node, $log_pos) =~ /could not write its delivery watermark: test: no watermark now/ }, 30),
+		'gap: the watermark could not be written');
+	ok(drop_relay_slot($node, 'outbox_5'), 'gap: slot dropped');
+	ok(wait_for(sub { my $s = eval { relay_status($node) }; $s && $s->{state} eq 'streaming' && log_since($node, $log_pos) =~ /published \d+ row\(s\) of outbox.messages again/ }, 120),
+		'gap: the new slot replayed and streams');
+	ok(wait_relay_idle($node, 60), 'gap: relay caught up again');
+	my $log = log_since($node, $log_pos);
+	my ($in_kafka) = $log =~ /exactly-once: (\d+) of those row\(s\) are in Kafka by the last committed progress record/;
+	is($in_kafka, 2000, 'gap: the 2000 rows were in Kafka by the progress record, not published again');
+	$node->safe_psql('postgres',
+		'DROP TRIGGER no_watermark ON outbox.relay_watermark; DROP FUNCTION public.no_watermark()');
+	verify_topic($node, $b, $t_gap, 'gap', exactly_once => 1);
 }
 
 # (e) a progress record from another history, written with Kafka's console
