@@ -28,6 +28,7 @@
  */
 #include "postgres.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <pthread.h>
 
@@ -142,6 +143,22 @@ decode_lsn(const char *buf, const char *name, XLogRecPtr *lsn)
 	return true;
 }
 
+/* An unsigned decimal at *v (digits only, no overflow); moves *v past it. */
+static bool
+parse_u64(const char **v, uint64 *out)
+{
+	char	   *end;
+
+	if (**v < '0' || **v > '9')
+		return false;
+	errno = 0;
+	*out = strtou64(*v, &end, 10);
+	if (errno != 0)
+		return false;
+	*v = end;
+	return true;
+}
+
 /*
  * Parse "a-b,c,..." up to the closing quote into a sorted malloc'd array of
  * at most max ids.  False if malformed, unsorted or too long.
@@ -156,27 +173,23 @@ decode_ranges(const char *v, uint64 **out, int *n, int max)
 	*n = 0;
 	while (*v != '"')
 	{
-		char	   *end;
 		uint64		lo;
 		uint64		hi;
+		uint64		k;
 
-		if (*v < '0' || *v > '9')
+		if (!parse_u64(&v, &lo))
 			goto bad;
-		lo = strtou64(v, &end, 10);
 		hi = lo;
-		v = end;
 		if (*v == '-')
 		{
 			v++;
-			if (*v < '0' || *v > '9')
+			if (!parse_u64(&v, &hi))
 				goto bad;
-			hi = strtou64(v, &end, 10);
-			v = end;
 		}
 		if (hi < lo || hi - lo >= (uint64) max ||
 			(*n > 0 && lo <= ids[*n - 1]) || *n + (int) (hi - lo) >= max)
 			goto bad;
-		for (; lo <= hi; lo++)
+		for (k = 0; k <= hi - lo; k++)
 		{
 			if (*n == cap)
 			{
@@ -188,7 +201,7 @@ decode_ranges(const char *v, uint64 **out, int *n, int max)
 					goto bad;
 				ids = grown;
 			}
-			ids[(*n)++] = lo;
+			ids[(*n)++] = lo + k;
 		}
 		if (*v == ',')
 			v++;
@@ -212,22 +225,23 @@ static void
 decode_delivered(const char *buf, EosDelivered *d)
 {
 	const char *v = find_field(buf, "delivered_snapshot");
-	char	   *end;
 
 	memset(d, 0, sizeof(*d));
 	if (v != NULL && *v == '"')
 	{
-		d->xmin = strtou64(v + 1, &end, 10);
-		if (*end == ':')
+		v++;
+		if (parse_u64(&v, &d->xmin) && *v++ == ':' &&
+			parse_u64(&v, &d->xmax) && *v++ == ':' && d->xmin <= d->xmax &&
+			decode_ranges(v, &d->xip, &d->nxip, EOS_MAX_XIDS))
+			d->has_snapshot = true;
+		else
 		{
-			d->xmax = strtou64(end + 1, &end, 10);
-			if (*end == ':' && d->xmin <= d->xmax &&
-				decode_ranges(end + 1, &d->xip, &d->nxip, EOS_MAX_XIDS))
-				d->has_snapshot = true;
+			outbox_eos_delivered_free(d);
+			return;
 		}
 	}
 	v = find_field(buf, "delivered_xids");
-	if (d->has_snapshot && v != NULL && *v == '"' &&
+	if (v != NULL && *v == '"' &&
 		!decode_ranges(v + 1, &d->xids, &d->nxids, EOS_MAX_XIDS))
 		outbox_eos_delivered_free(d);
 }
@@ -302,10 +316,21 @@ outbox_eos_delivered_has(const EosDelivered *d, uint64 xid)
 	if (d->has_snapshot &&
 		(xid < d->xmin ||
 		 (xid < d->xmax &&
-		  bsearch(&xid, d->xip, d->nxip, sizeof(uint64), cmp_u64) == NULL)))
+		  (d->nxip == 0 ||
+		   bsearch(&xid, d->xip, d->nxip, sizeof(uint64), cmp_u64) == NULL))))
 		return true;
 	return d->nxids > 0 &&
 		bsearch(&xid, d->xids, d->nxids, sizeof(uint64), cmp_u64) != NULL;
+}
+
+bool
+outbox_eos_delivered_before(const EosDelivered *d, uint64 next)
+{
+	if (d->has_snapshot && d->xmax > next)
+		return false;
+	if (d->nxip > 0 && d->xip[d->nxip - 1] >= next)
+		return false;
+	return d->nxids == 0 || d->xids[d->nxids - 1] < next;
 }
 
 void

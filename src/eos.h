@@ -36,8 +36,12 @@
 #define EOS_KEY_LEN			(NAMEDATALEN + 64)
 /* Longest progress value we accept (what we write stays far below). */
 #define EOS_VALUE_LEN		(1024 * 1024)
-/* Longest list of delivered transactions a progress record carries. */
-#define EOS_MAX_XIDS		65536
+/*
+ * Most ids a progress record's snapshot or list carries (each): with 20
+ * digits at most an id, both stay below librdkafka's default
+ * message.max.bytes and EOS_VALUE_LEN.
+ */
+#define EOS_MAX_XIDS		16384
 
 /* What the last committed progress record says. */
 typedef struct EosProgress
@@ -74,6 +78,12 @@ extern uint64 outbox_eos_widen_xid(FullTransactionId next, TransactionId xid);
 
 /* Is a transaction's every event in Kafka, by d? */
 extern bool outbox_eos_delivered_has(const EosDelivered *d, uint64 xid);
+/*
+ * Are all of d's ids below next (the server's next transaction id)?  A set
+ * naming later ids comes from elsewhere (another history, a foreign record):
+ * trusting it could skip rows that are not in Kafka.
+ */
+extern bool outbox_eos_delivered_before(const EosDelivered *d, uint64 next);
 /* Free d's arrays; d is empty after. */
 extern void outbox_eos_delivered_free(EosDelivered *d);
 

@@ -217,6 +217,7 @@ struct OutboxSink
 	EosProgress progress;		/* what Kafka has: read at start, then ours */
 	EosProgress pending_progress;	/* what the open transaction will say */
 	EosDelivered in_kafka;		/* transactions in Kafka: read, then ours */
+	EosDelivered next_in_kafka; /* what the committing transaction says */
 	SinkCapture captures[SINK_MAX_CAPTURES];	/* oldest first */
 	int			ncaptures;
 	XLogRecPtr	replay_boundary;	/* replaying rows after slot loss */
@@ -575,6 +576,7 @@ outbox_sink_destroy(OutboxSink *sink)
 	free(sink->dead_array);
 	free(sink->poison);
 	outbox_eos_delivered_free(&sink->in_kafka);
+	outbox_eos_delivered_free(&sink->next_in_kafka);
 	for (i = 0; i < sink->ncaptures; i++)
 		outbox_eos_delivered_free(&sink->captures[i].snap);
 	free(sink->client_brokers);
@@ -2103,7 +2105,7 @@ eos_next_delivered(OutboxSink *sink, EosDelivered *d, int *reached)
 			break;
 		}
 	}
-	if (base->has_snapshot)
+	if (base->has_snapshot && base->nxip <= EOS_MAX_XIDS)
 	{
 		d->xip = copy_xids(base->xip, base->nxip);
 		if (d->xip == NULL && base->nxip > 0)
@@ -2156,7 +2158,7 @@ eos_commit(OutboxSink *sink)
 {
 	StringInfoData value;
 	EosProgress p = sink->progress;
-	EosDelivered d;
+	EosDelivered *d = &sink->next_in_kafka;
 	int			reached = -1;
 	rd_kafka_resp_err_t err;
 	rd_kafka_error_t *error;
@@ -2177,9 +2179,11 @@ eos_commit(OutboxSink *sink)
 		p.replay_last_id = 0;
 	}
 	p.found = true;
-	eos_next_delivered(sink, &d, &reached);
+	/* in the sink, not here: an error while committing must not leak it */
+	outbox_eos_delivered_free(d);
+	eos_next_delivered(sink, d, &reached);
 	initStringInfo(&value);
-	outbox_eos_encode(&value, sink->eos_key, &p, &d);
+	outbox_eos_encode(&value, sink->eos_key, &p, d);
 	err = rd_kafka_producev(sink->rk,
 							RD_KAFKA_V_RKT(sink->progress_rkt),
 							RD_KAFKA_V_PARTITION(sink->progress_partition),
@@ -2191,7 +2195,7 @@ eos_commit(OutboxSink *sink)
 	pfree(value.data);
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
 	{
-		outbox_eos_delivered_free(&d);
+		outbox_eos_delivered_free(d);
 		eos_fail(sink, "could not produce the progress record: %s",
 				 rd_kafka_err2str(err));
 		sink->committing = false;
@@ -2212,7 +2216,7 @@ eos_commit(OutboxSink *sink)
 			continue;
 		}
 		/* refused records first: they are remembered for the next attempt */
-		outbox_eos_delivered_free(&d);
+		outbox_eos_delivered_free(d);
 		poll_reports(sink, 0);
 		eos_txn_error(sink, error, "commit");
 		rd_kafka_error_destroy(error);
@@ -2226,7 +2230,8 @@ eos_commit(OutboxSink *sink)
 	if (XLogRecPtrIsInvalid(p.replay_boundary))
 		poison_forget(sink, p.commit_lsn);
 	outbox_eos_delivered_free(&sink->in_kafka);
-	sink->in_kafka = d;
+	sink->in_kafka = *d;
+	memset(d, 0, sizeof(*d));
 	/* the capture used and every older one are done with */
 	for (i = 0; i <= reached; i++)
 		outbox_eos_delivered_free(&sink->captures[i].snap);
@@ -2409,6 +2414,16 @@ outbox_sink_start_transactions(OutboxSink *sink, const char *progress_topic,
 		return false;
 	}
 	sink->eos_ready = true;
+	if (!outbox_eos_delivered_before(&sink->in_kafka,
+									 U64FromFullTransactionId(ReadNextFullTransactionId())))
+	{
+		/* ids this server has not given out yet: not about this history */
+		ereport(WARNING,
+				(errmsg("outbox relay: the progress record of \"%s\" names transactions this server has not started yet; its list of delivered transactions is ignored",
+						sink->eos_key),
+				 errdetail("After a slot loss, rows that are in Kafka already may be published again, but none is lost.")));
+		outbox_eos_delivered_free(&sink->in_kafka);
+	}
 	if (sink->progress.found)
 		ereport(LOG,
 				(errmsg("outbox relay: exactly-once: the last committed progress record of \"%s\" covers commit LSN %X/%X%s",

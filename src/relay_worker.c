@@ -381,12 +381,13 @@ relay_force_settings(void)
  * both.  Returns the caller's memory context, for relay_commit_xact().
  */
 static MemoryContext
-relay_begin_xact(void)
+relay_begin_xact_ex(bool catalogs)
 {
 	MemoryContext caller_cxt = CurrentMemoryContext;
 
 	Assert(!relay.in_decoder);
-	InvalidateSystemCaches();
+	if (catalogs)
+		InvalidateSystemCaches();
 	/* now() is the transaction's start: without this, the worker's start */
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -394,13 +395,26 @@ relay_begin_xact(void)
 }
 
 static void
-relay_commit_xact(MemoryContext caller_cxt)
+relay_commit_xact_ex(MemoryContext caller_cxt, bool catalogs)
 {
 	CommitTransactionCommand();
-	InvalidateSystemCaches();
+	if (catalogs)
+		InvalidateSystemCaches();
 	if (CurrentResourceOwner == NULL)
 		CurrentResourceOwner = AuxProcessResourceOwner;
 	MemoryContextSwitchTo(caller_cxt);
+}
+
+static MemoryContext
+relay_begin_xact(void)
+{
+	return relay_begin_xact_ex(true);
+}
+
+static void
+relay_commit_xact(MemoryContext caller_cxt)
+{
+	relay_commit_xact_ex(caller_cxt, true);
 }
 
 /* Abort whatever transaction an error left behind, for a calm retry. */
@@ -1554,17 +1568,20 @@ relay_publish_status(bool force)
  * Run fn(arg) in a transaction of the relay's own (between WAL records).  On
  * an error, abort it and return the error's message, allocated in cxt (the
  * caller's context, made current again either way); NULL on success.
+ * catalogs: fn may read catalogs, so the caches are invalidated around it
+ * (relay_begin_xact()); false only for what reads none.
  */
 static char *
-relay_try_xact(void (*fn) (void *), void *arg, MemoryContext cxt)
+relay_try_xact_ex(void (*fn) (void *), void *arg, MemoryContext cxt,
+				  bool catalogs)
 {
 	char	   *failure = NULL;
 
 	PG_TRY();
 	{
-		(void) relay_begin_xact();
+		(void) relay_begin_xact_ex(catalogs);
 		fn(arg);
-		relay_commit_xact(cxt);
+		relay_commit_xact_ex(cxt, catalogs);
 	}
 	PG_CATCH();
 	{
@@ -1579,6 +1596,12 @@ relay_try_xact(void (*fn) (void *), void *arg, MemoryContext cxt)
 	}
 	PG_END_TRY();
 	return failure;
+}
+
+static char *
+relay_try_xact(void (*fn) (void *), void *arg, MemoryContext cxt)
+{
+	return relay_try_xact_ex(fn, arg, cxt, true);
 }
 
 /* What relay_watermark_tick() hands to watermark_step(). */
@@ -1692,7 +1715,8 @@ relay_eos_capture_tick(void)
 		return;
 	relay.eos_captured_at = now;
 	relay.eos_captured_delivered = delivered;
-	failure = relay_try_xact(eos_capture_step, NULL, cxt);
+	/* a snapshot reads no catalog: the caches are kept */
+	failure = relay_try_xact_ex(eos_capture_step, NULL, cxt, false);
 	if (failure != NULL)
 	{
 		elog(DEBUG1, "outbox relay: no snapshot for the progress record: %s", failure);

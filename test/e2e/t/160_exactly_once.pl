@@ -246,12 +246,12 @@ is(relay_status($node)->{state}, 'streaming', 'still streaming');
 # producer (a plain record is visible to read_committed readers).
 SKIP:
 {
-	skip 'needs the cluster of test/kafka/kafka.sh', 9 unless $b->{kafka};
+	skip 'needs the cluster of test/kafka/kafka.sh', 10 unless $b->{kafka};
 	my $key = $node->safe_psql('postgres',
 		q{SELECT 'outbox:' || system_identifier || ':' || d.oid || ':' || s.slot_name
 		    FROM pg_control_system(), outbox.relay_status s
 		    JOIN pg_database d ON d.datname = s.database});
-	my $value = qq({"version":1,"key":"$key","commit_lsn":"FF/0","end_lsn":"FF/30","replay_boundary":null,"replay_last_id":null});
+	my $value = qq({"version":1,"key":"$key","commit_lsn":"FF/0","end_lsn":"FF/30","replay_boundary":null,"replay_last_id":null,"delivered_snapshot":"99999999999:99999999999:","delivered_xids":"99999999999-100000000010"});
 	my ($out, $err) = ('', '');
 	IPC::Run::run([ 'bash', "$FindBin::RealBin/../../kafka/kafka.sh", 'run-class',
 			'org.apache.kafka.tools.ConsoleProducer', '--bootstrap-server', $b->{bootstrap},
@@ -274,6 +274,8 @@ SKIP:
 	ok(wait_relay_idle($node, 60), 'history: relay caught up');
 	ok(log_since($node, $log_pos) =~ /the progress record of "\Q$key\E" covers commit LSN FF\/0, past this server's WAL/,
 		'history: the record from another history was ignored');
+	ok(log_since($node, $log_pos) =~ /the progress record of "\Q$key\E" names transactions this server has not started yet/,
+		'history: its delivered transactions, ids this server has not given out, were ignored');
 	my $d = verify_topic($node, $b, $t_history, 'history', exactly_once => 1);
 	is($d->{distinct}, 100, 'history: the new events were delivered, not skipped');
 }
