@@ -235,8 +235,12 @@ is(relay_status($node)->{state}, 'streaming', 'still streaming');
 		'gap: the new slot replayed and streams');
 	ok(wait_relay_idle($node, 60), 'gap: relay caught up again');
 	my $log = log_since($node, $log_pos);
+	# Rows of earlier scenarios that the last watermark may not cover yet
+	# were delivered too: every row the replay looks at is in Kafka.
 	my ($in_kafka) = $log =~ /exactly-once: (\d+) of those row\(s\) are in Kafka by the last committed progress record/;
-	is($in_kafka, 2000, 'gap: the 2000 rows were in Kafka by the progress record, not published again');
+	my ($again) = $log =~ /published (\d+) row\(s\) of outbox.messages again/;
+	ok(($in_kafka // 0) >= 2000, 'gap: the 2000 rows were in Kafka by the progress record (' . ($in_kafka // 'none') . ')');
+	is($again, 0, 'gap: the replay published no row again');
 	$node->safe_psql('postgres',
 		'DROP TRIGGER no_watermark ON outbox.relay_watermark; DROP FUNCTION public.no_watermark()');
 	verify_topic($node, $b, $t_gap, 'gap', exactly_once => 1);
