@@ -15,7 +15,9 @@
  * in librdkafka, never sent, which is all the intake needs.
  *
  * It feeds hand-built frames (decoder/wire.h) and prints one TAP line per
- * check; test/e2e/t/125_commit_frame_count.pl runs it.
+ * check; test/e2e/t/125_commit_frame_count.pl runs it.  With the argument
+ * "progress" it checks the progress record's value instead (src/eos.c);
+ * test/e2e/t/126_progress_record.pl runs that.
  *
  * test/unit/sink_check.c
  *
@@ -24,6 +26,7 @@
 #include "postgres.h"
 
 #include <setjmp.h>
+#include <unistd.h>
 #include <sys/time.h>
 
 #include "access/transam.h"
@@ -34,6 +37,7 @@
 #include "storage/pmsignal.h"
 #include "utils/timestamp.h"
 
+#include "eos.h"
 #include "kafka_sink.h"
 #include "outbox.h"
 #include "relay_shmem.h"
@@ -293,14 +297,105 @@ check(bool ok, const char *what)
 	printf("%sok %d - %s\n", ok ? "" : "not ", checks, what);
 }
 
+/*
+ * "sink_check progress": the progress record's value (src/eos.c), written
+ * and read back, and values a relay must not trust (issue 11, point 4).
+ */
+static int
+progress_checks(void)
+{
+	EosProgress p;
+	EosProgress q;
+	EosDelivered d;
+	EosDelivered r;
+	uint64		xip[2] = {103, 105};
+	uint64		xids[4] = {110, 111, 112, 120};
+	StringInfoData buf;
+	const char *head = "{\"version\":1,\"key\":\"k\",\"commit_lsn\":\"0/10\",\"end_lsn\":\"0/20\",\"replay_boundary\":null,\"replay_last_id\":null";
+	char		value[512];
+	bool		ok;
+
+	/* a range loop that never ends must fail the check, not hang it */
+	alarm(10);
+
+	memset(&p, 0, sizeof(p));
+	p.commit_lsn = 0x1000;
+	p.end_lsn = 0x1040;
+	memset(&d, 0, sizeof(d));
+	d.has_snapshot = true;
+	d.xmin = 100;
+	d.xmax = 110;
+	d.xip = xip;
+	d.nxip = 2;
+	d.xids = xids;
+	d.nxids = 4;
+	initStringInfo(&buf);
+	outbox_eos_encode(&buf, "k", &p, &d);
+	printf("# %s\n", buf.data);
+	check(strstr(buf.data, "\"delivered_snapshot\":\"100:110:103,105\"") != NULL &&
+		  strstr(buf.data, "\"delivered_xids\":\"110-112,120\"") != NULL,
+		  "progress: the delivered set is written, consecutive ids as ranges");
+	ok = outbox_eos_decode(buf.data, buf.len, &q, &r);
+	check(ok && q.found && q.commit_lsn == 0x1000 && q.end_lsn == 0x1040 &&
+		  r.has_snapshot && r.xmin == 100 && r.xmax == 110 && r.nxip == 2 &&
+		  r.xip[0] == 103 && r.xip[1] == 105 && r.nxids == 4 &&
+		  r.xids[0] == 110 && r.xids[2] == 112 && r.xids[3] == 120,
+		  "progress: read back as written");
+	check(outbox_eos_delivered_has(&r, 99) && outbox_eos_delivered_has(&r, 104) &&
+		  outbox_eos_delivered_has(&r, 111) && outbox_eos_delivered_has(&r, 120) &&
+		  !outbox_eos_delivered_has(&r, 103) && !outbox_eos_delivered_has(&r, 113) &&
+		  !outbox_eos_delivered_has(&r, 121),
+		  "progress: in Kafka: below xmin, complete in the snapshot, or listed; nothing else");
+	check(outbox_eos_delivered_before(&r, 121) && !outbox_eos_delivered_before(&r, 120),
+		  "progress: a set naming ids from the server's next one on is told apart");
+	outbox_eos_delivered_free(&r);
+
+	snprintf(value, sizeof(value), "%s}", head);
+	ok = outbox_eos_decode(value, strlen(value), &q, &r);
+	check(ok && q.found && !r.has_snapshot && r.nxids == 0,
+		  "progress: a record without the set is read, naming no transaction");
+
+	snprintf(value, sizeof(value), "%s,\"delivered_snapshot\":null,\"delivered_xids\":\"7-9\"}", head);
+	ok = outbox_eos_decode(value, strlen(value), &q, &r);
+	check(ok && !r.has_snapshot && r.nxids == 3 && outbox_eos_delivered_has(&r, 8),
+		  "progress: a list without a snapshot is read");
+	outbox_eos_delivered_free(&r);
+
+	snprintf(value, sizeof(value), "%s,\"delivered_snapshot\":null,\"delivered_xids\":\"18446744073709551614-18446744073709551615\"}", head);
+	ok = outbox_eos_decode(value, strlen(value), &q, &r);
+	check(ok && r.nxids == 2 && r.xids[1] == PG_UINT64_MAX,
+		  "progress: a range ending at the largest id ends");
+	outbox_eos_delivered_free(&r);
+
+	snprintf(value, sizeof(value), "%s,\"delivered_snapshot\":null,\"delivered_xids\":\"18446744073709551616\"}", head);
+	ok = outbox_eos_decode(value, strlen(value), &q, &r);
+	check(ok && q.found && r.nxids == 0, "progress: an id past 64 bits names nothing");
+
+	snprintf(value, sizeof(value), "%s,\"delivered_snapshot\":\"-1:-1:\",\"delivered_xids\":null}", head);
+	ok = outbox_eos_decode(value, strlen(value), &q, &r);
+	check(ok && q.found && !r.has_snapshot && !outbox_eos_delivered_has(&r, 5),
+		  "progress: a signed snapshot names nothing");
+
+	snprintf(value, sizeof(value), "%s,\"delivered_snapshot\":\"1:9:\",\"delivered_xids\":\"12,11\"}", head);
+	ok = outbox_eos_decode(value, strlen(value), &q, &r);
+	check(ok && q.found && !r.has_snapshot && r.nxids == 0,
+		  "progress: an unsorted list makes the whole set name nothing");
+
+	alarm(0);
+	printf("1..%d\n", checks);
+	return failures == 0 ? 0 : 1;
+}
+
 int
-main(void)
+main(int argc, char **argv)
 {
 	OutboxSink *sink;
 	char	   *errstr = NULL;
 	bool		took;
 
 	setvbuf(stdout, NULL, _IONBF, 0);
+	if (argc > 1 && strcmp(argv[1], "progress") == 0)
+		return progress_checks();
 	sink = outbox_sink_create("127.0.0.1:9", "", "", NULL, NULL, -1, &errstr);
 	if (sink == NULL)
 	{
