@@ -301,8 +301,8 @@ outbox_eos_widen_xid(FullTransactionId next, TransactionId xid)
 	return U64FromFullTransactionId(next) - back;
 }
 
-static int
-cmp_u64(const void *a, const void *b)
+int
+outbox_eos_cmp_xid(const void *a, const void *b)
 {
 	uint64		x = *(const uint64 *) a;
 	uint64		y = *(const uint64 *) b;
@@ -311,16 +311,25 @@ cmp_u64(const void *a, const void *b)
 }
 
 bool
+outbox_eos_snapshot_shows(uint64 xmin, uint64 xmax, const uint64 *xip,
+						  int nxip, uint64 xid)
+{
+	if (xid < xmin)
+		return true;
+	if (xid >= xmax)
+		return false;
+	return nxip == 0 ||
+		bsearch(&xid, xip, nxip, sizeof(uint64), outbox_eos_cmp_xid) == NULL;
+}
+
+bool
 outbox_eos_delivered_has(const EosDelivered *d, uint64 xid)
 {
 	if (d->has_snapshot &&
-		(xid < d->xmin ||
-		 (xid < d->xmax &&
-		  (d->nxip == 0 ||
-		   bsearch(&xid, d->xip, d->nxip, sizeof(uint64), cmp_u64) == NULL))))
+		outbox_eos_snapshot_shows(d->xmin, d->xmax, d->xip, d->nxip, xid))
 		return true;
 	return d->nxids > 0 &&
-		bsearch(&xid, d->xids, d->nxids, sizeof(uint64), cmp_u64) != NULL;
+		bsearch(&xid, d->xids, d->nxids, sizeof(uint64), outbox_eos_cmp_xid) != NULL;
 }
 
 bool

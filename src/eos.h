@@ -76,6 +76,17 @@ typedef struct EosDelivered
 /* The full id of a recent 32-bit transaction id, relative to next. */
 extern uint64 outbox_eos_widen_xid(FullTransactionId next, TransactionId xid);
 
+/* qsort() / bsearch() order of full transaction ids (uint64). */
+extern int	outbox_eos_cmp_xid(const void *a, const void *b);
+
+/*
+ * Is a transaction (a full id) complete in the snapshot xmin, xmax, xip
+ * (running ids, sorted)?  The one visibility test of the delivery
+ * watermark, a replay's boundary and the progress record's snapshot.
+ */
+extern bool outbox_eos_snapshot_shows(uint64 xmin, uint64 xmax,
+									  const uint64 *xip, int nxip, uint64 xid);
+
 /* Is a transaction's every event in Kafka, by d? */
 extern bool outbox_eos_delivered_has(const EosDelivered *d, uint64 xid);
 /*

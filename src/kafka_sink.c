@@ -2049,15 +2049,6 @@ eos_reject(OutboxSink *sink, SinkRecord *rec)
 	free_record(sink, rec);
 }
 
-static int
-cmp_xid(const void *a, const void *b)
-{
-	uint64		x = *(const uint64 *) a;
-	uint64		y = *(const uint64 *) b;
-
-	return (x > y) - (x < y);
-}
-
 /* A malloc'd copy of n ids (NULL for none, or out of memory). */
 static uint64 *
 copy_xids(const uint64 *ids, int n)
@@ -2137,7 +2128,7 @@ eos_next_delivered(OutboxSink *sink, EosDelivered *d, int *reached)
 		if (!outbox_eos_delivered_has(d, xid))
 			d->xids[n++] = xid;
 	}
-	qsort(d->xids, n, sizeof(uint64), cmp_xid);
+	qsort(d->xids, n, sizeof(uint64), outbox_eos_cmp_xid);
 	for (i = 0; i < n; i++)
 		if (d->nxids == 0 || d->xids[i] != d->xids[d->nxids - 1])
 			d->xids[d->nxids++] = d->xids[i];

@@ -97,22 +97,6 @@ static struct
  * ---------------------------------------------------------------------
  */
 
-/* The full id of a recent 32-bit id, relative to the next id. */
-static inline uint64
-widen_xid(FullTransactionId next, TransactionId xid)
-{
-	return outbox_eos_widen_xid(next, xid);
-}
-
-static int
-cmp_u64(const void *a, const void *b)
-{
-	uint64		x = *(const uint64 *) a;
-	uint64		y = *(const uint64 *) b;
-
-	return (x > y) - (x < y);
-}
-
 /*
  * A snapshot as full ids: the running transactions and subtransactions
  * within [xmin, xmax), sorted, once each (palloc'd).
@@ -125,14 +109,14 @@ snapshot_ids(Snapshot snap, WatermarkSnapshot *out)
 	int			n = 0;
 	int			i;
 
-	out->xmin = widen_xid(next, snap->xmin);
-	out->xmax = widen_xid(next, snap->xmax);
+	out->xmin = outbox_eos_widen_xid(next, snap->xmin);
+	out->xmax = outbox_eos_widen_xid(next, snap->xmax);
 	ids = palloc(sizeof(uint64) * (snap->xcnt + snap->subxcnt + 1));
 	for (i = 0; i < snap->xcnt; i++)
-		ids[n++] = widen_xid(next, snap->xip[i]);
+		ids[n++] = outbox_eos_widen_xid(next, snap->xip[i]);
 	for (i = 0; i < snap->subxcnt; i++)
-		ids[n++] = widen_xid(next, snap->subxip[i]);
-	qsort(ids, n, sizeof(uint64), cmp_u64);
+		ids[n++] = outbox_eos_widen_xid(next, snap->subxip[i]);
+	qsort(ids, n, sizeof(uint64), outbox_eos_cmp_xid);
 	out->nxip = 0;
 	for (i = 0; i < n; i++)
 	{
@@ -213,11 +197,8 @@ bad:
 static bool
 xid_visible(const WatermarkSnapshot *snap, uint64 full)
 {
-	if (full < snap->xmin)
-		return true;
-	if (full >= snap->xmax)
-		return false;
-	return bsearch(&full, snap->xip, snap->nxip, sizeof(uint64), cmp_u64) == NULL;
+	return outbox_eos_snapshot_shows(snap->xmin, snap->xmax, snap->xip,
+									 snap->nxip, full);
 }
 
 /*
@@ -232,7 +213,7 @@ row_publisher(FullTransactionId next, bool has_published, uint64 published,
 {
 	if (has_published && published < U64FromFullTransactionId(next))
 		return published;
-	return widen_xid(next, xmin);
+	return outbox_eos_widen_xid(next, xmin);
 }
 
 /* Should the replay publish a row published by that transaction? */
