@@ -59,6 +59,10 @@
 #define SINK_RETRY_REPORT_MS	60000
 /* Most bitmap bytes handed over a rewind (1 bit per event). */
 #define SINK_MAX_ACKED_BYTES	((Size) 16 * 1024 * 1024)
+/* exactly_once: transactional producers taking turns (see eos_commit()). */
+#define SINK_MAX_PRODUCERS	2
+/* ... and what the transactional.id of the second one appends to the key. */
+#define SINK_SECOND_ID_SUFFIX	":2"
 
 /* A transaction with events, in commit order. */
 typedef struct SinkTxn
@@ -102,8 +106,10 @@ typedef struct SinkRecord
 /* A topic handle, cached per sink (see topic_slot()). */
 typedef struct SinkTopic
 {
+	bool		used;			/* false for an empty slot */
 	uint32		hash;			/* hash of name */
-	rd_kafka_topic_t *rkt;		/* handle, NULL for an empty slot */
+	rd_kafka_topic_t *rkt[SINK_MAX_PRODUCERS];	/* handle per producer, made
+												 * on first use */
 	TimestampTz failing_since;	/* first transient error since the last
 								 * acknowledgement, or 0 */
 	char		name[OUTBOX_TOPIC_MAX_LEN + 1];	/* topic name */
@@ -159,7 +165,10 @@ struct SinkAcked
 
 struct OutboxSink
 {
-	rd_kafka_t *rk;				/* the producer */
+	rd_kafka_t *rk;				/* the producer: rks[cur] */
+	rd_kafka_t *rks[SINK_MAX_PRODUCERS];	/* exactly_once: two, else one */
+	int			nrks;
+	int			cur;			/* the one producing now */
 	char		database[NAMEDATALEN];	/* outbox-db header value */
 	dlist_head	records;		/* every live SinkRecord */
 	SinkTxn    *head;			/* oldest unsettled transaction */
@@ -221,13 +230,15 @@ struct OutboxSink
 	SinkCapture captures[SINK_MAX_CAPTURES];	/* oldest first */
 	int			ncaptures;
 	XLogRecPtr	replay_boundary;	/* replaying rows after slot loss */
-	rd_kafka_topic_t *progress_rkt; /* the progress topic */
+	rd_kafka_topic_t *progress_rkt[SINK_MAX_PRODUCERS];	/* the progress
+														 * topic, per producer */
 	int32		progress_partition; /* our key's partition there */
 	bool		skip_over;		/* an event past the progress record came */
 	SinkPoison *poison;			/* refused events, over rewinds */
 	int			npoison;
 	int			poison_cap;
-	char		eos_key[EOS_KEY_LEN];	/* progress key = transactional.id */
+	char		eos_key[EOS_KEY_LEN];	/* progress key = first transactional.id */
+	char		txn_ids[SINK_MAX_PRODUCERS][EOS_KEY_LEN + sizeof(SINK_SECOND_ID_SUFFIX)];
 	char	   *client_brokers; /* settings, for the progress reader */
 	char	   *client_file_props;
 	char	   *client_guc_props;
@@ -413,28 +424,18 @@ outbox_kafka_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, char *errbuf,
 	return rk;
 }
 
-OutboxSink *
-outbox_sink_create(const char *brokers, const char *file_properties,
-				   const char *guc_properties, const char *transactional_id,
-				   SinkAcked *acked, int wake_fd, char **errstr)
+/*
+ * A producer's configuration: ours, the user's properties, ours again where
+ * they must not be overridden.  NULL with *errstr set on error.
+ */
+static rd_kafka_conf_t *
+sink_conf(OutboxSink *sink, const char *brokers, const char *file_properties,
+		  const char *guc_properties, const char *transactional_id,
+		  char **errstr)
 {
-	OutboxSink *sink;
-	rd_kafka_conf_t *conf;
-	rd_kafka_queue_t *mainq;
-	char		buf[512];
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	char		num[32];
 
-	*errstr = NULL;
-	sink = calloc(1, sizeof(OutboxSink));
-	if (sink == NULL)
-	{
-		*errstr = strdup("out of memory");
-		outbox_sink_free_acked(acked);
-		return NULL;
-	}
-	dlist_init(&sink->records);
-
-	conf = rd_kafka_conf_new();
 	snprintf(num, sizeof(num), "%d", Min(outbox_max_in_flight * 2, 10000000));
 	if (!outbox_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr) ||
 		!outbox_kafka_conf_set(conf, "client.id", "outbox-relay", errstr) ||
@@ -452,10 +453,57 @@ outbox_sink_create(const char *brokers, const char *file_properties,
 		 !outbox_kafka_conf_set(conf, "transactional.id", transactional_id, errstr)))
 	{
 		rd_kafka_conf_destroy(conf);
-		free(sink);
+		return NULL;
+	}
+	rd_kafka_conf_set_opaque(conf, sink);
+	rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+	rd_kafka_conf_set_error_cb(conf, on_error);
+	rd_kafka_conf_set_log_cb(conf, on_log);
+	return conf;
+}
+
+/* Undo a half-made outbox_sink_create(). */
+static void
+sink_create_failed(OutboxSink *sink, SinkAcked *acked)
+{
+	int			i;
+
+	for (i = 0; i < sink->nrks; i++)
+		rd_kafka_destroy(sink->rks[i]);
+	free(sink->poison);
+	free(sink->client_brokers);
+	free(sink->client_file_props);
+	free(sink->client_guc_props);
+	free(sink);
+	outbox_sink_free_acked(acked);
+}
+
+/*
+ * With a transactional_id (exactly_once), two transactional producers take
+ * turns, the second one's transactional.id being the first one's with ":2"
+ * appended (eos_commit() says why).
+ */
+OutboxSink *
+outbox_sink_create(const char *brokers, const char *file_properties,
+				   const char *guc_properties, const char *transactional_id,
+				   SinkAcked *acked, int wake_fd, char **errstr)
+{
+	OutboxSink *sink;
+	rd_kafka_queue_t *mainq;
+	char		buf[512];
+	int			nrks = (transactional_id != NULL) ? SINK_MAX_PRODUCERS : 1;
+	int			i;
+
+	*errstr = NULL;
+	sink = calloc(1, sizeof(OutboxSink));
+	if (sink == NULL)
+	{
+		*errstr = strdup("out of memory");
 		outbox_sink_free_acked(acked);
 		return NULL;
 	}
+	dlist_init(&sink->records);
+
 	if (transactional_id == NULL && acked != NULL && acked->ntxns == 0)
 	{
 		/* refused events of an exactly_once sink: at least once retries them */
@@ -466,6 +514,9 @@ outbox_sink_create(const char *brokers, const char *file_properties,
 	{
 		sink->eos = true;
 		strlcpy(sink->eos_key, transactional_id, sizeof(sink->eos_key));
+		for (i = 0; i < nrks; i++)
+			snprintf(sink->txn_ids[i], sizeof(sink->txn_ids[i]), "%s%s",
+					 transactional_id, i == 0 ? "" : SINK_SECOND_ID_SUFFIX);
 		sink->client_brokers = strdup(brokers);
 		sink->client_file_props = strdup(file_properties ? file_properties : "");
 		sink->client_guc_props = strdup(guc_properties ? guc_properties : "");
@@ -480,39 +531,45 @@ outbox_sink_create(const char *brokers, const char *file_properties,
 			acked = NULL;
 		}
 	}
-	rd_kafka_conf_set_opaque(conf, sink);
-	rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
-	rd_kafka_conf_set_error_cb(conf, on_error);
-	rd_kafka_conf_set_log_cb(conf, on_log);
 
-	sink->rk = outbox_kafka_new(RD_KAFKA_PRODUCER, conf, buf, sizeof(buf));
-	if (sink->rk == NULL)
+	for (i = 0; i < nrks; i++)
 	{
-		/* rd_kafka_new() frees conf only on success */
-		rd_kafka_conf_destroy(conf);
-		*errstr = strdup(buf);
-		free(sink->poison);
-		free(sink->client_brokers);
-		free(sink->client_file_props);
-		free(sink->client_guc_props);
-		free(sink);
-		outbox_sink_free_acked(acked);
-		return NULL;
-	}
+		rd_kafka_conf_t *conf;
 
-	/* Serve logs from rd_kafka_poll(), and wake us when anything is queued. */
-	rd_kafka_set_log_queue(sink->rk, NULL);
-	if (wake_fd >= 0)
-	{
-		mainq = rd_kafka_queue_get_main(sink->rk);
-		rd_kafka_queue_io_event_enable(mainq, wake_fd, "1", 1);
-		rd_kafka_queue_destroy(mainq);
+		conf = sink_conf(sink, brokers, file_properties, guc_properties,
+						 transactional_id ? sink->txn_ids[i] : NULL, errstr);
+		if (conf == NULL)
+		{
+			sink_create_failed(sink, acked);
+			return NULL;
+		}
+		sink->rks[i] = outbox_kafka_new(RD_KAFKA_PRODUCER, conf, buf, sizeof(buf));
+		if (sink->rks[i] == NULL)
+		{
+			/* rd_kafka_new() frees conf only on success */
+			rd_kafka_conf_destroy(conf);
+			*errstr = strdup(buf);
+			sink_create_failed(sink, acked);
+			return NULL;
+		}
+		sink->nrks++;
+
+		/* Serve logs from rd_kafka_poll(), and wake us when anything is queued. */
+		rd_kafka_set_log_queue(sink->rks[i], NULL);
+		if (wake_fd >= 0)
+		{
+			mainq = rd_kafka_queue_get_main(sink->rks[i]);
+			rd_kafka_queue_io_event_enable(mainq, wake_fd, "1", 1);
+			rd_kafka_queue_destroy(mainq);
+		}
 	}
+	sink->cur = 0;
+	sink->rk = sink->rks[0];
+
 	sink->acked = acked;
 	if (acked != NULL)
 	{
 		uint64		events = 0;
-		int			i;
 
 		for (i = 0; i < acked->ntxns; i++)
 			events += acked->txns[i].nacked;
@@ -548,16 +605,21 @@ outbox_sink_destroy(OutboxSink *sink)
 	}
 
 	/* Drop whatever is queued or in flight; delivery reports say "purged". */
-	rd_kafka_purge(sink->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT |
-				   RD_KAFKA_PURGE_F_NON_BLOCKING);
-	rd_kafka_poll(sink->rk, 0);
-	for (i = 0; i < sink->topics_size; i++)
-		if (sink->topics[i].rkt != NULL)
-			rd_kafka_topic_destroy(sink->topics[i].rkt);
+	for (i = 0; i < sink->nrks; i++)
+	{
+		int			j;
+
+		rd_kafka_purge(sink->rks[i], RD_KAFKA_PURGE_F_QUEUE |
+					   RD_KAFKA_PURGE_F_INFLIGHT | RD_KAFKA_PURGE_F_NON_BLOCKING);
+		rd_kafka_poll(sink->rks[i], 0);
+		for (j = 0; j < sink->topics_size; j++)
+			if (sink->topics[j].rkt[i] != NULL)
+				rd_kafka_topic_destroy(sink->topics[j].rkt[i]);
+		if (sink->progress_rkt[i] != NULL)
+			rd_kafka_topic_destroy(sink->progress_rkt[i]);
+		rd_kafka_destroy(sink->rks[i]);
+	}
 	free(sink->topics);
-	if (sink->progress_rkt != NULL)
-		rd_kafka_topic_destroy(sink->progress_rkt);
-	rd_kafka_destroy(sink->rk);
 
 	dlist_foreach_modify(iter, &sink->records)
 	{
@@ -646,10 +708,14 @@ on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 		sink->failed = true;
 		if (is_fenced_error(orig))
 		{
+			int			i;
+
+			for (i = 0; i < sink->nrks - 1 && sink->rks[i] != rk; i++)
+				;
 			sink->fenced = true;
 			snprintf(sink->failed_reason, sizeof(sink->failed_reason),
 					 "fenced: a newer producer with transactional.id \"%s\" took over (%s: %s)",
-					 sink->eos_key, rd_kafka_err2name(orig), fatal);
+					 sink->txn_ids[i], rd_kafka_err2name(orig), fatal);
 		}
 		else
 			snprintf(sink->failed_reason, sizeof(sink->failed_reason),
@@ -848,9 +914,9 @@ topic_slot(OutboxSink *sink, const char *name, int len)
 		{
 			int			j;
 
-			if (old[i].rkt == NULL)
+			if (!old[i].used)
 				continue;
-			for (j = old[i].hash & (new_size - 1); grown[j].rkt != NULL;
+			for (j = old[i].hash & (new_size - 1); grown[j].used;
 				 j = (j + 1) & (new_size - 1))
 				;
 			grown[j] = old[i];
@@ -863,15 +929,21 @@ topic_slot(OutboxSink *sink, const char *name, int len)
 	for (i = hash & (sink->topics_size - 1);; i = (i + 1) & (sink->topics_size - 1))
 	{
 		slot = &sink->topics[i];
-		if (slot->rkt == NULL)
+		if (!slot->used)
 			break;
 		if (slot->hash == hash && strcmp(slot->name, name) == 0)
-			return slot;
+		{
+			/* the other producer's handle, the first time it produces here */
+			if (slot->rkt[sink->cur] == NULL)
+				slot->rkt[sink->cur] = rd_kafka_topic_new(sink->rk, name, NULL);
+			return slot->rkt[sink->cur] ? slot : NULL;
+		}
 	}
 
-	slot->rkt = rd_kafka_topic_new(sink->rk, name, NULL);
-	if (slot->rkt == NULL)
+	slot->rkt[sink->cur] = rd_kafka_topic_new(sink->rk, name, NULL);
+	if (slot->rkt[sink->cur] == NULL)
 		return NULL;			/* invalid name: the caller dead-letters */
+	slot->used = true;
 	slot->hash = hash;
 	slot->failing_since = 0;
 	strlcpy(slot->name, name, sizeof(slot->name));
@@ -1234,7 +1306,7 @@ send_record(OutboxSink *sink, SinkRecord *rec)
 	for (;;)
 	{
 		err = rd_kafka_producev(sink->rk,
-								RD_KAFKA_V_RKT(slot->rkt),
+								RD_KAFKA_V_RKT(slot->rkt[sink->cur]),
 								RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
 								RD_KAFKA_V_MSGFLAGS(0),
 								RD_KAFKA_V_KEY(ev.key, ev.key_len),
@@ -1363,7 +1435,7 @@ refresh_topic(OutboxSink *sink, SinkTopic *slot)
 {
 	const struct rd_kafka_metadata *md = NULL;
 
-	if (rd_kafka_metadata(sink->rk, 0, slot->rkt, &md,
+	if (rd_kafka_metadata(sink->rk, 0, slot->rkt[sink->cur], &md,
 						  SINK_METADATA_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR)
 		rd_kafka_metadata_destroy(md);
 }
@@ -1587,10 +1659,13 @@ settle(OutboxSink *sink)
 static void
 poll_reports(OutboxSink *sink, int timeout_ms)
 {
+	int			i;
+
 	rd_kafka_poll(sink->rk, timeout_ms);
 	/* rd_kafka_poll serves one event per call when it had to wait */
-	while (rd_kafka_poll(sink->rk, 0) > 0)
-		;
+	for (i = 0; i < sink->nrks; i++)
+		while (rd_kafka_poll(sink->rks[i], 0) > 0)
+			;
 	settle(sink);
 }
 
@@ -1784,9 +1859,10 @@ outbox_kafka_log_report(OutboxKafkaLog *log, const char *who)
  * Kafka transactions (outbox.delivery = exactly_once)
  *
  * A Kafka transaction begins with the first record produced after the last
- * one ended and holds whole PostgreSQL transactions: it is committed only
- * at a commit frame (or later), together with one progress record that
- * names the newest PostgreSQL transaction inside (src/eos.c).  Only then
+ * one ended, on the other of two transactional producers (eos_commit() says
+ * why), and holds whole PostgreSQL transactions: it is committed only at a
+ * commit frame (or later), together with a progress record that names the
+ * newest PostgreSQL transaction inside (src/eos.c).  Only then
  * do its PostgreSQL transactions count as settled, so the slot never
  * passes what Kafka has not committed; and whatever Kafka has committed,
  * the progress record says, so that a rewind or a restart skips it
@@ -1849,7 +1925,7 @@ eos_txn_error(OutboxSink *sink, rd_kafka_error_t *error, const char *what)
 
 	if (sink->fenced)
 		eos_fail(sink, "fenced: a newer producer with transactional.id \"%s\" took over (%s: %s)",
-				 sink->eos_key, what, rd_kafka_error_string(error));
+				 sink->txn_ids[sink->cur], what, rd_kafka_error_string(error));
 	else if (rd_kafka_error_txn_requires_abort(error))
 	{
 		rd_kafka_error_t *aerr = rd_kafka_abort_transaction(sink->rk, 5000);
@@ -1923,6 +1999,28 @@ eos_drain(OutboxSink *sink)
 	}
 }
 
+/* Produce a progress record into the open Kafka transaction. */
+static rd_kafka_resp_err_t
+eos_produce_progress(OutboxSink *sink, const EosProgress *p,
+					 const EosDelivered *d)
+{
+	StringInfoData value;
+	rd_kafka_resp_err_t err;
+
+	initStringInfo(&value);
+	outbox_eos_encode(&value, sink->eos_key, p, d);
+	err = rd_kafka_producev(sink->rk,
+							RD_KAFKA_V_RKT(sink->progress_rkt[sink->cur]),
+							RD_KAFKA_V_PARTITION(sink->progress_partition),
+							RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+							RD_KAFKA_V_KEY(sink->eos_key, strlen(sink->eos_key)),
+							RD_KAFKA_V_VALUE(value.data, value.len),
+							RD_KAFKA_V_OPAQUE(NULL),
+							RD_KAFKA_V_END);
+	pfree(value.data);
+	return err;
+}
+
 static bool
 eos_begin(OutboxSink *sink)
 {
@@ -1941,7 +2039,20 @@ eos_begin(OutboxSink *sink)
 	sink->txn_began = GetCurrentTimestamp();
 	sink->txn_events = 0;
 	sink->progress_err = RD_KAFKA_RESP_ERR_NO_ERROR;
-	return true;
+
+	/*
+	 * A first progress record that only restates what Kafka has (without the
+	 * delivered set, which can be large: saying less is always safe).  The
+	 * transaction's own one follows it at the commit, so this one is never
+	 * the last; but producing it now has librdkafka register the progress
+	 * partition with the transaction in the same AddPartitionsToTxn request
+	 * as the first event's partition, instead of in one more round trip
+	 * just before the commit.
+	 */
+	if (sink->progress.found &&
+		eos_produce_progress(sink, &sink->progress, NULL) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		eos_fail(sink, "could not produce the progress record");
+	return !sink->failed;
 }
 
 /* Produce an event inside the open Kafka transaction (begun if need be). */
@@ -2147,7 +2258,6 @@ eos_next_delivered(OutboxSink *sink, EosDelivered *d, int *reached)
 static void
 eos_commit(OutboxSink *sink)
 {
-	StringInfoData value;
 	EosProgress p = sink->progress;
 	EosDelivered *d = &sink->next_in_kafka;
 	int			reached = -1;
@@ -2173,17 +2283,7 @@ eos_commit(OutboxSink *sink)
 	/* in the sink, not here: an error while committing must not leak it */
 	outbox_eos_delivered_free(d);
 	eos_next_delivered(sink, d, &reached);
-	initStringInfo(&value);
-	outbox_eos_encode(&value, sink->eos_key, &p, d);
-	err = rd_kafka_producev(sink->rk,
-							RD_KAFKA_V_RKT(sink->progress_rkt),
-							RD_KAFKA_V_PARTITION(sink->progress_partition),
-							RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-							RD_KAFKA_V_KEY(sink->eos_key, strlen(sink->eos_key)),
-							RD_KAFKA_V_VALUE(value.data, value.len),
-							RD_KAFKA_V_OPAQUE(NULL),
-							RD_KAFKA_V_END);
-	pfree(value.data);
+	err = eos_produce_progress(sink, &p, d);
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
 	{
 		outbox_eos_delivered_free(d);
@@ -2234,6 +2334,19 @@ eos_commit(OutboxSink *sink)
 	}
 	for (txn = sink->head; txn != NULL; txn = txn->next)
 		txn->committed = true;
+
+	/*
+	 * The next Kafka transaction is the other producer's.  Kafka answers a
+	 * commit once it is decided, and only then writes its markers into the
+	 * partitions; until they are all written, the same transactional.id
+	 * cannot add partitions to its next transaction (the broker refuses with
+	 * CONCURRENT_TRANSACTIONS, and librdkafka retries 20 ms later).  The
+	 * other transactional.id is not held up by them.  Order is kept: this
+	 * transaction's records all precede the next one's in every partition,
+	 * and a read_committed consumer reads a partition in offset order.
+	 */
+	sink->cur = (sink->cur + 1) % sink->nrks;
+	sink->rk = sink->rks[sink->cur];
 	sink->committing = false;
 	poll_reports(sink, 0);
 }
@@ -2362,22 +2475,31 @@ outbox_sink_start_transactions(OutboxSink *sink, const char *progress_topic,
 	rd_kafka_conf_t *conf;
 	char		buf[SINK_LOG_LEN];
 	int			partitions;
+	int			i;
 
 	*errstr = NULL;
 	if (!sink->eos || sink->eos_ready)
 		return true;
 
-	/* fences every older producer of our transactional.id, aborts its transaction */
-	error = rd_kafka_init_transactions(sink->rk, 30000);
-	if (error != NULL)
+	/*
+	 * Fence every older producer of our transactional.ids, ending whatever
+	 * transaction it had open: aborted if it was not committing yet, else
+	 * completed.  Every progress record an older relay could still commit
+	 * is then committed, and none can follow.
+	 */
+	for (i = 0; i < sink->nrks; i++)
 	{
-		snprintf(buf, sizeof(buf), "could not initialize Kafka transactions for transactional.id \"%s\": %s",
-				 sink->eos_key, rd_kafka_error_string(error));
-		if (is_fenced_error(rd_kafka_error_code(error)))
-			sink->fenced = true;
-		rd_kafka_error_destroy(error);
-		*errstr = strdup(buf);
-		return false;
+		error = rd_kafka_init_transactions(sink->rks[i], 30000);
+		if (error != NULL)
+		{
+			snprintf(buf, sizeof(buf), "could not initialize Kafka transactions for transactional.id \"%s\": %s",
+					 sink->txn_ids[i], rd_kafka_error_string(error));
+			if (is_fenced_error(rd_kafka_error_code(error)))
+				sink->fenced = true;
+			rd_kafka_error_destroy(error);
+			*errstr = strdup(buf);
+			return false;
+		}
 	}
 	if (!outbox_eos_ensure_topic(sink->rk, progress_topic, &partitions, 10000,
 								 buf, sizeof(buf)))
@@ -2385,11 +2507,14 @@ outbox_sink_start_transactions(OutboxSink *sink, const char *progress_topic,
 		*errstr = strdup(buf);
 		return false;
 	}
-	sink->progress_rkt = rd_kafka_topic_new(sink->rk, progress_topic, NULL);
-	if (sink->progress_rkt == NULL)
+	for (i = 0; i < sink->nrks; i++)
 	{
-		*errstr = strdup("invalid outbox.progress_topic");
-		return false;
+		sink->progress_rkt[i] = rd_kafka_topic_new(sink->rks[i], progress_topic, NULL);
+		if (sink->progress_rkt[i] == NULL)
+		{
+			*errstr = strdup("invalid outbox.progress_topic");
+			return false;
+		}
 	}
 	sink->progress_partition = outbox_eos_partition(sink->eos_key, partitions);
 

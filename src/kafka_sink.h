@@ -116,7 +116,8 @@ extern void outbox_kafka_log_report(OutboxKafkaLog *log, const char *who);
  * message never quotes a property value.  wake_fd (or -1) is written to
  * whenever librdkafka queues a delivery report or an error for
  * rd_kafka_poll().  With a transactional_id (outbox.delivery = exactly_once)
- * the producer is transactional; outbox_sink_start_transactions() must
+ * two transactional producers take turns, with transactional_id and
+ * transactional_id followed by ":2"; outbox_sink_start_transactions() must
  * succeed before the first frame is added.
  */
 extern OutboxSink *outbox_sink_create(const char *brokers,
@@ -180,7 +181,7 @@ extern void outbox_sink_stats(OutboxSink *sink, uint64 *delivered,
 
 /*
  * exactly_once (see "Kafka transactions" in kafka_sink.c): initialise
- * transactions (fencing older producers of the same transactional.id),
+ * transactions (fencing older producers of the same transactional.ids),
  * create the progress topic if missing and read the last committed progress
  * record; false with a malloc'd message on failure.  Events it covers are
  * skipped; transactions settle only once their Kafka transaction committed.

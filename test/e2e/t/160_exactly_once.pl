@@ -4,6 +4,7 @@
 #    not hide aborted transactions): a read_committed consumer must see
 #    every event once, in per-key order, through
 #      (a) SIGKILL of the relay while writers run (mid Kafka transaction);
+#      (a2) both transactional producers committed Kafka transactions;
 #      (b) an immediate shutdown while writers run;
 #      (c) a poison record inside a Kafka transaction (too large for the
 #          topic's max.message.bytes): it goes to outbox.dead_letters, the
@@ -99,6 +100,31 @@ for my $i (1 .. 3)
 		sub { kill 'KILL', $_[0]; });
 }
 ok($skipped > 0, "relay SIGKILL: committed events past the slot were skipped ($skipped)");
+
+# (a2) Two transactional producers take turns (the second one's id is the
+# first one's with ":2"): since the last restart, each has committed Kafka
+# transactions, as two different producer ids.  Kafka's own admin tool says.
+{
+	my $key = $node->safe_psql('postgres',
+		q{SELECT 'outbox:' || system_identifier || ':' || d.oid || ':' || s.slot_name
+		    FROM pg_control_system(), outbox.relay_status s
+		    JOIN pg_database d ON d.datname = s.database});
+	my %pid;
+	for my $id ($key, "$key:2")
+	{
+		my $out = eval {
+			kafka_sh('run-class', 'org.apache.kafka.tools.TransactionsCommand',
+				'--bootstrap-server', $b->{bootstrap}, 'describe',
+				'--transactional-id', $id);
+		} // "describe failed: $@";
+		my ($producer, $state) = $out =~ /^\s*\d+\s+\Q$id\E\s+(\d+)\s+\d+\s+(\w+)/m;
+		$pid{$id} = $producer;
+		is($state // $out, 'CompleteCommit',
+			"two producers: transactional.id $id committed Kafka transactions");
+	}
+	ok(defined $pid{$key} && defined $pid{"$key:2"} && $pid{$key} != $pid{"$key:2"},
+		'two producers: with two producer ids');
+}
 
 # (b) immediate shutdown
 crash_run($node, $b, $t_stop, 'immediate shutdown',
