@@ -2041,18 +2041,15 @@ eos_begin(OutboxSink *sink)
 	sink->progress_err = RD_KAFKA_RESP_ERR_NO_ERROR;
 
 	/*
-	 * A first progress record that only restates what Kafka has (without the
-	 * delivered set, which can be large: saying less is always safe).  The
-	 * transaction's own one follows it at the commit, so this one is never
-	 * the last; but producing it now has librdkafka register the progress
-	 * partition with the transaction in the same AddPartitionsToTxn request
-	 * as the first event's partition, instead of in one more round trip
-	 * just before the commit.
+	 * The progress record is produced at the commit only, although producing
+	 * one earlier would register its partition with the first event's and
+	 * save a round trip: every relay's progress records share that one
+	 * partition, and a read_committed reader sees nothing past the first
+	 * open transaction there; a progress record open for the whole Kafka
+	 * transaction could hide another relay's newest committed one from it
+	 * while that relay starts, for as long as the transaction lasts.
 	 */
-	if (sink->progress.found &&
-		eos_produce_progress(sink, &sink->progress, NULL) != RD_KAFKA_RESP_ERR_NO_ERROR)
-		eos_fail(sink, "could not produce the progress record");
-	return !sink->failed;
+	return true;
 }
 
 /* Produce an event inside the open Kafka transaction (begun if need be). */
