@@ -14,6 +14,7 @@ OBJS = \
 	src/event.o \
 	src/msgauth.o \
 	src/sql_api.o \
+	src/enqueue.o \
 	src/capture.o \
 	src/identity.o \
 	src/adopt.o \

@@ -29,7 +29,7 @@ RESET search_path;
 RESET ROLE;
 SELECT topic, key, payload FROM outbox.messages WHERE key = 'evil-path';
 
--- Every rule is still checked (by the messages_check trigger).
+-- Every rule is still checked (by the messages_check trigger's code).
 SELECT outbox.enqueue('bad topic', NULL, '{}');
 SELECT outbox.enqueue('t', NULL, '{}', '{"outbox-id": "1"}');
 SELECT outbox.enqueue(NULL, NULL, '{}');
@@ -37,9 +37,58 @@ SET outbox.max_message_size = 10;
 SELECT outbox.enqueue('t', 'a key of 20 bytes..', NULL);
 RESET outbox.max_message_size;
 
--- The kept plan follows a change of the table (the plan cache revalidates).
+-- enqueue() inserts the row itself (src/enqueue.c), with every default an
+-- INSERT would give it: the same row as a plain INSERT in the same
+-- transaction.
+BEGIN;
+SELECT outbox.enqueue('wp', 'direct', '{"n": 2}', '{"h": "v"}') > 0 AS enqueued;
+INSERT INTO outbox.messages (topic, key, payload, headers)
+     VALUES ('wp', 'statement', '{"n": 2}', '{"h": "v"}');
+SELECT key, id > 0 AS has_id, created_at = now() AS created_now,
+       published_at = now() AS published_now, attempts,
+       published_xid = pg_current_xact_id() AS this_xact,
+       confirmed_at, confirm_status, confirm_detail, expired_at
+  FROM outbox.messages WHERE key IN ('direct', 'statement') ORDER BY id;
+COMMIT;
+SELECT a.id + 1 = b.id AS consecutive_ids
+  FROM outbox.messages a, outbox.messages b
+ WHERE a.key = 'direct' AND b.key = 'statement';
+
+-- It follows changes of the table: a new column's default, a new CHECK
+-- constraint, a new partial index (amcheck: every row the index should
+-- hold is in it), a trigger of the owner's (then the INSERT runs as a
+-- statement, which fires it), and back.
 ALTER TABLE outbox.messages ADD COLUMN regress_extra text DEFAULT 'x';
 SELECT outbox.enqueue('wp', 'after-alter', '{}') > 0 AS enqueued;
+SELECT regress_extra FROM outbox.messages WHERE key = 'after-alter';
+ALTER TABLE outbox.messages ADD CONSTRAINT regress_no_forbidden
+    CHECK (key IS DISTINCT FROM 'forbidden');
+SELECT outbox.enqueue('wp', 'forbidden', '{}');
+ALTER TABLE outbox.messages DROP CONSTRAINT regress_no_forbidden;
+CREATE INDEX regress_idx ON outbox.messages (key) WHERE key LIKE 'idx-%';
+SELECT outbox.enqueue('wp', 'idx-' || i, '{}') > 0 AS enqueued
+  FROM generate_series(1, 3) i;
+CREATE EXTENSION amcheck;
+SELECT c.relname, bt_index_check(c.oid, true)::text = '' AS index_complete
+  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+ WHERE i.indrelid = 'outbox.messages'::regclass ORDER BY c.relname;
+DROP EXTENSION amcheck;
+DROP INDEX outbox.regress_idx;
+CREATE TABLE regress_wp_audit (key text, by_trigger boolean);
+CREATE FUNCTION regress_wp_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO regress_wp_audit VALUES (NEW.key, true);
+    RETURN NEW;
+END $$;
+CREATE TRIGGER regress_wp_audit AFTER INSERT ON outbox.messages
+    FOR EACH ROW EXECUTE FUNCTION regress_wp_audit();
+SELECT outbox.enqueue('wp', 'with-trigger', '{}') > 0 AS enqueued;
+SELECT outbox.enqueue('bad topic', 'with-trigger', '{}');
+DROP TRIGGER regress_wp_audit ON outbox.messages;
+SELECT outbox.enqueue('wp', 'without-trigger', '{}') > 0 AS enqueued;
+SELECT * FROM regress_wp_audit;
+DROP TABLE regress_wp_audit;
+DROP FUNCTION regress_wp_audit();
 ALTER TABLE outbox.messages DROP COLUMN regress_extra;
 SELECT outbox.enqueue('wp', 'after-drop', '{}') > 0 AS enqueued;
 SELECT key FROM outbox.messages WHERE topic = 'wp' ORDER BY id;
@@ -78,6 +127,12 @@ SELECT indexdef FROM pg_indexes
  WHERE schemaname = 'outbox' AND tablename = 'messages' ORDER BY 1;
 SELECT count(*) AS rows, pg_relation_size('outbox.messages_confirmed_idx') <= 8192 AS index_empty
   FROM outbox.messages;
+
+-- A new extension in the same session: enqueue() writes to the new table.
+DROP EXTENSION outbox;
+CREATE EXTENSION outbox;
+SELECT outbox.enqueue('wp', 'recreated', '{}') > 0 AS enqueued;
+SELECT key FROM outbox.messages;
 
 DROP SCHEMA regress_wp_evil CASCADE;
 DROP SCHEMA regress_wp_other;

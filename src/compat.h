@@ -265,4 +265,61 @@ outbox_init_materialized_srf(FunctionCallInfo fcinfo)
 	makeJsonLexContextCstringLen((json), (len), (encoding), true)
 #endif
 
+/*
+ * Inserting a row without a statement (enqueue.c), as COPY and the apply
+ * worker do.  The executor's range table gained permission infos in 16
+ * (ExecInitRangeTable() takes their list) and the set of unpruned relations
+ * in 18; ExecInsertIndexTuples() gained onlySummarizing in 16; a CHECK
+ * constraint can be NOT ENFORCED from 18 on, when ResultRelInfo's prepared
+ * CHECK expressions were renamed.
+ */
+#include "executor/executor.h"
+#include "parser/parse_relation.h"
+#include "utils/rel.h"
+
+static inline void
+outbox_exec_init_range_table(EState *estate, Relation rel, AclMode perms)
+{
+	RangeTblEntry *rte = makeNode(RangeTblEntry);
+#if PG_VERSION_NUM >= 160000
+	List	   *perminfos = NIL;
+	RTEPermissionInfo *perminfo;
+#endif
+
+	rte->rtekind = RTE_RELATION;
+	rte->relid = RelationGetRelid(rel);
+	rte->relkind = rel->rd_rel->relkind;
+	rte->rellockmode = RowExclusiveLock;
+#if PG_VERSION_NUM >= 160000
+	perminfo = addRTEPermissionInfo(&perminfos, rte);
+	perminfo->requiredPerms = perms;
+#else
+	rte->requiredPerms = perms;
+#endif
+#if PG_VERSION_NUM >= 180000
+	ExecInitRangeTable(estate, list_make1(rte), perminfos,
+					   bms_make_singleton(1));
+#elif PG_VERSION_NUM >= 160000
+	ExecInitRangeTable(estate, list_make1(rte), perminfos);
+#else
+	ExecInitRangeTable(estate, list_make1(rte));
+#endif
+}
+
+#if PG_VERSION_NUM >= 160000
+#define outbox_exec_insert_index_tuples(rri, slot, estate) \
+	ExecInsertIndexTuples((rri), (slot), (estate), false, false, NULL, NIL, false)
+#else
+#define outbox_exec_insert_index_tuples(rri, slot, estate) \
+	ExecInsertIndexTuples((rri), (slot), (estate), false, false, NULL, NIL)
+#endif
+
+#if PG_VERSION_NUM >= 180000
+#define outbox_check_enforced(check)	((check)->ccenforced)
+#define outbox_rri_check_exprs(rri)		((rri)->ri_CheckConstraintExprs)
+#else
+#define outbox_check_enforced(check)	true
+#define outbox_rri_check_exprs(rri)		((rri)->ri_ConstraintExprs)
+#endif
+
 #endif							/* OUTBOX_COMPAT_H */

@@ -85,6 +85,9 @@ typedef enum OutboxOnError
  */
 extern void outbox_wake_relay_at_commit(void);
 
+/* sql_api.c: the validation trigger of outbox.messages (enqueue.c knows it) */
+extern Datum outbox_messages_check(PG_FUNCTION_ARGS);
+
 /*
  * identity.c: the installation id (outbox.installation), sent as Kafka
  * header outbox-source; read under the caller's (historic) catalog snapshot.

@@ -2,8 +2,9 @@
  *
  * sql_api.c
  *	  SQL-callable C functions of the outbox: the validation trigger on
- *	  outbox.messages, outbox.enqueue(), outbox.emit() and its internal twin
- *	  outbox._emit_stored(), and outbox._check_topic().
+ *	  outbox.messages, outbox.emit() and its internal twin
+ *	  outbox._emit_stored(), and outbox._check_topic().  outbox.enqueue()
+ *	  is in enqueue.c.
  *
  * The rules themselves live in event.c, shared with the decoder; this file
  * only turns rows and arguments into an OutboxEvent and applies them.
@@ -32,7 +33,6 @@
 
 PG_FUNCTION_INFO_V1(outbox_messages_check);
 PG_FUNCTION_INFO_V1(outbox_check_topic_sql);
-PG_FUNCTION_INFO_V1(outbox_enqueue);
 PG_FUNCTION_INFO_V1(outbox_emit);
 PG_FUNCTION_INFO_V1(outbox_emit_stored);
 
@@ -193,93 +193,6 @@ outbox_check_topic_sql(PG_FUNCTION_ARGS)
 	topic = PG_GETARG_TEXT_PP(0);
 	outbox_check_topic(VARDATA_ANY(topic), VARSIZE_ANY_EXHDR(topic));
 	PG_RETURN_VOID();
-}
-
-/* ---------------------------------------------------------------------
- * outbox.enqueue()
- * ---------------------------------------------------------------------
- */
-
-/* The insert, prepared once per backend and kept (plancache revalidates). */
-static SPIPlanPtr enqueue_plan = NULL;
-
-#define ENQUEUE_SQL \
-	"INSERT INTO outbox.messages (topic, key, payload, headers) " \
-	"VALUES ($1, $2, $3, $4) RETURNING id"
-
-/*
- * outbox.enqueue(topic, key, payload, headers) RETURNS bigint
- *
- * Inserts the event row and returns its id.  SECURITY DEFINER (declared in
- * SQL, switched by fmgr), so the caller needs no privilege on the table;
- * no SET clause, because nothing here resolves a name under the caller's
- * search_path: the statement names only the schema-qualified table, its
- * parameter types are given as OIDs, and the defaults, checks and the
- * messages_check trigger that run for the row are bound by OID.
- *
- * The event rules are not checked here but by the messages_check trigger,
- * which fires for this INSERT as for any other: one check, whatever the
- * path.  A null topic is left to the NOT NULL constraint, as with a plain
- * INSERT.
- *
- * It replaces an SQL-language function, which was parsed and planned again
- * for every statement calling it and saved and restored search_path on
- * every call; here the plan is prepared once per backend.
- */
-Datum
-outbox_enqueue(PG_FUNCTION_ARGS)
-{
-	Datum		values[4];
-	char		nulls[4];
-	int			i;
-	int			rc;
-	bool		isnull;
-	int64		id;
-
-	/* as emit() reports it, and before the INSERT draws an id */
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("outbox event topic must not be null"),
-				 errdetail("Every event is published to a Kafka topic."),
-				 errhint("Pass a Kafka topic name as the first argument.")));
-
-	for (i = 0; i < 4; i++)
-	{
-		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
-		values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
-	}
-
-	if ((rc = SPI_connect()) != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(rc));
-
-	if (enqueue_plan == NULL)
-	{
-		Oid			argtypes[4] = {TEXTOID, TEXTOID, JSONBOID, JSONBOID};
-		SPIPlanPtr	plan = SPI_prepare(ENQUEUE_SQL, 4, argtypes);
-
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed for \"%s\": %s", ENQUEUE_SQL,
-				 SPI_result_code_string(SPI_result));
-		if ((rc = SPI_keepplan(plan)) != 0)
-			elog(ERROR, "SPI_keepplan failed: %s", SPI_result_code_string(rc));
-		enqueue_plan = plan;
-	}
-
-	rc = SPI_execute_plan(enqueue_plan, values, nulls, false, 1);
-	if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
-		elog(ERROR, "SPI_execute_plan failed for \"%s\": %s", ENQUEUE_SQL,
-			 SPI_result_code_string(rc));
-
-	/* read before SPI_finish() frees the result */
-	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-									 SPI_tuptable->tupdesc, 1, &isnull));
-	if (isnull)
-		elog(ERROR, "outbox.messages returned a null id");
-
-	if ((rc = SPI_finish()) != SPI_OK_FINISH)
-		elog(ERROR, "SPI_finish failed: %s", SPI_result_code_string(rc));
-	PG_RETURN_INT64(id);
 }
 
 /* ---------------------------------------------------------------------

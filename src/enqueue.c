@@ -1,0 +1,539 @@
+/*-------------------------------------------------------------------------
+ *
+ * enqueue.c
+ *	  outbox.enqueue(): insert the event row without planning a statement.
+ *
+ * A hand-written outbox is one INSERT; enqueue() must not cost more.  It
+ * used to run a prepared INSERT through SPI, which still starts and ends an
+ * executor per call, builds the trigger's call, and parses and plans the
+ * table's CHECK expressions (and the partial index's predicate) again for
+ * every row, since the executor keeps those only for one statement.
+ *
+ * Here the row is inserted the way COPY and logical replication's apply
+ * worker insert one: build the values, check the constraints, insert the
+ * heap tuple, insert the index entries.  What a statement would re-plan for
+ * every row is planned once per backend and kept until the relcache says
+ * outbox.messages (or one of its indexes) changed:
+ *
+ *	- the column defaults (the identity's nextval, now(), the publishing
+ *	  transaction id, ...), evaluated in column order as an INSERT does;
+ *	- the CHECK constraints, handed to ExecConstraints() ready to run;
+ *	- partial index predicates, handed to ExecInsertIndexTuples().
+ *
+ * The validation trigger messages_check is not fired through the trigger
+ * manager: its work (outbox_check_messages_row(), the same code) is called
+ * directly, before the row takes an id.
+ *
+ * This path is taken only while the table has the shape it was written
+ * for: a plain heap table, no rules, no row-level security, and no trigger
+ * but messages_check, enabled as created.  Anything else (a trigger of
+ * your own, session_replication_role = replica, a nested call from inside
+ * an insert) goes through the SPI INSERT, which does whatever a statement
+ * would.  Both paths give the same row, the same errors, the same id.
+ *
+ * src/enqueue.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_trigger.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "optimizer/optimizer.h"
+#include "rewrite/rewriteHandler.h"
+#include "storage/lmgr.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+
+#include "compat.h"
+#include "event.h"
+#include "outbox.h"
+
+PG_FUNCTION_INFO_V1(outbox_enqueue);
+
+/* The event columns, in the order of enqueue()'s arguments. */
+static const char *const event_columns[] = {"topic", "key", "payload", "headers"};
+static const Oid event_types[] = {TEXTOID, TEXTOID, JSONBOID, JSONBOID};
+
+#define ENQUEUE_NARGS	4
+
+/*
+ * What the direct path keeps per backend about outbox.messages.  Everything
+ * lives in cxt; an invalidation only clears "valid", and the next call
+ * frees and rebuilds (never while a call is using it: see busy).
+ */
+typedef struct EnqueueCache
+{
+	bool		valid;
+	Oid			relid;			/* outbox.messages */
+	MemoryContext cxt;
+	bool		direct;			/* the table has the shape handled here */
+	int			natts;
+	AttrNumber	argatt[ENQUEUE_NARGS];	/* attnum of each argument's column */
+	AttrNumber	idatt;			/* attnum of id */
+	ExprState **defaults;		/* [natts]: default of a column, or NULL */
+	int			nchecks;
+	ExprState **checks;			/* [nchecks], in the relcache's order */
+	int			nindexes;
+	Oid		   *indexoids;		/* [nindexes] */
+	ExprState **predicates;		/* [nindexes]: partial index predicate */
+} EnqueueCache;
+
+static EnqueueCache cache;
+static bool cache_callback_registered = false;
+static bool busy = false;
+
+/* The SPI INSERT of the other path, prepared once per backend. */
+static SPIPlanPtr enqueue_plan = NULL;
+
+#define ENQUEUE_SQL \
+	"INSERT INTO outbox.messages (topic, key, payload, headers) " \
+	"VALUES ($1, $2, $3, $4) RETURNING id"
+
+static void enqueue_relcache_cb(Datum arg, Oid relid);
+static void build_cache(Relation rel);
+static bool direct_shape(Relation rel);
+static int64 insert_direct(Relation rel, FunctionCallInfo fcinfo);
+static int64 insert_spi(FunctionCallInfo fcinfo);
+
+/*
+ * outbox.enqueue(topic, key, payload, headers) RETURNS bigint
+ *
+ * Inserts the event row and returns its id.  SECURITY DEFINER (declared in
+ * SQL, switched by fmgr), so the caller needs no privilege on the table; no
+ * SET clause, because nothing here resolves a name under the caller's
+ * search_path: the table is named with its schema, and the defaults, checks
+ * and trigger that apply to the row are bound by OID.  The direct path runs
+ * no user-extensible code: the validation is the extension's own C code,
+ * and the defaults and checks are the extension's own expressions (a
+ * change to any of them, or a trigger added, sends calls to the SPI path,
+ * where the table owner's own rules apply as to any INSERT).
+ */
+Datum
+outbox_enqueue(PG_FUNCTION_ARGS)
+{
+	Oid			relid;
+	Relation	rel;
+	int64		id;
+
+	/* as emit() reports it, and before the INSERT draws an id */
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("outbox event topic must not be null"),
+				 errdetail("Every event is published to a Kafka topic."),
+				 errhint("Pass a Kafka topic name as the first argument.")));
+
+	/*
+	 * The lock the INSERT would take.  Locking processes invalidations, so a
+	 * cache still valid afterwards names the table "outbox.messages" names
+	 * now (renaming or dropping it, or renaming the schema, invalidates).
+	 */
+	relid = InvalidOid;
+	if (cache.valid)
+	{
+		LockRelationOid(cache.relid, RowExclusiveLock);
+		if (cache.valid)
+			relid = cache.relid;
+		else
+			UnlockRelationOid(cache.relid, RowExclusiveLock);
+	}
+	if (!OidIsValid(relid))
+		relid = RangeVarGetRelid(makeRangeVar("outbox", "messages", -1),
+								 RowExclusiveLock, false);
+	rel = table_open(relid, NoLock);
+
+	if (busy ||
+		SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA ||
+		pg_class_aclcheck(relid, GetUserId(), ACL_INSERT) != ACLCHECK_OK)
+	{
+		table_close(rel, NoLock);
+		PG_RETURN_INT64(insert_spi(fcinfo));
+	}
+
+	if (!cache.valid || cache.relid != relid)
+		build_cache(rel);
+	if (!cache.direct)
+	{
+		table_close(rel, NoLock);
+		PG_RETURN_INT64(insert_spi(fcinfo));
+	}
+
+	busy = true;
+	PG_TRY();
+	{
+		id = insert_direct(rel, fcinfo);
+	}
+	PG_FINALLY();
+	{
+		busy = false;
+	}
+	PG_END_TRY();
+
+	table_close(rel, NoLock);
+	PG_RETURN_INT64(id);
+}
+
+/*
+ * A renamed schema changes what "outbox.messages" names without touching
+ * the table's relcache entry.
+ */
+static void
+enqueue_namespace_cb(Datum arg, int cacheid, uint32 hashvalue)
+{
+	cache.valid = false;
+}
+
+/*
+ * Any change to outbox.messages or its indexes (or a full reset) makes the
+ * cache stale.  Only marked here: the memory may be in use by a call.
+ */
+static void
+enqueue_relcache_cb(Datum arg, Oid relid)
+{
+	int			i;
+
+	if (!cache.valid)
+		return;
+	if (relid == InvalidOid || relid == cache.relid)
+	{
+		cache.valid = false;
+		return;
+	}
+	for (i = 0; i < cache.nindexes; i++)
+		if (relid == cache.indexoids[i])
+		{
+			cache.valid = false;
+			return;
+		}
+}
+
+/* An expression planned and made ready to run, as ExecPrepareExpr() does. */
+static ExprState *
+prepare_expr(Expr *expr)
+{
+	return ExecInitExpr(expression_planner(expr), NULL);
+}
+
+/*
+ * (Re)build the cache from the open, locked relation.  Called only while no
+ * call uses the cache (busy is false).
+ */
+static void
+build_cache(Relation rel)
+{
+	TupleDesc	tupdesc = RelationGetDescr(rel);
+	MemoryContext old;
+	List	   *indexes;
+	ListCell   *lc;
+	int			i;
+
+	if (!cache_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(enqueue_relcache_cb, (Datum) 0);
+		CacheRegisterSyscacheCallback(NAMESPACEOID, enqueue_namespace_cb,
+									  (Datum) 0);
+		cache_callback_registered = true;
+	}
+	if (cache.cxt != NULL)
+		MemoryContextDelete(cache.cxt);
+	memset(&cache, 0, sizeof(cache));
+	cache.cxt = AllocSetContextCreate(CacheMemoryContext,
+									  "outbox enqueue cache",
+									  ALLOCSET_SMALL_SIZES);
+	cache.relid = RelationGetRelid(rel);
+	/* valid from here: an invalidation during the build clears it again */
+	cache.valid = true;
+	cache.direct = direct_shape(rel);
+	if (!cache.direct)
+		return;
+
+	/* the argument types must be the columns' (the guard keeps them so) */
+	for (i = 0; i < ENQUEUE_NARGS; i++)
+	{
+		cache.argatt[i] = attnameAttNum(rel, event_columns[i], true);
+		if (cache.argatt[i] <= 0 ||
+			TupleDescAttr(tupdesc, cache.argatt[i] - 1)->atttypid != event_types[i])
+			cache.direct = false;
+	}
+	cache.idatt = attnameAttNum(rel, "id", true);
+	if (cache.idatt <= 0 ||
+		TupleDescAttr(tupdesc, cache.idatt - 1)->atttypid != INT8OID)
+		cache.direct = false;
+	/* generated columns are left to the statement */
+	for (i = 0; i < tupdesc->natts; i++)
+		if (TupleDescAttr(tupdesc, i)->attgenerated)
+			cache.direct = false;
+	if (!cache.direct)
+		return;
+
+	old = MemoryContextSwitchTo(cache.cxt);
+
+	cache.natts = tupdesc->natts;
+	cache.defaults = palloc0(sizeof(ExprState *) * cache.natts);
+
+	for (i = 0; i < cache.natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
+		AttrNumber	attnum = i + 1;
+		Node	   *def;
+		int			a;
+		bool		is_arg = false;
+
+		if (att->attisdropped)
+			continue;
+		for (a = 0; a < ENQUEUE_NARGS; a++)
+			if (cache.argatt[a] == attnum)
+				is_arg = true;
+		if (is_arg)
+			continue;
+		def = build_column_default(rel, attnum);
+		if (def != NULL)
+			cache.defaults[i] = prepare_expr((Expr *) def);
+	}
+
+	if (tupdesc->constr != NULL && tupdesc->constr->num_check > 0)
+	{
+		ConstrCheck *check = tupdesc->constr->check;
+
+		cache.nchecks = tupdesc->constr->num_check;
+		cache.checks = palloc0(sizeof(ExprState *) * cache.nchecks);
+		for (i = 0; i < cache.nchecks; i++)
+		{
+			/* as ExecRelCheck() builds them; an unenforced one stays NULL */
+			if (!outbox_check_enforced(&check[i]))
+				continue;
+			cache.checks[i] = prepare_expr(stringToNode(check[i].ccbin));
+		}
+	}
+
+	indexes = RelationGetIndexList(rel);
+	cache.nindexes = list_length(indexes);
+	cache.indexoids = palloc0(sizeof(Oid) * Max(cache.nindexes, 1));
+	cache.predicates = palloc0(sizeof(ExprState *) * Max(cache.nindexes, 1));
+	i = 0;
+	foreach(lc, indexes)
+	{
+		Oid			indexoid = lfirst_oid(lc);
+		Relation	irel = index_open(indexoid, AccessShareLock);
+		List	   *pred = RelationGetIndexPredicate(irel);
+
+		cache.indexoids[i] = indexoid;
+		/* as ExecPrepareQual() */
+		if (pred != NIL)
+			cache.predicates[i] =
+				ExecInitQual((List *) expression_planner((Expr *) pred), NULL);
+		index_close(irel, AccessShareLock);
+		i++;
+	}
+
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Has the table the shape the direct path handles?  A plain heap table
+ * without rules or row-level security whose only trigger is the
+ * extension's messages_check, row-level BEFORE INSERT, enabled as created,
+ * without a WHEN clause or arguments.
+ */
+static bool
+direct_shape(Relation rel)
+{
+	TriggerDesc *trigdesc = rel->trigdesc;
+	Trigger    *trig;
+	FmgrInfo	finfo;
+
+	if (rel->rd_rel->relkind != RELKIND_RELATION ||
+		rel->rd_rel->relispartition ||
+		rel->rd_rel->relrowsecurity ||
+		rel->rd_rules != NULL)
+		return false;
+	if (trigdesc == NULL || trigdesc->numtriggers != 1)
+		return false;
+	trig = &trigdesc->triggers[0];
+	if (!TRIGGER_FOR_ROW(trig->tgtype) ||
+		!TRIGGER_FOR_BEFORE(trig->tgtype) ||
+		!TRIGGER_FOR_INSERT(trig->tgtype) ||
+		trig->tgenabled != TRIGGER_FIRES_ON_ORIGIN ||
+		trig->tgqual != NULL ||
+		trig->tgnargs != 0)
+		return false;
+	fmgr_info(trig->tgfoid, &finfo);
+	return finfo.fn_addr == outbox_messages_check;
+}
+
+/* The insert itself, on the open, locked relation; returns the id. */
+static int64
+insert_direct(Relation rel, FunctionCallInfo fcinfo)
+{
+	TupleDesc	tupdesc = RelationGetDescr(rel);
+	OutboxEvent ev;
+	EState	   *estate;
+	MemoryContext oldcxt;
+	ResultRelInfo *rri;
+	TupleTableSlot *slot;
+	ExprContext *econtext;
+	List	   *recheck;
+	int64		id;
+	int			i;
+
+	/* the rules of messages_check, applied before the row takes an id */
+	memset(&ev, 0, sizeof(ev));
+	ev.attempts = 1;
+	{
+		text	   *topic = PG_GETARG_TEXT_PP(0);
+
+		ev.topic = VARDATA_ANY(topic);
+		ev.topic_len = VARSIZE_ANY_EXHDR(topic);
+	}
+	if (!PG_ARGISNULL(1))
+	{
+		text	   *key = PG_GETARG_TEXT_PP(1);
+
+		ev.key = VARDATA_ANY(key);
+		ev.key_len = VARSIZE_ANY_EXHDR(key);
+	}
+	if (!PG_ARGISNULL(2))
+		ev.payload = PG_GETARG_JSONB_P(2);
+	if (!PG_ARGISNULL(3))
+		ev.headers = PG_GETARG_JSONB_P(3);
+	outbox_check_event(&ev);
+
+	/* everything of this insert lives in the executor state's memory */
+	estate = CreateExecutorState();
+	oldcxt = MemoryContextSwitchTo(estate->es_query_cxt);
+	outbox_exec_init_range_table(estate, rel, ACL_INSERT);
+	estate->es_output_cid = GetCurrentCommandId(true);
+
+	rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(rri, rel, 1, NULL, 0);
+	ExecOpenIndices(rri, false);
+	if (cache.nchecks > 0)
+		outbox_rri_check_exprs(rri) = cache.checks;
+	for (i = 0; i < rri->ri_NumIndices; i++)
+	{
+		Oid			indexoid = RelationGetRelid(rri->ri_IndexRelationDescs[i]);
+		IndexInfo  *ii = rri->ri_IndexRelationInfo[i];
+		int			j;
+
+		if (ii->ii_Predicate == NIL)
+			continue;
+		for (j = 0; j < cache.nindexes; j++)
+			if (cache.indexoids[j] == indexoid)
+				ii->ii_PredicateState = cache.predicates[j];
+	}
+
+	slot = ExecInitExtraTupleSlot(estate, tupdesc, &TTSOpsVirtual);
+	ExecClearTuple(slot);
+	econtext = GetPerTupleExprContext(estate);
+
+	/* the defaults in column order, as an INSERT's target list has them */
+	for (i = 0; i < cache.natts; i++)
+	{
+		slot->tts_values[i] = (Datum) 0;
+		slot->tts_isnull[i] = true;
+		if (cache.defaults[i] != NULL)
+			slot->tts_values[i] =
+				ExecEvalExprSwitchContext(cache.defaults[i], econtext,
+										  &slot->tts_isnull[i]);
+	}
+	for (i = 0; i < ENQUEUE_NARGS; i++)
+	{
+		int			att = cache.argatt[i] - 1;
+
+		slot->tts_isnull[att] = PG_ARGISNULL(i);
+		slot->tts_values[att] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
+	}
+	ExecStoreVirtualTuple(slot);
+
+	if (tupdesc->constr != NULL)
+		ExecConstraints(rri, slot, estate);
+
+	simple_table_tuple_insert(rel, slot);
+	recheck = NIL;
+	if (rri->ri_NumIndices > 0)
+		recheck = outbox_exec_insert_index_tuples(rri, slot, estate);
+	list_free(recheck);
+
+	/* what messages_check does for an inserted row after its checks */
+	outbox_wake_relay_at_commit();
+
+	if (slot->tts_isnull[cache.idatt - 1])
+		elog(ERROR, "outbox.messages row got a null id");
+	id = DatumGetInt64(slot->tts_values[cache.idatt - 1]);
+
+	/* the cached expressions are the cache's, not the executor's */
+	outbox_rri_check_exprs(rri) = NULL;
+	for (i = 0; i < rri->ri_NumIndices; i++)
+		rri->ri_IndexRelationInfo[i]->ii_PredicateState = NULL;
+	ExecCloseIndices(rri);
+	ExecResetTupleTable(estate->es_tupleTable, false);
+	MemoryContextSwitchTo(oldcxt);
+	FreeExecutorState(estate);
+	return id;
+}
+
+/* The INSERT as a statement, through SPI; returns the id. */
+static int64
+insert_spi(FunctionCallInfo fcinfo)
+{
+	Datum		values[ENQUEUE_NARGS];
+	char		nulls[ENQUEUE_NARGS];
+	int			i;
+	int			rc;
+	bool		isnull;
+	int64		id;
+
+	for (i = 0; i < ENQUEUE_NARGS; i++)
+	{
+		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
+		values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
+	}
+
+	if ((rc = SPI_connect()) != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(rc));
+
+	if (enqueue_plan == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(ENQUEUE_SQL, ENQUEUE_NARGS,
+										   (Oid *) event_types);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s", ENQUEUE_SQL,
+				 SPI_result_code_string(SPI_result));
+		if ((rc = SPI_keepplan(plan)) != 0)
+			elog(ERROR, "SPI_keepplan failed: %s", SPI_result_code_string(rc));
+		enqueue_plan = plan;
+	}
+
+	rc = SPI_execute_plan(enqueue_plan, values, nulls, false, 1);
+	if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
+		elog(ERROR, "SPI_execute_plan failed for \"%s\": %s", ENQUEUE_SQL,
+			 SPI_result_code_string(rc));
+
+	/* read before SPI_finish() frees the result */
+	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+									 SPI_tuptable->tupdesc, 1, &isnull));
+	if (isnull)
+		elog(ERROR, "outbox.messages returned a null id");
+
+	if ((rc = SPI_finish()) != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed: %s", SPI_result_code_string(rc));
+	return id;
+}
