@@ -15,13 +15,20 @@
 #     enqueue  SELECT outbox.enqueue(...)
 #     emit     SELECT outbox.emit(...)
 #
+# and, on request (--variants), plain_id: the plain INSERT ... RETURNING id,
+# which sends the client a row as enqueue() does (it returns the id).
+#
 # The variants run in R interleaved rounds of T seconds each, in a rotated
 # order per round, so that machine noise hits all of them alike. Prints
 # every round, then per variant the median tps and its ratios to bare and to
-# plain.
+# plain, and the same for the server's CPU time per transaction (all of the
+# cluster's processes, from /proc: backends, walwriter, the idle relay),
+# which the machine's noise moves much less than tps: a cost, so lower is
+# better there.
 #
 # Usage: bench/write_path.sh [--clients C] [--seconds T] [--rounds R]
 #            [--variants "bare plain enqueue emit"] [--protocol simple|prepared]
+#            (plain_id may be added to the variants)
 #            [--key literal|concat]
 #            [--sql STMT]... [--set 'guc = value']... [--pgbin DIR] [--keep]
 #
@@ -60,7 +67,7 @@ while [ $# -gt 0 ]; do
 	--set) EXTRA_CONF+="$2"$'\n'; shift 2 ;;
 	--pgbin) PGBIN=$2; shift 2 ;;
 	--keep) BENCH_KEEP=1; shift ;;
-	-h|--help) sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h|--help) sed -n '2,44p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) die "unknown option $1 (see --help)" ;;
 	esac
 done
@@ -71,7 +78,7 @@ if [ -z "${PGBIN:-}" ]; then
 fi
 [ -x "$PGBIN/pgbench" ] || die "no pgbench in $PGBIN"
 for v in $VARIANTS; do
-	case $v in bare|plain|enqueue|emit) ;; *) die "unknown variant $v" ;; esac
+	case $v in bare|plain|plain_id|enqueue|emit) ;; *) die "unknown variant $v" ;; esac
 done
 case $KEY_FORM in
 literal) KEY="'customer-:c'" ;;
@@ -122,6 +129,7 @@ for v in $VARIANTS; do
 	case $v in
 	bare) stmt="SELECT 1;" ;;
 	plain) stmt="INSERT INTO public.local_message (topic, key, payload, headers) VALUES ('orders', $KEY, '$PAYLOAD', '$HEADERS');" ;;
+	plain_id) stmt="INSERT INTO public.local_message (topic, key, payload, headers) VALUES ('orders', $KEY, '$PAYLOAD', '$HEADERS') RETURNING id;" ;;
 	enqueue) stmt="SELECT outbox.enqueue('orders', $KEY, '$PAYLOAD', '$HEADERS');" ;;
 	emit) stmt="SELECT outbox.emit('orders', $KEY, '$PAYLOAD', '$HEADERS');" ;;
 	esac
@@ -136,13 +144,37 @@ EOF
 done
 chown -R postgres: "$BENCH_TMP" 2>/dev/null || true
 
+# CPU time (clock ticks) the server has used: the postmaster and every
+# process it has reaped (its cutime, cstime: backends that ended), plus the
+# processes still running (walwriter, checkpointer, the relay, ...).
+server_cpu_ticks()
+{
+	local pm p total=0 t
+	pm=$(head -1 "$BENCH_PGDATA/postmaster.pid")
+	t=$(sed 's/^.*) //' "/proc/$pm/stat" | awk '{print $12 + $13 + $14 + $15}')
+	total=$((total + t))
+	for p in $(pgrep -P "$pm"); do
+		t=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}')
+		total=$((total + ${t:-0}))
+	done
+	echo "$total"
+}
+CLK_TCK=$(getconf CLK_TCK)
+
+# run_variant VARIANT ROUND: prints "tps server-CPU-microseconds-per-transaction"
 run_variant()
 {
-	local v=$1 out="$BENCH_TMP/$v.round$2.out"
+	local v=$1 out="$BENCH_TMP/$v.round$2.out" t0 t1 n
+	t0=$(server_cpu_ticks)
 	as_pg "$PGBIN/pgbench" -n -h "$BENCH_SOCK" -p "$BENCH_PORT" -U app -d postgres \
 		-c "$CLIENTS" -j "$CLIENTS" -T "$SECONDS_PER_RUN" -M "$PROTOCOL" \
 		-f "$BENCH_TMP/$v.sql" >"$out" 2>&1 || { cat "$out" >&2; die "pgbench failed for $v"; }
-	grep -Eo 'tps = [0-9.]+' "$out" | head -1 | awk '{print $3}'
+	# let the backends end, so that their time is the postmaster's cutime
+	sleep 0.5
+	t1=$(server_cpu_ticks)
+	n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")
+	printf '%s %s\n' "$(grep -Eo 'tps = [0-9.]+' "$out" | head -1 | awk '{print $3}')" \
+		"$(echo "scale=1; ($t1 - $t0) * 1000000 / $CLK_TCK / $n" | bc)"
 }
 
 # Warm-up: a short run of each variant (caches, relation extension).
@@ -160,28 +192,36 @@ printf '%-6s' round
 for v in "${vlist[@]}"; do printf '%12s' "$v"; done
 printf '\n'
 for r in $(seq 1 "$ROUNDS"); do
-	declare -A tps=()
+	declare -A tps=() cpu=()
 	for i in $(seq 0 $((n - 1))); do
 		v=${vlist[$(((i + r - 1) % n))]}
-		tps[$v]=$(run_variant "$v" "$r")
+		read -r tps[$v] cpu[$v] <<<"$(run_variant "$v" "$r")"
 		echo "${tps[$v]}" >>"$BENCH_TMP/$v.tps"
+		echo "${cpu[$v]}" >>"$BENCH_TMP/$v.cpu"
 	done
 	printf '%-6s' "$r"
 	for v in "${vlist[@]}"; do printf '%12.0f' "${tps[$v]}"; done
+	printf '   server CPU us/tx:'
+	for v in "${vlist[@]}"; do printf ' %7.1f' "${cpu[$v]}"; done
 	printf '\n'
-	unset tps
+	unset tps cpu
 done
 
-declare -A med=()
+declare -A med=() cmed=()
 for v in "${vlist[@]}"; do
 	med[$v]=$(median <"$BENCH_TMP/$v.tps")
+	cmed[$v]=$(median <"$BENCH_TMP/$v.cpu")
 done
-printf '\n%-10s %10s %10s %10s\n' variant "tps(med)" "vs bare" "vs plain"
+printf '\n%-10s %10s %10s %10s %14s %10s %10s\n' variant "tps(med)" "vs bare" "vs plain" \
+	"CPU us/tx(med)" "vs bare" "vs plain"
 for v in "${vlist[@]}"; do
-	rb=n/a rp=n/a
+	rb=n/a rp=n/a cb=n/a cp=n/a
 	[ -n "${med[bare]:-}" ] && rb=$(echo "scale=3; ${med[$v]} / ${med[bare]}" | bc)
 	[ -n "${med[plain]:-}" ] && rp=$(echo "scale=3; ${med[$v]} / ${med[plain]}" | bc)
-	printf '%-10s %10.0f %10s %10s\n' "$v" "${med[$v]}" "$rb" "$rp"
+	[ -n "${cmed[bare]:-}" ] && cb=$(echo "scale=3; ${cmed[$v]} / ${cmed[bare]}" | bc)
+	[ -n "${cmed[plain]:-}" ] && cp=$(echo "scale=3; ${cmed[$v]} / ${cmed[plain]}" | bc)
+	printf '%-10s %10.0f %10s %10s %14.1f %10s %10s\n' "$v" "${med[$v]}" "$rb" "$rp" \
+		"${cmed[$v]}" "$cb" "$cp"
 done
 rows=$(bpsql -c "SELECT count(*) FROM outbox.messages")
 log "outbox.messages holds $rows rows; clients=$CLIENTS seconds=$SECONDS_PER_RUN rounds=$ROUNDS protocol=$PROTOCOL key=$KEY_FORM"
