@@ -74,6 +74,36 @@ SELECT c.relname, bt_index_check(c.oid, true)::text = '' AS index_complete
  WHERE i.indrelid = 'outbox.messages'::regclass ORDER BY c.relname;
 DROP EXTENSION amcheck;
 DROP INDEX outbox.regress_idx;
+-- A default calling a function of the owner's follows the function's
+-- replacement (the planner inlined its body when the default was planned).
+CREATE FUNCTION regress_wp_default() RETURNS text LANGUAGE sql
+    AS $$ SELECT 'first' $$;
+ALTER TABLE outbox.messages ADD COLUMN regress_fn text DEFAULT regress_wp_default();
+SELECT outbox.enqueue('wp', 'fn-1', '{}') > 0 AS enqueued;
+CREATE OR REPLACE FUNCTION regress_wp_default() RETURNS text LANGUAGE sql
+    AS $$ SELECT 'second' $$;
+SELECT outbox.enqueue('wp', 'fn-2', '{}') > 0 AS enqueued;
+SELECT key, regress_fn FROM outbox.messages WHERE key LIKE 'fn-%' ORDER BY id;
+ALTER TABLE outbox.messages DROP COLUMN regress_fn;
+DROP FUNCTION regress_wp_default();
+-- A check on the whole row, twice (the statement path: its state is not
+-- kept between calls).
+ALTER TABLE outbox.messages ADD CONSTRAINT regress_row_size
+    CHECK (pg_column_size(messages.*) < 100000);
+SELECT outbox.enqueue('wp', 'row-' || i, '{}') > 0 AS enqueued
+  FROM generate_series(1, 2) i;
+ALTER TABLE outbox.messages DROP CONSTRAINT regress_row_size;
+-- A domain column without a default: its NOT NULL applies to the null.
+CREATE DOMAIN regress_wp_nn AS text NOT NULL;
+ALTER TABLE outbox.messages ADD COLUMN regress_dom regress_wp_nn DEFAULT 'old';
+ALTER TABLE outbox.messages ALTER COLUMN regress_dom DROP DEFAULT;
+SELECT outbox.enqueue('wp', 'domain', '{}');
+ALTER TABLE outbox.messages DROP COLUMN regress_dom;
+DROP DOMAIN regress_wp_nn;
+-- A read-only transaction refuses the INSERT, as a statement would.
+BEGIN READ ONLY;
+SELECT outbox.enqueue('wp', 'read-only', '{}');
+ROLLBACK;
 CREATE TABLE regress_wp_audit (key text, by_trigger boolean);
 CREATE FUNCTION regress_wp_audit() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

@@ -268,8 +268,8 @@ outbox_init_materialized_srf(FunctionCallInfo fcinfo)
 /*
  * Inserting a row without a statement (enqueue.c), as COPY and the apply
  * worker do.  The executor's range table gained permission infos in 16
- * (ExecInitRangeTable() takes their list) and the set of unpruned relations
- * in 18; ExecInsertIndexTuples() gained onlySummarizing in 16; a CHECK
+ * (ExecInitRangeTable() takes their list, ExecCheckRTPerms() became
+ * ExecCheckPermissions()) and the set of unpruned relations in 18; ExecInsertIndexTuples() gained onlySummarizing in 16; a CHECK
  * constraint can be NOT ENFORCED from 18 on, when ResultRelInfo's prepared
  * CHECK expressions were renamed.
  */
@@ -277,8 +277,15 @@ outbox_init_materialized_srf(FunctionCallInfo fcinfo)
 #include "parser/parse_relation.h"
 #include "utils/rel.h"
 
+/*
+ * The range table of an INSERT into rel of the columns in inserted (attnums
+ * offset by FirstLowInvalidHeapAttributeNumber, as the planner has them),
+ * checked as the executor checks a statement's: the current user needs
+ * INSERT on them, and ExecutorCheckPerms_hook (sepgsql, pgaudit) sees it.
+ */
 static inline void
-outbox_exec_init_range_table(EState *estate, Relation rel, AclMode perms)
+outbox_exec_insert_range_table(EState *estate, Relation rel,
+							   Bitmapset *inserted)
 {
 	RangeTblEntry *rte = makeNode(RangeTblEntry);
 #if PG_VERSION_NUM >= 160000
@@ -292,9 +299,11 @@ outbox_exec_init_range_table(EState *estate, Relation rel, AclMode perms)
 	rte->rellockmode = RowExclusiveLock;
 #if PG_VERSION_NUM >= 160000
 	perminfo = addRTEPermissionInfo(&perminfos, rte);
-	perminfo->requiredPerms = perms;
+	perminfo->requiredPerms = ACL_INSERT;
+	perminfo->insertedCols = inserted;
 #else
-	rte->requiredPerms = perms;
+	rte->requiredPerms = ACL_INSERT;
+	rte->insertedCols = inserted;
 #endif
 #if PG_VERSION_NUM >= 180000
 	ExecInitRangeTable(estate, list_make1(rte), perminfos,
@@ -303,6 +312,12 @@ outbox_exec_init_range_table(EState *estate, Relation rel, AclMode perms)
 	ExecInitRangeTable(estate, list_make1(rte), perminfos);
 #else
 	ExecInitRangeTable(estate, list_make1(rte));
+#endif
+#if PG_VERSION_NUM >= 160000
+	(void) ExecCheckPermissions(estate->es_range_table,
+								estate->es_rteperminfos, true);
+#else
+	(void) ExecCheckRTPerms(estate->es_range_table, true);
 #endif
 }
 

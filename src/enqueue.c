@@ -25,11 +25,20 @@
  * directly, before the row takes an id.
  *
  * This path is taken only while the table has the shape it was written
- * for: a plain heap table, no rules, no row-level security, and no trigger
- * but messages_check, enabled as created.  Anything else (a trigger of
- * your own, session_replication_role = replica, a nested call from inside
- * an insert) goes through the SPI INSERT, which does whatever a statement
- * would.  Both paths give the same row, the same errors, the same id.
+ * for: a plain heap table, no rules, no row-level security, no trigger but
+ * messages_check, enabled as created, no generated or domain-typed column,
+ * and defaults, checks and predicates made of plain expression nodes whose
+ * state may be kept between calls (see cacheable_expr()).  Anything else
+ * (a trigger of your own, session_replication_role = replica, a read-only
+ * transaction, a nested call) goes through the SPI INSERT, which does
+ * whatever a statement would.  Both paths give the same row and the same
+ * errors; the direct one checks the rules before the row draws an id, so
+ * an event it refuses uses up none.
+ *
+ * The range table it builds is checked as a statement's is, so the
+ * function owner's INSERT privilege and ExecutorCheckPerms_hook (sepgsql,
+ * pgaudit's object audit) apply; the executor's start and end hooks do not
+ * see it, since no statement runs.
  *
  * src/enqueue.c
  *
@@ -38,6 +47,7 @@
 #include "postgres.h"
 
 #include "access/genam.h"
+#include "access/sysattr.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
@@ -50,6 +60,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
 #include "optimizer/optimizer.h"
 #include "rewrite/rewriteHandler.h"
 #include "storage/lmgr.h"
@@ -58,6 +69,8 @@
 #include "utils/inval.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
 
@@ -76,11 +89,14 @@ static const Oid event_types[] = {TEXTOID, TEXTOID, JSONBOID, JSONBOID};
 /*
  * What the direct path keeps per backend about outbox.messages.  Everything
  * lives in cxt; an invalidation only clears "valid", and the next call
- * frees and rebuilds (never while a call is using it: see busy).
+ * frees and rebuilds (never while a call is using it: see busy).  "built"
+ * is set only once a build has finished: one that failed half-way is never
+ * used.
  */
 typedef struct EnqueueCache
 {
-	bool		valid;
+	bool		valid;			/* no invalidation since the build began */
+	bool		built;			/* the build finished */
 	Oid			relid;			/* outbox.messages */
 	MemoryContext cxt;
 	bool		direct;			/* the table has the shape handled here */
@@ -108,6 +124,9 @@ static SPIPlanPtr enqueue_plan = NULL;
 
 static void enqueue_relcache_cb(Datum arg, Oid relid);
 static void build_cache(Relation rel);
+static bool cacheable_expr(Node *node, void *context);
+static bool cacheable_expr_walker(Node *node, void *context);
+static ExprState *prepare_expr(Expr *expr);
 static bool direct_shape(Relation rel);
 static int64 insert_direct(Relation rel, FunctionCallInfo fcinfo);
 static int64 insert_spi(FunctionCallInfo fcinfo);
@@ -130,7 +149,8 @@ outbox_enqueue(PG_FUNCTION_ARGS)
 {
 	Oid			relid;
 	Relation	rel;
-	int64		id;
+	volatile bool use_spi = false;
+	int64		id = 0;
 
 	/* as emit() reports it, and before the INSERT draws an id */
 	if (PG_ARGISNULL(0))
@@ -146,7 +166,7 @@ outbox_enqueue(PG_FUNCTION_ARGS)
 	 * now (renaming or dropping it, or renaming the schema, invalidates).
 	 */
 	relid = InvalidOid;
-	if (cache.valid)
+	if (cache.valid && cache.built)
 	{
 		LockRelationOid(cache.relid, RowExclusiveLock);
 		if (cache.valid)
@@ -159,17 +179,14 @@ outbox_enqueue(PG_FUNCTION_ARGS)
 								 RowExclusiveLock, false);
 	rel = table_open(relid, NoLock);
 
+	/*
+	 * The statement reports these as an INSERT would (a read-only
+	 * transaction, parallel mode); a nested call (from code run by the
+	 * insert or the cache build) never touches the cache in use.
+	 */
 	if (busy ||
 		SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA ||
-		pg_class_aclcheck(relid, GetUserId(), ACL_INSERT) != ACLCHECK_OK)
-	{
-		table_close(rel, NoLock);
-		PG_RETURN_INT64(insert_spi(fcinfo));
-	}
-
-	if (!cache.valid || cache.relid != relid)
-		build_cache(rel);
-	if (!cache.direct)
+		XactReadOnly || IsInParallelMode())
 	{
 		table_close(rel, NoLock);
 		PG_RETURN_INT64(insert_spi(fcinfo));
@@ -178,7 +195,12 @@ outbox_enqueue(PG_FUNCTION_ARGS)
 	busy = true;
 	PG_TRY();
 	{
-		id = insert_direct(rel, fcinfo);
+		if (!cache.valid || !cache.built || cache.relid != relid)
+			build_cache(rel);
+		if (cache.direct)
+			id = insert_direct(rel, fcinfo);
+		else
+			use_spi = true;
 	}
 	PG_FINALLY();
 	{
@@ -187,15 +209,19 @@ outbox_enqueue(PG_FUNCTION_ARGS)
 	PG_END_TRY();
 
 	table_close(rel, NoLock);
+	if (use_spi)
+		id = insert_spi(fcinfo);
 	PG_RETURN_INT64(id);
 }
 
 /*
  * A renamed schema changes what "outbox.messages" names without touching
- * the table's relcache entry.
+ * the table's relcache entry; a changed function may be one a default,
+ * check or predicate calls (or inlined when it was planned), or the
+ * trigger's.
  */
 static void
-enqueue_namespace_cb(Datum arg, int cacheid, uint32 hashvalue)
+enqueue_syscache_cb(Datum arg, int cacheid, uint32 hashvalue)
 {
 	cache.valid = false;
 }
@@ -224,11 +250,27 @@ enqueue_relcache_cb(Datum arg, Oid relid)
 		}
 }
 
-/* An expression planned and made ready to run, as ExecPrepareExpr() does. */
+/*
+ * An expression planned and made ready to run, as ExecPrepareExpr() does;
+ * NULL (and the table left to the statement) if it may not be kept.
+ */
 static ExprState *
 prepare_expr(Expr *expr)
 {
-	return ExecInitExpr(expression_planner(expr), NULL);
+	expr = expression_planner(expr);
+	if (!cacheable_expr((Node *) expr, NULL))
+	{
+		cache.direct = false;
+		return NULL;
+	}
+	return ExecInitExpr(expr, NULL);
+}
+
+/* expression_tree_walker's sense: true stops the walk (not cacheable) */
+static bool
+cacheable_expr_walker(Node *node, void *context)
+{
+	return !cacheable_expr(node, context);
 }
 
 /*
@@ -240,6 +282,7 @@ build_cache(Relation rel)
 {
 	TupleDesc	tupdesc = RelationGetDescr(rel);
 	MemoryContext old;
+	int			guc_level;
 	List	   *indexes;
 	ListCell   *lc;
 	int			i;
@@ -247,7 +290,9 @@ build_cache(Relation rel)
 	if (!cache_callback_registered)
 	{
 		CacheRegisterRelcacheCallback(enqueue_relcache_cb, (Datum) 0);
-		CacheRegisterSyscacheCallback(NAMESPACEOID, enqueue_namespace_cb,
+		CacheRegisterSyscacheCallback(NAMESPACEOID, enqueue_syscache_cb,
+									  (Datum) 0);
+		CacheRegisterSyscacheCallback(PROCOID, enqueue_syscache_cb,
 									  (Datum) 0);
 		cache_callback_registered = true;
 	}
@@ -262,7 +307,10 @@ build_cache(Relation rel)
 	cache.valid = true;
 	cache.direct = direct_shape(rel);
 	if (!cache.direct)
+	{
+		cache.built = true;
 		return;
+	}
 
 	/* the argument types must be the columns' (the guard keeps them so) */
 	for (i = 0; i < ENQUEUE_NARGS; i++)
@@ -276,12 +324,32 @@ build_cache(Relation rel)
 	if (cache.idatt <= 0 ||
 		TupleDescAttr(tupdesc, cache.idatt - 1)->atttypid != INT8OID)
 		cache.direct = false;
-	/* generated columns are left to the statement */
+	/*
+	 * Generated columns and domain-typed ones (whose checks apply to a null
+	 * as well as to a default) are left to the statement.
+	 */
 	for (i = 0; i < tupdesc->natts; i++)
-		if (TupleDescAttr(tupdesc, i)->attgenerated)
+	{
+		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
+
+		if (!att->attisdropped &&
+			(att->attgenerated || get_typtype(att->atttypid) == TYPTYPE_DOMAIN))
 			cache.direct = false;
+	}
 	if (!cache.direct)
+	{
+		cache.built = true;
 		return;
+	}
+
+	/*
+	 * Planning may inline SQL functions, parsing their bodies: under a fixed
+	 * search_path, not that of whichever caller builds the cache.
+	 */
+	guc_level = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
 
 	old = MemoryContextSwitchTo(cache.cxt);
 
@@ -337,13 +405,74 @@ build_cache(Relation rel)
 		cache.indexoids[i] = indexoid;
 		/* as ExecPrepareQual() */
 		if (pred != NIL)
-			cache.predicates[i] =
-				ExecInitQual((List *) expression_planner((Expr *) pred), NULL);
+		{
+			pred = (List *) expression_planner((Expr *) pred);
+			if (cacheable_expr((Node *) pred, NULL))
+				cache.predicates[i] = ExecInitQual(pred, NULL);
+			else
+				cache.direct = false;
+		}
 		index_close(irel, AccessShareLock);
 		i++;
 	}
 
 	MemoryContextSwitchTo(old);
+	AtEOXact_GUC(true, guc_level);
+	cache.built = true;
+}
+
+/*
+ * May this planned expression be kept across calls, its state living in
+ * the cache while each call evaluates it in an executor state of its own?
+ * Some steps keep what they set up on their first run in the per-query
+ * memory of the context they run in (a whole-row Var's tuple descriptor, a
+ * row-type conversion's map, a domain's constraints, JSON coercions), which
+ * is freed after each call.  So only the plain nodes the extension's own
+ * defaults, checks and index predicate are made of are accepted; a table
+ * with anything else goes through the statement.
+ */
+static bool
+cacheable_expr(Node *node, void *context)
+{
+	if (node == NULL)
+		return true;
+	switch (nodeTag(node))
+	{
+		case T_Var:
+			if (((Var *) node)->varattno <= 0 ||
+				((Var *) node)->varlevelsup != 0)
+				return false;
+			return true;
+		case T_ScalarArrayOpExpr:
+			if (OidIsValid(((ScalarArrayOpExpr *) node)->hashfuncid))
+				return false;
+			break;
+		case T_NullTest:
+			if (((NullTest *) node)->argisrow)
+				return false;
+			break;
+		case T_Const:
+		case T_List:
+		case T_FuncExpr:
+		case T_OpExpr:
+		case T_DistinctExpr:
+		case T_NullIfExpr:
+		case T_BoolExpr:
+		case T_BooleanTest:
+		case T_RelabelType:
+		case T_CoerceViaIO:
+		case T_CaseExpr:
+		case T_CaseWhen:
+		case T_CaseTestExpr:
+		case T_CoalesceExpr:
+		case T_MinMaxExpr:
+		case T_SQLValueFunction:
+		case T_NextValueExpr:
+			break;
+		default:
+			return false;
+	}
+	return !expression_tree_walker(node, cacheable_expr_walker, context);
 }
 
 /*
@@ -386,6 +515,7 @@ insert_direct(Relation rel, FunctionCallInfo fcinfo)
 	OutboxEvent ev;
 	EState	   *estate;
 	MemoryContext oldcxt;
+	Bitmapset  *inserted;
 	ResultRelInfo *rri;
 	TupleTableSlot *slot;
 	ExprContext *econtext;
@@ -418,7 +548,11 @@ insert_direct(Relation rel, FunctionCallInfo fcinfo)
 	/* everything of this insert lives in the executor state's memory */
 	estate = CreateExecutorState();
 	oldcxt = MemoryContextSwitchTo(estate->es_query_cxt);
-	outbox_exec_init_range_table(estate, rel, ACL_INSERT);
+	inserted = NULL;
+	for (i = 0; i < ENQUEUE_NARGS; i++)
+		inserted = bms_add_member(inserted, cache.argatt[i] -
+								  FirstLowInvalidHeapAttributeNumber);
+	outbox_exec_insert_range_table(estate, rel, inserted);
 	estate->es_output_cid = GetCurrentCommandId(true);
 
 	rri = makeNode(ResultRelInfo);
