@@ -153,12 +153,7 @@ outbox_enqueue(PG_FUNCTION_ARGS)
 	int64		id = 0;
 
 	/* as emit() reports it, and before the INSERT draws an id */
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("outbox event topic must not be null"),
-				 errdetail("Every event is published to a Kafka topic."),
-				 errhint("Pass a Kafka topic name as the first argument.")));
+	outbox_require_topic_arg(fcinfo, 0);
 
 	/*
 	 * The lock the INSERT would take.  Locking processes invalidations, so a
@@ -175,7 +170,7 @@ outbox_enqueue(PG_FUNCTION_ARGS)
 			UnlockRelationOid(cache.relid, RowExclusiveLock);
 	}
 	if (!OidIsValid(relid))
-		relid = RangeVarGetRelid(makeRangeVar("outbox", "messages", -1),
+		relid = RangeVarGetRelid(makeRangeVar(OUTBOX_SCHEMA_NAME, OUTBOX_TABLE_NAME, -1),
 								 RowExclusiveLock, false);
 	rel = table_open(relid, NoLock);
 
@@ -274,8 +269,8 @@ cacheable_expr_walker(Node *node, void *context)
 }
 
 /*
- * (Re)build the cache from the open, locked relation.  Called only while no
- * call uses the cache (busy is false).
+ * (Re)build the cache from the open, locked relation.  Called under the
+ * busy guard, so no other call is using the cache it frees.
  */
 static void
 build_cache(Relation rel)
@@ -526,23 +521,7 @@ insert_direct(Relation rel, FunctionCallInfo fcinfo)
 	/* the rules of messages_check, applied before the row takes an id */
 	memset(&ev, 0, sizeof(ev));
 	ev.attempts = 1;
-	{
-		text	   *topic = PG_GETARG_TEXT_PP(0);
-
-		ev.topic = VARDATA_ANY(topic);
-		ev.topic_len = VARSIZE_ANY_EXHDR(topic);
-	}
-	if (!PG_ARGISNULL(1))
-	{
-		text	   *key = PG_GETARG_TEXT_PP(1);
-
-		ev.key = VARDATA_ANY(key);
-		ev.key_len = VARSIZE_ANY_EXHDR(key);
-	}
-	if (!PG_ARGISNULL(2))
-		ev.payload = PG_GETARG_JSONB_P(2);
-	if (!PG_ARGISNULL(3))
-		ev.headers = PG_GETARG_JSONB_P(3);
+	outbox_event_from_args(fcinfo, 0, &ev);
 	outbox_check_event(&ev);
 
 	/* everything of this insert lives in the executor state's memory */

@@ -34,6 +34,10 @@
 
 #include "postgres.h"
 
+#include "fmgr.h"
+
+#include "event.h"
+
 /* Name of the extension, its schema and its outbox table. */
 #define OUTBOX_SCHEMA_NAME		"outbox"
 #define OUTBOX_TABLE_NAME		"messages"
@@ -87,6 +91,11 @@ extern void outbox_wake_relay_at_commit(void);
 
 /* sql_api.c: the validation trigger of outbox.messages (enqueue.c knows it) */
 extern Datum outbox_messages_check(PG_FUNCTION_ARGS);
+
+/* sql_api.c: an event from the arguments of emit() or enqueue() */
+extern void outbox_require_topic_arg(FunctionCallInfo fcinfo, int argno);
+extern void outbox_event_from_args(FunctionCallInfo fcinfo, int first_arg,
+								   OutboxEvent *ev);
 
 /*
  * identity.c: the installation id (outbox.installation), sent as Kafka

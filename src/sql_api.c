@@ -201,6 +201,49 @@ outbox_check_topic_sql(PG_FUNCTION_ARGS)
  */
 
 /*
+ * Refuse a null topic in argument argno: emit() and enqueue() report it
+ * alike, before anything else.
+ */
+void
+outbox_require_topic_arg(FunctionCallInfo fcinfo, int argno)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("outbox event topic must not be null"),
+				 errdetail("Every event is published to a Kafka topic."),
+				 errhint("Pass a Kafka topic name as the first argument.")));
+}
+
+/*
+ * Fill ev's topic, key, payload and headers from arguments first_arg ..
+ * first_arg + 3, in place where they are short (topic and key point into
+ * the argument values); the rest of ev is left as the caller set it.
+ */
+void
+outbox_event_from_args(FunctionCallInfo fcinfo, int first_arg,
+					   OutboxEvent *ev)
+{
+	text	   *topic;
+
+	outbox_require_topic_arg(fcinfo, first_arg);
+	topic = PG_GETARG_TEXT_PP(first_arg);
+	ev->topic = VARDATA_ANY(topic);
+	ev->topic_len = VARSIZE_ANY_EXHDR(topic);
+	if (!PG_ARGISNULL(first_arg + 1))
+	{
+		text	   *key = PG_GETARG_TEXT_PP(first_arg + 1);
+
+		ev->key = VARDATA_ANY(key);
+		ev->key_len = VARSIZE_ANY_EXHDR(key);
+	}
+	if (!PG_ARGISNULL(first_arg + 2))
+		ev->payload = PG_GETARG_JSONB_P(first_arg + 2);
+	if (!PG_ARGISNULL(first_arg + 3))
+		ev->headers = PG_GETARG_JSONB_P(first_arg + 3);
+}
+
+/*
  * Validate the event in arguments first_arg .. first_arg + 3 (topic, key,
  * payload, headers), write it to the WAL as a transactional "outbox"
  * message, and return the message's LSN.
@@ -212,34 +255,12 @@ emit_event(FunctionCallInfo fcinfo, int first_arg,
 	OutboxEvent ev;
 	StringInfoData buf;
 	XLogRecPtr	lsn;
-	text	   *topic;
-
-	if (PG_ARGISNULL(first_arg))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("outbox event topic must not be null"),
-				 errdetail("Every event is published to a Kafka topic."),
-				 errhint("Pass a Kafka topic name as the first argument.")));
 
 	memset(&ev, 0, sizeof(ev));
 	ev.has_id = has_id;
 	ev.id = has_id ? id : 0;
 	ev.attempts = attempts;
-
-	topic = PG_GETARG_TEXT_PP(first_arg);
-	ev.topic = VARDATA_ANY(topic);
-	ev.topic_len = VARSIZE_ANY_EXHDR(topic);
-	if (!PG_ARGISNULL(first_arg + 1))
-	{
-		text	   *key = PG_GETARG_TEXT_PP(first_arg + 1);
-
-		ev.key = VARDATA_ANY(key);
-		ev.key_len = VARSIZE_ANY_EXHDR(key);
-	}
-	if (!PG_ARGISNULL(first_arg + 2))
-		ev.payload = PG_GETARG_JSONB_P(first_arg + 2);
-	if (!PG_ARGISNULL(first_arg + 3))
-		ev.headers = PG_GETARG_JSONB_P(first_arg + 3);
+	outbox_event_from_args(fcinfo, first_arg, &ev);
 
 	outbox_check_event(&ev);
 
