@@ -324,8 +324,13 @@ cmd_start() {
 		voters+=${voters:+,}$i@127.0.0.1:${ports[$(((i - 1) * 3 + 1))]}
 	done
 	[ $SASL = 1 ] && make_tls "$dir"
-	# what "kafka-storage random-uuid" prints: 16 random bytes, base64url
-	cluster_id=$(openssl rand 16 | base64 | tr '+/' '-_' | tr -d '=\n')
+	# what "kafka-storage random-uuid" prints: 16 random bytes, base64url,
+	# drawn again while it starts with "-" (the tool's argument parser would
+	# take such an id for an option, as Kafka's own Uuid.randomUuid avoids)
+	cluster_id=-
+	while [ "${cluster_id#-}" != "$cluster_id" ]; do
+		cluster_id=$(openssl rand 16 | base64 | tr '+/' '-_' | tr -d '=\n')
+	done
 	cat >"$dir/cluster.env" <<EOF
 NODES=$NODES
 CLUSTER_ID=$cluster_id
