@@ -24,7 +24,10 @@
 # plain, and the same for the server's CPU time per transaction (all of the
 # cluster's processes, from /proc: backends, walwriter, the idle relay),
 # which the machine's noise moves much less than tps: a cost, so lower is
-# better there.
+# better there. Then per variant pgbench's own CPU time per transaction (the
+# client shares the machine's cores with the server) and the paired ratios:
+# the median over the rounds of each round's ratio to plain's run in that
+# round, which the machine's drift from round to round does not move.
 #
 # Usage: bench/write_path.sh [--clients C] [--seconds T] [--rounds R]
 #            [--variants "bare plain enqueue emit"] [--protocol simple|prepared]
@@ -39,7 +42,7 @@
 #                body again for every statement).  Earlier figures used
 #                concat.
 #   --sql STMT   run STMT (as superuser) after CREATE EXTENSION, e.g.
-#                --sql 'DROP INDEX outbox.messages_unconfirmed_idx'
+#                --sql 'DROP INDEX outbox.messages_confirmed_idx'
 #                to measure what an index of outbox.messages costs.
 #
 # bench/write_path.sh
@@ -67,7 +70,7 @@ while [ $# -gt 0 ]; do
 	--set) EXTRA_CONF+="$2"$'\n'; shift 2 ;;
 	--pgbin) PGBIN=$2; shift 2 ;;
 	--keep) BENCH_KEEP=1; shift ;;
-	-h|--help) sed -n '2,44p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h|--help) sed -n '2,48p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) die "unknown option $1 (see --help)" ;;
 	esac
 done
@@ -161,20 +164,23 @@ server_cpu_ticks()
 }
 CLK_TCK=$(getconf CLK_TCK)
 
-# run_variant VARIANT ROUND: prints "tps server-CPU-microseconds-per-transaction"
+# run_variant VARIANT ROUND: prints "tps server-CPU client-CPU", the CPU
+# times in microseconds per transaction; the client's is pgbench's own user
+# and system time (bash's time keyword: the waited-for children's rusage)
 run_variant()
 {
-	local v=$1 out="$BENCH_TMP/$v.round$2.out" t0 t1 n
+	local v=$1 out="$BENCH_TMP/$v.round$2.out" t0 t1 n client TIMEFORMAT='%U %S'
 	t0=$(server_cpu_ticks)
-	as_pg "$PGBIN/pgbench" -n -h "$BENCH_SOCK" -p "$BENCH_PORT" -U app -d postgres \
+	client=$( { time as_pg "$PGBIN/pgbench" -n -h "$BENCH_SOCK" -p "$BENCH_PORT" -U app -d postgres \
 		-c "$CLIENTS" -j "$CLIENTS" -T "$SECONDS_PER_RUN" -M "$PROTOCOL" \
-		-f "$BENCH_TMP/$v.sql" >"$out" 2>&1 || { cat "$out" >&2; die "pgbench failed for $v"; }
+		-f "$BENCH_TMP/$v.sql" >"$out" 2>&1; } 2>&1) || { cat "$out" >&2; die "pgbench failed for $v"; }
 	# let the backends end, so that their time is the postmaster's cutime
 	sleep 0.5
 	t1=$(server_cpu_ticks)
 	n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")
-	printf '%s %s\n' "$(grep -Eo 'tps = [0-9.]+' "$out" | head -1 | awk '{print $3}')" \
-		"$(echo "scale=1; ($t1 - $t0) * 1000000 / $CLK_TCK / $n" | bc)"
+	printf '%s %s %s\n' "$(grep -Eo 'tps = [0-9.]+' "$out" | head -1 | awk '{print $3}')" \
+		"$(echo "scale=1; ($t1 - $t0) * 1000000 / $CLK_TCK / $n" | bc)" \
+		"$(echo "$client" | awk -v n="$n" '{printf "%.1f", ($1 + $2) * 1000000 / n}')"
 }
 
 # Warm-up: a short run of each variant (caches, relation extension).
@@ -192,25 +198,37 @@ printf '%-6s' round
 for v in "${vlist[@]}"; do printf '%12s' "$v"; done
 printf '\n'
 for r in $(seq 1 "$ROUNDS"); do
-	declare -A tps=() cpu=()
+	declare -A tps=() cpu=() ccpu=()
 	for i in $(seq 0 $((n - 1))); do
 		v=${vlist[$(((i + r - 1) % n))]}
-		read -r tps[$v] cpu[$v] <<<"$(run_variant "$v" "$r")"
+		read -r tps[$v] cpu[$v] ccpu[$v] <<<"$(run_variant "$v" "$r")"
 		echo "${tps[$v]}" >>"$BENCH_TMP/$v.tps"
 		echo "${cpu[$v]}" >>"$BENCH_TMP/$v.cpu"
+		echo "${ccpu[$v]}" >>"$BENCH_TMP/$v.ccpu"
 	done
+	# this round's ratios to plain: the paired figures, which the machine's
+	# drift between rounds does not move
+	if [ -n "${tps[plain]:-}" ]; then
+		for v in "${vlist[@]}"; do
+			echo "scale=4; ${tps[$v]} / ${tps[plain]}" | bc >>"$BENCH_TMP/$v.ptps"
+			echo "scale=4; ${cpu[$v]} / ${cpu[plain]}" | bc >>"$BENCH_TMP/$v.pcpu"
+		done
+	fi
 	printf '%-6s' "$r"
 	for v in "${vlist[@]}"; do printf '%12.0f' "${tps[$v]}"; done
 	printf '   server CPU us/tx:'
 	for v in "${vlist[@]}"; do printf ' %7.1f' "${cpu[$v]}"; done
+	printf '   pgbench CPU us/tx:'
+	for v in "${vlist[@]}"; do printf ' %6.1f' "${ccpu[$v]}"; done
 	printf '\n'
-	unset tps cpu
+	unset tps cpu ccpu
 done
 
-declare -A med=() cmed=()
+declare -A med=() cmed=() ccmed=()
 for v in "${vlist[@]}"; do
 	med[$v]=$(median <"$BENCH_TMP/$v.tps")
 	cmed[$v]=$(median <"$BENCH_TMP/$v.cpu")
+	ccmed[$v]=$(median <"$BENCH_TMP/$v.ccpu")
 done
 printf '\n%-10s %10s %10s %10s %14s %10s %10s\n' variant "tps(med)" "vs bare" "vs plain" \
 	"CPU us/tx(med)" "vs bare" "vs plain"
@@ -223,5 +241,15 @@ for v in "${vlist[@]}"; do
 	printf '%-10s %10.0f %10s %10s %14.1f %10s %10s\n' "$v" "${med[$v]}" "$rb" "$rp" \
 		"${cmed[$v]}" "$cb" "$cp"
 done
+printf '\n%-10s %16s %16s %16s\n' variant "pgbench CPU us/tx" "paired tps/plain" "paired CPU/plain"
+for v in "${vlist[@]}"; do
+	pt=n/a pc=n/a
+	if [ -f "$BENCH_TMP/$v.ptps" ]; then
+		pt=$(median <"$BENCH_TMP/$v.ptps")
+		pc=$(median <"$BENCH_TMP/$v.pcpu")
+	fi
+	printf '%-10s %16.1f %16s %16s\n' "$v" "${ccmed[$v]}" "$pt" "$pc"
+done
+echo "(paired: the median over the rounds of each round's ratio to plain's run in the same round)"
 rows=$(bpsql -c "SELECT count(*) FROM outbox.messages")
 log "outbox.messages holds $rows rows; clients=$CLIENTS seconds=$SECONDS_PER_RUN rounds=$ROUNDS protocol=$PROTOCOL key=$KEY_FORM"

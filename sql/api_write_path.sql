@@ -65,15 +65,32 @@ ALTER TABLE outbox.messages ADD CONSTRAINT regress_no_forbidden
     CHECK (key IS DISTINCT FROM 'forbidden');
 SELECT outbox.enqueue('wp', 'forbidden', '{}');
 ALTER TABLE outbox.messages DROP CONSTRAINT regress_no_forbidden;
+-- What the call leaves locked until the transaction ends is what an
+-- INSERT leaves: the table and the identity's sequence, no index.
+BEGIN;
+SELECT outbox.enqueue('wp', 'locks', '{}') > 0 AS enqueued;
+SELECT c.relname, l.mode
+  FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+ WHERE l.pid = pg_backend_pid() AND c.relnamespace = 'outbox'::regnamespace
+ ORDER BY c.relname;
+COMMIT;
 CREATE INDEX regress_idx ON outbox.messages (key) WHERE key LIKE 'idx-%';
+CREATE UNIQUE INDEX regress_uidx ON outbox.messages (key) WHERE key LIKE 'uniq-%';
 SELECT outbox.enqueue('wp', 'idx-' || i, '{}') > 0 AS enqueued
   FROM generate_series(1, 3) i;
+SELECT outbox.enqueue('wp', 'uniq-1', '{}') > 0 AS enqueued;
+SELECT outbox.enqueue('wp', 'uniq-1', '{}');
+-- An expression index is left to the statement, which fills it.
+CREATE INDEX regress_eidx ON outbox.messages (lower(key));
+SELECT outbox.enqueue('wp', 'EXPR-' || i, '{}') > 0 AS enqueued
+  FROM generate_series(1, 2) i;
+SELECT count(*) FROM outbox.messages WHERE lower(key) LIKE 'expr-%';
 CREATE EXTENSION amcheck;
 SELECT c.relname, bt_index_check(c.oid, true)::text = '' AS index_complete
   FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
  WHERE i.indrelid = 'outbox.messages'::regclass ORDER BY c.relname;
 DROP EXTENSION amcheck;
-DROP INDEX outbox.regress_idx;
+DROP INDEX outbox.regress_idx, outbox.regress_uidx, outbox.regress_eidx;
 -- A default calling a function of the owner's follows the function's
 -- replacement (the planner inlined its body when the default was planned).
 CREATE FUNCTION regress_wp_default() RETURNS text LANGUAGE sql

@@ -18,7 +18,17 @@
  *	- the column defaults (the identity's nextval, now(), the publishing
  *	  transaction id, ...), evaluated in column order as an INSERT does;
  *	- the CHECK constraints, handed to ExecConstraints() ready to run;
- *	- partial index predicates, handed to ExecInsertIndexTuples().
+ *	- each index's IndexInfo and partial index predicate.
+ *
+ * The index entries are made by a loop of its own, as
+ * ExecInsertIndexTuples() makes them for an INSERT, but opening (and
+ * locking) only the indexes the row enters: purge()'s partial index takes
+ * no new row, and an INSERT opens and locks it, builds its IndexInfo and
+ * plans its predicate for every statement.  The loop handles B-tree
+ * indexes on plain columns, unique ones checked at once; a table with an
+ * index of any other kind (an expression, an exclusion constraint, a
+ * deferrable unique constraint, another access method) goes through the
+ * statement.
  *
  * The validation trigger messages_check is not fired through the trigger
  * manager: its work (outbox_check_messages_row(), the same code) is called
@@ -27,8 +37,9 @@
  * This path is taken only while the table has the shape it was written
  * for: a plain heap table, no rules, no row-level security, no trigger but
  * messages_check, enabled as created, no generated or domain-typed column,
- * and defaults, checks and predicates made of plain expression nodes whose
- * state may be kept between calls (see cacheable_expr()).  Anything else
+ * indexes of the kind above, and defaults, checks and predicates made of
+ * plain expression nodes whose state may be kept between calls (see
+ * cacheable_expr()).  Anything else
  * (a trigger of your own, session_replication_role = replica, a read-only
  * transaction, a nested call) goes through the SPI INSERT, which does
  * whatever a statement would.  Both paths give the same row and the same
@@ -51,7 +62,9 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/index.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_am.h"
 #include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -108,6 +121,7 @@ typedef struct EnqueueCache
 	ExprState **checks;			/* [nchecks], in the relcache's order */
 	int			nindexes;
 	Oid		   *indexoids;		/* [nindexes] */
+	IndexInfo **indexinfos;		/* [nindexes] */
 	ExprState **predicates;		/* [nindexes]: partial index predicate */
 } EnqueueCache;
 
@@ -389,15 +403,24 @@ build_cache(Relation rel)
 	indexes = RelationGetIndexList(rel);
 	cache.nindexes = list_length(indexes);
 	cache.indexoids = palloc0(sizeof(Oid) * Max(cache.nindexes, 1));
+	cache.indexinfos = palloc0(sizeof(IndexInfo *) * Max(cache.nindexes, 1));
 	cache.predicates = palloc0(sizeof(ExprState *) * Max(cache.nindexes, 1));
 	i = 0;
 	foreach(lc, indexes)
 	{
 		Oid			indexoid = lfirst_oid(lc);
 		Relation	irel = index_open(indexoid, AccessShareLock);
-		List	   *pred = RelationGetIndexPredicate(irel);
+		IndexInfo  *ii = BuildIndexInfo(irel);
+		List	   *pred = ii->ii_Predicate;
 
 		cache.indexoids[i] = indexoid;
+		cache.indexinfos[i] = ii;
+		/* the kinds of index insert_direct()'s loop handles */
+		if (irel->rd_rel->relam != BTREE_AM_OID ||
+			ii->ii_Expressions != NIL ||
+			ii->ii_ExclusionOps != NULL ||
+			(ii->ii_Unique && !irel->rd_index->indimmediate))
+			cache.direct = false;
 		/* as ExecPrepareQual() */
 		if (pred != NIL)
 		{
@@ -514,7 +537,6 @@ insert_direct(Relation rel, FunctionCallInfo fcinfo)
 	ResultRelInfo *rri;
 	TupleTableSlot *slot;
 	ExprContext *econtext;
-	List	   *recheck;
 	int64		id;
 	int			i;
 
@@ -536,21 +558,8 @@ insert_direct(Relation rel, FunctionCallInfo fcinfo)
 
 	rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(rri, rel, 1, NULL, 0);
-	ExecOpenIndices(rri, false);
 	if (cache.nchecks > 0)
 		outbox_rri_check_exprs(rri) = cache.checks;
-	for (i = 0; i < rri->ri_NumIndices; i++)
-	{
-		Oid			indexoid = RelationGetRelid(rri->ri_IndexRelationDescs[i]);
-		IndexInfo  *ii = rri->ri_IndexRelationInfo[i];
-		int			j;
-
-		if (ii->ii_Predicate == NIL)
-			continue;
-		for (j = 0; j < cache.nindexes; j++)
-			if (cache.indexoids[j] == indexoid)
-				ii->ii_PredicateState = cache.predicates[j];
-	}
 
 	slot = ExecInitExtraTupleSlot(estate, tupdesc, &TTSOpsVirtual);
 	ExecClearTuple(slot);
@@ -579,10 +588,33 @@ insert_direct(Relation rel, FunctionCallInfo fcinfo)
 		ExecConstraints(rri, slot, estate);
 
 	simple_table_tuple_insert(rel, slot);
-	recheck = NIL;
-	if (rri->ri_NumIndices > 0)
-		recheck = outbox_exec_insert_index_tuples(rri, slot, estate);
-	list_free(recheck);
+
+	/*
+	 * The index entries, as ExecInsertIndexTuples() makes them for these
+	 * kinds of index (see build_cache()), opening only the indexes the row
+	 * enters.  Each is unlocked again at once, as ExecCloseIndices() unlocks
+	 * an INSERT's indexes at the end of the statement.
+	 */
+	econtext->ecxt_scantuple = slot;
+	for (i = 0; i < cache.nindexes; i++)
+	{
+		IndexInfo  *ii = cache.indexinfos[i];
+		Relation	irel;
+		Datum		values[INDEX_MAX_KEYS];
+		bool		isnull[INDEX_MAX_KEYS];
+
+		if (!ii->ii_ReadyForInserts)
+			continue;
+		if (cache.predicates[i] != NULL &&
+			!ExecQual(cache.predicates[i], econtext))
+			continue;
+		irel = index_open(cache.indexoids[i], RowExclusiveLock);
+		FormIndexDatum(ii, slot, estate, values, isnull);
+		index_insert(irel, values, isnull, &slot->tts_tid, rel,
+					 ii->ii_Unique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
+					 false, ii);
+		index_close(irel, RowExclusiveLock);
+	}
 
 	/* what messages_check does for an inserted row after its checks */
 	outbox_wake_relay_at_commit();
@@ -593,9 +625,6 @@ insert_direct(Relation rel, FunctionCallInfo fcinfo)
 
 	/* the cached expressions are the cache's, not the executor's */
 	outbox_rri_check_exprs(rri) = NULL;
-	for (i = 0; i < rri->ri_NumIndices; i++)
-		rri->ri_IndexRelationInfo[i]->ii_PredicateState = NULL;
-	ExecCloseIndices(rri);
 	ExecResetTupleTable(estate->es_tupleTable, false);
 	MemoryContextSwitchTo(oldcxt);
 	FreeExecutorState(estate);
