@@ -91,6 +91,30 @@ SELECT c.relname, bt_index_check(c.oid, true)::text = '' AS index_complete
  WHERE i.indrelid = 'outbox.messages'::regclass ORDER BY c.relname;
 DROP EXTENSION amcheck;
 DROP INDEX outbox.regress_idx, outbox.regress_uidx, outbox.regress_eidx;
+-- A default that drops an index of the table while the row is being made:
+-- the row's entries go to the indexes left (the cached list named the
+-- dropped one), and the primary key holds every row.
+CREATE INDEX regress_gone_idx ON outbox.messages (key) WHERE key LIKE 'gone-%';
+CREATE FUNCTION regress_wp_drop_index() RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    IF to_regclass('outbox.regress_gone_idx') IS NOT NULL THEN
+        DROP INDEX outbox.regress_gone_idx;
+        RETURN 'dropped';
+    END IF;
+    RETURN 'none';
+END $$;
+ALTER TABLE outbox.messages ADD COLUMN regress_drop text;
+ALTER TABLE outbox.messages ALTER COLUMN regress_drop
+    SET DEFAULT regress_wp_drop_index();
+SELECT outbox.enqueue('wp', 'gone-' || i, '{}') > 0 AS enqueued
+  FROM generate_series(1, 2) i;
+SELECT key, regress_drop FROM outbox.messages WHERE key LIKE 'gone-%'
+ ORDER BY id;
+CREATE EXTENSION amcheck;
+SELECT bt_index_check('outbox.messages_pkey', true)::text = '' AS index_complete;
+DROP EXTENSION amcheck;
+ALTER TABLE outbox.messages DROP COLUMN regress_drop;
+DROP FUNCTION regress_wp_drop_index();
 -- A default calling a function of the owner's follows the function's
 -- replacement (the planner inlined its body when the default was planned).
 CREATE FUNCTION regress_wp_default() RETURNS text LANGUAGE sql

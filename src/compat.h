@@ -269,9 +269,10 @@ outbox_init_materialized_srf(FunctionCallInfo fcinfo)
  * Inserting a row without a statement (enqueue.c), as COPY and the apply
  * worker do.  The executor's range table gained permission infos in 16
  * (ExecInitRangeTable() takes their list, ExecCheckRTPerms() became
- * ExecCheckPermissions()) and the set of unpruned relations in 18; a
- * CHECK constraint can be NOT ENFORCED from 18 on, when ResultRelInfo's
- * prepared CHECK expressions were renamed.
+ * ExecCheckPermissions()) and the set of unpruned relations in 18;
+ * ExecInsertIndexTuples() gained onlySummarizing in 16; a CHECK constraint
+ * can be NOT ENFORCED from 18 on, when ResultRelInfo's prepared CHECK
+ * expressions were renamed.
  */
 #include "executor/executor.h"
 #include "parser/parse_relation.h"
@@ -320,6 +321,14 @@ outbox_exec_insert_range_table(EState *estate, Relation rel,
 	(void) ExecCheckRTPerms(estate->es_range_table, true);
 #endif
 }
+
+#if PG_VERSION_NUM >= 160000
+#define outbox_exec_insert_index_tuples(rri, slot, estate) \
+	ExecInsertIndexTuples((rri), (slot), (estate), false, false, NULL, NIL, false)
+#else
+#define outbox_exec_insert_index_tuples(rri, slot, estate) \
+	ExecInsertIndexTuples((rri), (slot), (estate), false, false, NULL, NIL)
+#endif
 
 #if PG_VERSION_NUM >= 180000
 #define outbox_check_enforced(check)	((check)->ccenforced)

@@ -24,11 +24,13 @@
  * ExecInsertIndexTuples() makes them for an INSERT, but opening (and
  * locking) only the indexes the row enters: purge()'s partial index takes
  * no new row, and an INSERT opens and locks it, builds its IndexInfo and
- * plans its predicate for every statement.  The loop handles B-tree
- * indexes on plain columns, unique ones checked at once; a table with an
- * index of any other kind (an expression, an exclusion constraint, a
- * deferrable unique constraint, another access method) goes through the
- * statement.
+ * plans its predicate for every statement.  So the locks differ from an
+ * INSERT's: an index the row does not enter is not locked at all, and the
+ * others are locked once the row has its id and is in the heap.  The loop
+ * handles B-tree indexes on plain columns, unique ones checked at once; a
+ * table with an index of any other kind (an expression, an exclusion
+ * constraint, a deferrable unique constraint, another access method such
+ * as BRIN or GIN) goes through the statement.
  *
  * The validation trigger messages_check is not fired through the trigger
  * manager: its work (outbox_check_messages_row(), the same code) is called
@@ -143,6 +145,8 @@ static bool cacheable_expr_walker(Node *node, void *context);
 static ExprState *prepare_expr(Expr *expr);
 static bool direct_shape(Relation rel);
 static int64 insert_direct(Relation rel, FunctionCallInfo fcinfo);
+static void insert_index_entries(Relation rel, ResultRelInfo *rri,
+								 TupleTableSlot *slot, EState *estate);
 static int64 insert_spi(FunctionCallInfo fcinfo);
 
 /*
@@ -525,6 +529,58 @@ direct_shape(Relation rel)
 	return finfo.fn_addr == outbox_messages_check;
 }
 
+/*
+ * The row's index entries, as ExecInsertIndexTuples() makes them for the
+ * kinds of index build_cache() lets through, opening only the indexes the
+ * row enters.  Each is unlocked again at once, as ExecCloseIndices()
+ * unlocks an INSERT's indexes at the end of the statement.  So an index
+ * the row does not enter is never locked, and the others are locked after
+ * the row drew its id and went into the heap, where an INSERT locks every
+ * index of the table before it starts.
+ */
+static void
+insert_index_entries(Relation rel, ResultRelInfo *rri, TupleTableSlot *slot,
+					 EState *estate)
+{
+	ExprContext *econtext = GetPerTupleExprContext(estate);
+	int			i;
+
+	if (!cache.valid)
+	{
+		/*
+		 * Code the row ran (a default, a check) changed the table: an index
+		 * the cache names may be gone, since DROP INDEX checks only that the
+		 * index itself is not in use.  The entries go to the indexes the
+		 * relcache lists now, as an INSERT makes them.
+		 */
+		ExecOpenIndices(rri, false);
+		outbox_exec_insert_index_tuples(rri, slot, estate);
+		ExecCloseIndices(rri);
+		return;
+	}
+
+	econtext->ecxt_scantuple = slot;
+	for (i = 0; i < cache.nindexes; i++)
+	{
+		IndexInfo  *ii = cache.indexinfos[i];
+		Relation	irel;
+		Datum		values[INDEX_MAX_KEYS];
+		bool		isnull[INDEX_MAX_KEYS];
+
+		if (!ii->ii_ReadyForInserts)
+			continue;
+		if (cache.predicates[i] != NULL &&
+			!ExecQual(cache.predicates[i], econtext))
+			continue;
+		irel = index_open(cache.indexoids[i], RowExclusiveLock);
+		FormIndexDatum(ii, slot, estate, values, isnull);
+		index_insert(irel, values, isnull, &slot->tts_tid, rel,
+					 ii->ii_Unique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
+					 false, ii);
+		index_close(irel, RowExclusiveLock);
+	}
+}
+
 /* The insert itself, on the open, locked relation; returns the id. */
 static int64
 insert_direct(Relation rel, FunctionCallInfo fcinfo)
@@ -589,32 +645,7 @@ insert_direct(Relation rel, FunctionCallInfo fcinfo)
 
 	simple_table_tuple_insert(rel, slot);
 
-	/*
-	 * The index entries, as ExecInsertIndexTuples() makes them for these
-	 * kinds of index (see build_cache()), opening only the indexes the row
-	 * enters.  Each is unlocked again at once, as ExecCloseIndices() unlocks
-	 * an INSERT's indexes at the end of the statement.
-	 */
-	econtext->ecxt_scantuple = slot;
-	for (i = 0; i < cache.nindexes; i++)
-	{
-		IndexInfo  *ii = cache.indexinfos[i];
-		Relation	irel;
-		Datum		values[INDEX_MAX_KEYS];
-		bool		isnull[INDEX_MAX_KEYS];
-
-		if (!ii->ii_ReadyForInserts)
-			continue;
-		if (cache.predicates[i] != NULL &&
-			!ExecQual(cache.predicates[i], econtext))
-			continue;
-		irel = index_open(cache.indexoids[i], RowExclusiveLock);
-		FormIndexDatum(ii, slot, estate, values, isnull);
-		index_insert(irel, values, isnull, &slot->tts_tid, rel,
-					 ii->ii_Unique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
-					 false, ii);
-		index_close(irel, RowExclusiveLock);
-	}
+	insert_index_entries(rel, rri, slot, estate);
 
 	/* what messages_check does for an inserted row after its checks */
 	outbox_wake_relay_at_commit();
