@@ -34,10 +34,10 @@ PGFILEDESC	= "outbox - transactional outbox streamed from the WAL into Kafka"
 
 # Upgrade scripts, one per release step, named explicitly (never a wildcard:
 # sql/ also holds the regression tests).
-UPGRADE_SCRIPTS	= src/sql/outbox--0.1.0--0.2.0.sql src/sql/outbox--0.2.0--0.3.0.sql src/sql/outbox--0.3.0--0.4.0.sql
+UPGRADE_SCRIPTS	= src/sql/outbox--0.1.0--0.2.0.sql src/sql/outbox--0.2.0--0.3.0.sql src/sql/outbox--0.3.0--0.4.0.sql src/sql/outbox--0.4.0--0.5.0.sql
 # Install scripts of earlier releases, frozen as released (the upgrade test
 # installs the oldest and updates along the chain).
-OLD_INSTALL_SCRIPTS = src/sql/outbox--0.1.0.sql src/sql/outbox--0.2.0.sql src/sql/outbox--0.3.0.sql
+OLD_INSTALL_SCRIPTS = src/sql/outbox--0.1.0.sql src/sql/outbox--0.2.0.sql src/sql/outbox--0.3.0.sql src/sql/outbox--0.4.0.sql
 DATA_built	= sql/$(EXTENSION)--$(EXTVERSION).sql
 DATA		= $(OLD_INSTALL_SCRIPTS) $(UPGRADE_SCRIPTS)
 
