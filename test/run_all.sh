@@ -47,6 +47,21 @@
 #      OUTBOX_MATRIX_KAFKA_E2E_TESTS the e2e tests of the matrix's real-Kafka
 #                                   half (default: 010 020 040 060 050, the
 #                                   core tests that meet Kafka)
+#      OUTBOX_TEST_TIMEOUT          time limit of one end-to-end test file,
+#                                   in seconds (default 600: ten times the
+#                                   longest file's usual time); over it,
+#                                   test/run_test.pl stops the file and every
+#                                   process it started and fails it by name
+#      OUTBOX_SUITE_TIMEOUT_<SUITE> time limit of a whole suite, in seconds
+#                                   (suite name upper-cased, '-' as '_';
+#                                   defaults in suite_limit below), a
+#                                   backstop should anything escape the
+#                                   per-file limit
+#
+#    No test can hang the command: every end-to-end file runs under
+#    test/run_test.pl (its own process group and time limit, and every
+#    process it started is stopped when it ends), and every suite under
+#    timeout(1).
 #
 set -uo pipefail
 
@@ -74,24 +89,62 @@ total_pass=0
 total_fail=0
 summary=()
 
-# record NAME STATUS PASSED FAILED
+# record NAME STATUS PASSED FAILED [FAILED-FILES]
 record() {
-	local name=$1 status=$2 passed=$3 failed=$4
+	local name=$1 status=$2 passed=$3 failed=$4 files=${5:-}
 	if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
 		failed=1			# a suite that died counts as a failure
 	fi
 	total_pass=$((total_pass + passed))
 	total_fail=$((total_fail + failed))
-	summary+=("$(printf '%-12s %5d passed, %d failed  (suite time %ds)' "$name" "$passed" "$failed" \
-		$((SECONDS - suite_start)))")
+	summary+=("$(printf '%-12s %5d passed, %d failed  (suite time %ds)%s' "$name" "$passed" "$failed" \
+		$((SECONDS - suite_start)) "${files:+  failed: $files}")")
 }
 
-# Counts from prove's summary ("Files=2, Tests=40" and "Failed 3/40 subtests").
+# Counts from prove's summary ("Files=2, Tests=40" and "Failed 3/40
+# subtests"); a file that failed with no failed subtest (it died, ran over
+# its time limit, left processes behind: "(Wstat: 256 Tests: 12 Failed: 0)")
+# counts as one failure.
 prove_counts() {
-	local out=$1 tests failed
+	local out=$1 tests failed dubious
 	tests=$(grep -Eo 'Tests=[0-9]+' "$out" | tail -1 | cut -d= -f2)
 	failed=$(grep -Eo 'Failed [0-9]+/[0-9]+ subtests' "$out" | awk '{split($2,a,"/"); s+=a[1]} END {print s+0}')
-	echo "${tests:-0} ${failed:-0}"
+	dubious=$(grep -cE '\(Wstat: [0-9]+ Tests: [0-9]+ Failed: 0\)' "$out")
+	echo "${tests:-0} $((${failed:-0} + dubious))"
+}
+
+# The files prove reports as failed, by name.
+prove_failed_files() {
+	grep -E '^\S+\.pl +\(Wstat: ' "$1" | awk '{print $1}' | xargs -r -n1 basename | paste -sd' '
+}
+
+# suite_limit NAME: the time limit of suite NAME in seconds, about three
+# times its usual time on the 2-core machine (OUTBOX_SUITE_TIMEOUT_<NAME>
+# overrides it).
+suite_limit() {
+	local var=OUTBOX_SUITE_TIMEOUT_$(echo "$1" | tr 'a-z-' 'A-Z_') def
+	case $1 in
+	e2e | e2e-kafka) def=2100 ;;
+	e2e-kafka3) def=1200 ;;
+	matrix) def=2400 ;;
+	matrix-kafka) def=1200 ;;
+	*) def=600 ;;
+	esac
+	echo "${!var:-$def}"
+}
+
+# limited NAME CMD...: run CMD under suite NAME's time limit; a suite over
+# it is stopped (SIGTERM, SIGKILL 60 s later) and says so.
+limited() {
+	local name=$1 limit st
+	shift
+	limit=$(suite_limit "$name")
+	timeout --kill-after=60 "$limit" "$@"
+	st=$?
+	if [ $st -eq 124 ] || [ $st -eq 137 ]; then
+		echo "outbox: suite $name ran over its time limit of ${limit}s and was stopped"
+	fi
+	return $st
 }
 
 # run_logged OUT CMD...: run a suite's command into OUT, show OUT, return
@@ -114,16 +167,20 @@ run_e2e() {
 	for pat in $patterns; do
 		tests+=("$OUTBOX_BUILD"/test/e2e/t/$pat)
 	done
+	# Each file under test/run_test.pl: a time limit of its own and no
+	# process left behind.
 	(cd "$OUTBOX_BUILD/test/e2e" && rm -rf tmp_check &&
-		runuser -u postgres -- env PATH="$BIN:$PATH" PG_REGRESS="$PG_REGRESS" \
+		limited "$name" runuser -u postgres -- env PATH="$BIN:$PATH" PG_REGRESS="$PG_REGRESS" \
+			PERL5LIB="$PERL_LIB" OUTBOX_TEST_TIMEOUT="${OUTBOX_TEST_TIMEOUT:-600}" \
 			OUTBOX_TEST_KAFKA_BROKERS="${OUTBOX_TEST_KAFKA_BROKERS:-}" \
 			OUTBOX_TEST_KAFKA_PROPERTIES="${OUTBOX_TEST_KAFKA_PROPERTIES:-}" \
 			"$@" \
-			prove -v --timer -I "$PERL_LIB" "${tests[@]}") > "$out" 2>&1
+			prove -v --timer --exec "perl $OUTBOX_BUILD/test/run_test.pl" \
+			"${tests[@]}") > "$out" 2>&1
 	st=$?
 	grep -vE '^ok [0-9]+|^\[[0-9:.]+\] ok' "$out" | tail -150
 	read -r t f < <(prove_counts "$out")
-	record "$name" $st $((t - f)) "$f"
+	record "$name" $st $((t - f)) "$f" "$(prove_failed_files "$out")"
 	if [ $st -ne 0 ]; then
 		for l in "$OUTBOX_BUILD"/test/e2e/tmp_check/log/*.log; do
 			[ -f "$l" ] || continue
@@ -169,7 +226,7 @@ for suite in $SUITES; do
 	packaging)
 		log "packaging"
 		out=$LOGDIR/packaging.out
-		run_logged "$out" prove "$OUTBOX_BUILD/test/packaging.pl"
+		run_logged "$out" limited packaging prove "$OUTBOX_BUILD/test/packaging.pl"
 		st=$?
 		read -r t f < <(prove_counts "$out")
 		record packaging $st $((t - f)) "$f"
@@ -177,7 +234,7 @@ for suite in $SUITES; do
 	regress)
 		log "pg_regress"
 		out=$LOGDIR/regress.out
-		run_logged "$out" runuser -u postgres -- make -C "$OUTBOX_BUILD" -s installcheck \
+		run_logged "$out" limited regress runuser -u postgres -- make -C "$OUTBOX_BUILD" -s installcheck \
 			PG_CONFIG="$BIN/pg_config"
 		st=$?
 		[ $st -ne 0 ] && [ -f "$OUTBOX_BUILD/regression.diffs" ] && head -200 "$OUTBOX_BUILD/regression.diffs"
@@ -189,7 +246,7 @@ for suite in $SUITES; do
 		log "pgTAP"
 		out=$LOGDIR/pgtap.out
 		port=$(free_port 55432)
-		run_logged "$out" runuser -u postgres -- bash "$OUTBOX_BUILD/test/pgtap/run.sh" "$BIN" "$port"
+		run_logged "$out" limited pgtap runuser -u postgres -- bash "$OUTBOX_BUILD/test/pgtap/run.sh" "$BIN" "$port"
 		st=$?
 		read -r t f < <(prove_counts "$out")
 		record pgTAP $st $((t - f)) "$f"
@@ -197,7 +254,7 @@ for suite in $SUITES; do
 	broker)
 		log "test broker smoke test"
 		out=$LOGDIR/broker.out
-		run_logged "$out" bash "$OUTBOX_BUILD/test/broker/smoke.sh"
+		run_logged "$out" limited broker bash "$OUTBOX_BUILD/test/broker/smoke.sh"
 		st=$?
 		line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out" | tail -1)
 		record broker $st "$(echo "${line:-0}" | awk '{print $1+0}')" "$(echo "${line:-0 passed, 0}" | awk '{print $3+0}')"
@@ -261,7 +318,7 @@ for suite in $SUITES; do
 	docs)
 		log "documentation (README.md, docs/): examples run as written"
 		out=$LOGDIR/docs.out
-		run_logged "$out" prove -v "$OUTBOX_BUILD/test/doctest.pl"
+		run_logged "$out" limited docs prove -v "$OUTBOX_BUILD/test/doctest.pl"
 		st=$?
 		read -r t f < <(prove_counts "$out")
 		record docs $st $((t - f)) "$f"
@@ -272,7 +329,7 @@ for suite in $SUITES; do
 		# A version run on the host builds in its own directory, not in ours.
 		# shellcheck disable=SC2086
 		OUTBOX_BUILD_DIR=$OUTBOX_BUILD.matrix \
-			bash "$OUTBOX_ROOT/test/pgmatrix.sh" ${OUTBOX_MATRIX_VERSIONS:-17 18} 2>&1 | tee "$out"
+			limited matrix bash "$OUTBOX_ROOT/test/pgmatrix.sh" ${OUTBOX_MATRIX_VERSIONS:-17 18} 2>&1 | tee "$out"
 		st=${PIPESTATUS[0]}
 		# One line per version: "pgN: N passed, N failed (T s)".
 		while read -r name p _ f _; do
@@ -298,7 +355,7 @@ for suite in $SUITES; do
 		OUTBOX_BUILD_DIR=$OUTBOX_BUILD.matrix OUTBOX_MATRIX_SUITES=e2e \
 			OUTBOX_MATRIX_E2E_TESTS="${OUTBOX_MATRIX_KAFKA_E2E_TESTS:-010_* 020_* 040_* 060_* 050_*}" \
 			OUTBOX_TEST_KAFKA_BROKERS=$(cat "$mkdir_/bootstrap") OUTBOX_TEST_KAFKA_PROPERTIES= \
-			bash "$OUTBOX_ROOT/test/pgmatrix.sh" ${OUTBOX_MATRIX_VERSIONS:-17 18} 2>&1 | tee "$out"
+			limited matrix-kafka bash "$OUTBOX_ROOT/test/pgmatrix.sh" ${OUTBOX_MATRIX_VERSIONS:-17 18} 2>&1 | tee "$out"
 		st=${PIPESTATUS[0]}
 		stop_kafkas
 		while read -r name p _ f _; do

@@ -107,8 +107,8 @@ sub start_broker
 		'--control', "$dir/ctl");
 	push @cmd, map { ('--topic', $_) } @{ $opts{topics} // [] };
 
-	my $h = IPC::Run::start(\@cmd, '<', \undef, '>', "$dir/broker.out",
-		'2>', "$dir/broker.err");
+	my $h = IPC::Run::start(\@cmd, init => \&die_with_parent, '<', \undef,
+		'>', "$dir/broker.out", '2>', "$dir/broker.err");
 	my $deadline = time() + 20;
 	while (!-s "$dir/bootstrap")
 	{
@@ -631,76 +631,130 @@ sub count_matches
 	return $n;
 }
 
-# A writer that survives server crashes: a forked loop that runs batches of
-# transactions through psql and simply retries when the server is gone.
-# Each transaction inserts $opts{events} (default 3) events into $topic over
-# $opts{keys} (default 10) keys named "$opts{key_prefix}-N" (default "key"),
-# then sleeps $opts{pause} (default 0.01 s).  With $opts{emit} every
-# transaction also emits one event (outbox.emit(), WAL only) with payload
-# {"w", "seq", "emitted": true}.  Returns an object; $w->stop returns
-# {batches_ok, batches_failed}.
-sub start_writer
+# Make the calling process (a child between fork and exec) die when its
+# parent does: prctl(PR_SET_PDEATHSIG, SIGKILL) on Linux; a no-op where the
+# call is unknown.  Used as IPC::Run's init and by spawn().
+sub die_with_parent
 {
-	my ($node, $topic, %opts) = @_;
-	my $dir = PostgreSQL::Test::Utils::tempdir();
-	my $events = $opts{events} // 3;
-	my $keys = $opts{keys} // 10;
-	my $pause = $opts{pause} // 0.01;
-	my $batch = $opts{batch} // 20;
-	my $writer = $opts{name} // 'w';
-	my $prefix = $opts{key_prefix} // 'key';
+	my $nr = eval { require 'syscall.ph'; &SYS_prctl() };
+	$nr //= { x86_64 => 157, aarch64 => 167 }->{ (POSIX::uname())[4] };
+	syscall($nr, 1, 9) if defined $nr;	# PR_SET_PDEATHSIG = 1, SIGKILL = 9
+	return;
+}
+
+# Processes started with spawn() and not yet waited for.
+my %spawned;
+
+# Start a program in the background that cannot outlive this test: stdin
+# from /dev/null, stdout and stderr to $log, the parent-death signal set,
+# and nothing of the test's own code in it (exec right after the fork, so
+# no END block, no copy of the TAP pipe).  Returns its pid; wait for it
+# with waitpid and then forget_spawned($pid).
+sub spawn
+{
+	my ($cmd, $log) = @_;
 	my $pid = fork();
 	die "fork failed: $!" unless defined $pid;
 	if ($pid == 0)
 	{
-		my ($ok, $failed, $seq) = (0, 0, 0);
-		while (!-e "$dir/stop")
-		{
-			my $sql = '';
-			for (1 .. $batch)
-			{
-				$seq++;
-				$sql .= "BEGIN;\n";
-				for my $e (1 .. $events)
-				{
-					my $k = int(rand($keys));
-					$sql .=
-					  "SELECT outbox.enqueue('$topic', '$prefix-$k', '{\"w\": \"$writer\", \"seq\": $seq, \"e\": $e}');\n";
-				}
-				$sql .=
-				  "SELECT outbox.emit('$topic', '$prefix-emitted', '{\"w\": \"$writer\", \"seq\": $seq, \"emitted\": true}');\n"
-				  if $opts{emit};
-				$sql .= "COMMIT;\nSELECT pg_sleep($pause);\n";
-			}
-			my ($out, $err);
-			my $rc = IPC::Run::run(
-				[
-					'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1',
-					'-d', $node->connstr('postgres'), '-f', '-'
-				],
-				'<', \$sql, '>', \$out, '2>', \$err);
-			if ($rc) { $ok++ }
-			else { $failed++; usleep(200_000); }
-		}
-		open my $fh, '>', "$dir/result";
-		print $fh "$ok $failed\n";
-		close $fh;
-		POSIX::_exit(0);
+		open(STDIN, '<', '/dev/null');
+		open(STDOUT, '>>', $log);
+		open(STDERR, '>&', \*STDOUT);
+		die_with_parent();
+		exec { $cmd->[0] } @$cmd
+		  or print STDERR "could not run $cmd->[0]: $!\n";
+		POSIX::_exit(127);
 	}
-	return bless { pid => $pid, dir => $dir }, 'OutboxTest::Writer';
+	$spawned{$pid} = 1;
+	return $pid;
+}
+
+sub forget_spawned
+{
+	my ($pid) = @_;
+	delete $spawned{$pid};
+	return;
+}
+
+# A writer that survives server crashes: test/e2e/writer.pl in the
+# background, running batches of transactions through psql and simply
+# retrying when the server is gone.  Each transaction inserts
+# $opts{events} (default 3) events into $topic over $opts{keys} (default
+# 10) keys named "$opts{key_prefix}-N" (default "key"), then sleeps
+# $opts{pause} (default 0.01 s).  With $opts{emit} every transaction also
+# emits one event (outbox.emit(), WAL only) with payload {"w", "seq",
+# "emitted": true}.  Returns an object; $w->stop returns {batches_ok,
+# batches_failed}.
+sub start_writer
+{
+	my ($node, $topic, %opts) = @_;
+	my $dir = PostgreSQL::Test::Utils::tempdir();
+	my $name = $opts{name} // 'w';
+	my $pid = spawn(
+		[
+			$^X, "$ROOT/test/e2e/writer.pl", $dir, $node->connstr('postgres'),
+			$topic, $name, $opts{events} // 3, $opts{keys} // 10,
+			$opts{pause} // 0.01, $opts{batch} // 20,
+			$opts{key_prefix} // 'key', $opts{emit} ? 1 : 0
+		],
+		"$dir/writer.log");
+	return bless { pid => $pid, dir => $dir, name => $name },
+	  'OutboxTest::Writer';
 }
 
 package OutboxTest::Writer;
 
+use Time::HiRes qw(time usleep);
+
+# Tell the writer to stop and wait for its result (at most 120 s: a batch
+# against a slow server).  Dies, with the writer's log, if it has none.
 sub stop
 {
 	my ($self) = @_;
-	open my $fh, '>', "$self->{dir}/stop";
+	return $self->{result} if $self->{result};
+	open my $fh, '>', "$self->{dir}/stop" or die "could not write stop file: $!";
 	close $fh;
-	waitpid($self->{pid}, 0);
-	my $r = PostgreSQL::Test::Utils::slurp_file("$self->{dir}/result");
-	my ($ok, $failed) = split ' ', $r;
-	return { batches_ok => $ok, batches_failed => $failed };
+	my $deadline = time() + 120;
+	my $status;
+	while (1)
+	{
+		my $r = waitpid($self->{pid}, POSIX::WNOHANG());
+		if ($r == $self->{pid})
+		{
+			$status = $?;
+			last;
+		}
+		# -1: not a child of ours any more; the result file tells
+		last if $r == -1 && (-e "$self->{dir}/result" || !kill(0, $self->{pid}));
+		if (time() > $deadline)
+		{
+			kill 'KILL', $self->{pid};
+			waitpid($self->{pid}, 0);
+			OutboxTest::forget_spawned($self->{pid});
+			die "writer $self->{name} did not stop within 120 s; its log:\n"
+			  . $self->log_tail;
+		}
+		usleep(50_000);
+	}
+	OutboxTest::forget_spawned($self->{pid});
+	die "writer $self->{name} ended ("
+	  . (defined $status ? "wait status $status" : 'reaped elsewhere')
+	  . ") without a result; its log:\n" . $self->log_tail
+	  unless -f "$self->{dir}/result";
+	my ($ok, $failed) = split ' ',
+	  PostgreSQL::Test::Utils::slurp_file("$self->{dir}/result");
+	$self->{result} = { batches_ok => $ok, batches_failed => $failed };
+	return $self->{result};
+}
+
+sub log_tail
+{
+	my ($self) = @_;
+	my $log = "$self->{dir}/writer.log";
+	return '' unless -f $log;
+	my @lines = split /\n/, PostgreSQL::Test::Utils::slurp_file($log);
+	splice(@lines, 0, @lines - 20) if @lines > 20;
+	return join("\n", @lines) . "\n";
 }
 
 package OutboxTest;
@@ -716,7 +770,8 @@ sub start_pgbench
 	close $fh;
 	my @cmd = ('pgbench', '-n', '-f', "$dir/script.sql", @$args,
 		'-h', $node->host, '-p', $node->port, 'postgres');
-	return IPC::Run::start(\@cmd, '<', \undef, '>', $out, '2>', $err);
+	return IPC::Run::start(\@cmd, init => \&die_with_parent, '<', \undef,
+		'>', $out, '2>', $err);
 }
 
 # The standard end-of-test check for a topic written through outbox.messages
@@ -773,8 +828,23 @@ sub enqueue_script
 	return $s;
 }
 
+# A signal (run_test.pl's SIGTERM at its time limit, a ^C) ends the test
+# through exit, so that the END blocks run: PostgreSQL::Test::Cluster's
+# stops the nodes, ours the helpers.
+my %signo = (HUP => 1, INT => 2, TERM => 15);
+$SIG{$_} = sub { print STDERR "# test stopped by SIG$_[0]\n"; exit(128 + $signo{ $_[0] }); }
+  for keys %signo;
+
 END
 {
+	local $?;	# the test's exit status stays as it is
+
+	# helpers still running (a test that died half-way)
+	for my $pid (keys %spawned)
+	{
+		kill 'KILL', $pid;
+		waitpid($pid, 0);
+	}
 	for my $b (@brokers_started)
 	{
 		next unless $b->{handle};

@@ -252,8 +252,9 @@ launch_node() {
 	local dir=$1 n=$2
 	node_pid "$dir" "$n" >/dev/null && die "node $n is already running"
 	local nd=$dir/n$n
-	# setsid: the node outlives the shell (and test) that started it
-	setsid "$JAVA" $HEAP -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+	# setsid: the node outlives the shell (and test) that started it; it
+	# is the suite's, not the test's, so it drops test/run_test.pl's scope
+	env -u OUTBOX_TEST_SCOPE setsid "$JAVA" $HEAP -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
 		-XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
 		-Djava.awt.headless=true -Xshare:auto \
 		-Dkafka.logs.dir="$nd/logs" \

@@ -10,7 +10,6 @@ use warnings;
 
 use FindBin;
 use lib "$FindBin::RealBin/..";
-use IPC::Run;
 use POSIX ();
 use OutboxTest;
 use PostgreSQL::Test::Utils;
@@ -31,21 +30,15 @@ diag("relay $pid before: RssAnon $m0->{RssAnon} kB, VmHWM $m0->{VmHWM} kB");
 my $t0 = time();
 # The insert runs in a child process; we sample while it runs and after.
 my $dir = PostgreSQL::Test::Utils::tempdir();
-my $child = fork();
-die "fork: $!" unless defined $child;
-if ($child == 0)
-{
-	my $ok = IPC::Run::run(
-		[
-			'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1',
-			'-d', $node->connstr('postgres'), '-c',
-			"INSERT INTO outbox.messages (topic, key, payload)
-			 SELECT '$topic', 'k' || (g % 1000), jsonb_build_object('g', g)
-			   FROM generate_series(1, $N) g"
-		],
-		'<', \undef, '>', "$dir/out", '2>', "$dir/err");
-	POSIX::_exit($ok ? 0 : 1);
-}
+my $child = OutboxTest::spawn(
+	[
+		'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1',
+		'-d', $node->connstr('postgres'), '-c',
+		"INSERT INTO outbox.messages (topic, key, payload)
+		 SELECT '$topic', 'k' || (g % 1000), jsonb_build_object('g', g)
+		   FROM generate_series(1, $N) g"
+	],
+	"$dir/out");
 my $insert_rc;
 
 # Sample the relay's memory every 200 ms until everything is acknowledged.
@@ -61,6 +54,7 @@ while (time() < $deadline)
 	if (!defined $t_commit && waitpid($child, POSIX::WNOHANG()) == $child)
 	{
 		$insert_rc = $? >> 8;
+		OutboxTest::forget_spawned($child);
 		$t_commit = time();
 	}
 	if (defined $t_commit && $samples % 5 == 0)
@@ -76,7 +70,7 @@ while (time() < $deadline)
 }
 my $t_done = time();
 ok(defined $t_commit && $insert_rc == 0, 'the 1,000,000-row transaction committed')
-  or diag(slurp_file("$dir/err"));
+  or diag(slurp_file("$dir/out"));
 ok($done, 'the relay acknowledged all 1,000,000 events');
 is(relay_pid($node), $pid, 'the same relay process did it all');
 diag(sprintf('insert+commit %.1f s, relay done %.1f s after the commit (%.0f events/s)',
