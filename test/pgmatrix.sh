@@ -4,6 +4,7 @@
 #    Build and test outbox against several PostgreSQL major versions.
 #
 #      bash test/pgmatrix.sh 15 17 18
+#      bash test/pgmatrix.sh --prepare 17 18   (only make the chroots)
 #
 #    15 runs on the host (Debian bookworm).  17 and 18 run in minimal chroots
 #    of the Debian release that ships them (trixie, forky), made with
@@ -48,8 +49,13 @@ if [ "$(id -u)" -ne 0 ]; then
 	echo "run this as root (it makes chroots and runs PostgreSQL as the postgres user)" >&2
 	exit 2
 fi
+PREPARE_ONLY=
+if [ "${1:-}" = --prepare ]; then
+	PREPARE_ONLY=1
+	shift
+fi
 if [ $# -eq 0 ]; then
-	echo "usage: $0 MAJOR... (e.g. 15 17 18)" >&2
+	echo "usage: $0 [--prepare] MAJOR... (e.g. 15 17 18)" >&2
 	exit 2
 fi
 
@@ -280,6 +286,25 @@ run_version() {
 	[ "$st" -ne 0 ] && [ "$f" -eq 0 ] && f=1
 	result "$major" "$p" "$f" $(($(date +%s) - start))
 }
+
+# --prepare: only make (or check) the roots, each under its lock, so that
+# run_all.sh can have them ready while the host's suites run.
+if [ -n "$PREPARE_ONLY" ]; then
+	st=0
+	mkdir -p "$CACHE"
+	for major in "$@"; do
+		[ "$major" = "$HOST_MAJOR" ] && continue
+		release_of "$major" >/dev/null || continue
+		(
+			trap cleanup EXIT
+			trap 'exit 130' INT TERM
+			exec 9> "$CACHE/$(release_of "$major").lock"
+			flock 9
+			prepare_root "$major"
+		) || st=1
+	done
+	exit $st
+fi
 
 for major in "$@"; do
 	if ! release_of "$major" >/dev/null; then

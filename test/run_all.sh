@@ -192,6 +192,25 @@ run_e2e() {
 	return $st
 }
 
+# The version matrix's chroots, made in the background while the host's
+# suites run (a fresh machine spends about 15 minutes on them); the matrix
+# suites wait for them through pgmatrix.sh's lock.
+MATRIX_PREPARE_PID=
+case " $SUITES " in
+*" matrix "* | *" matrix-kafka "*)
+	log "preparing the version matrix's chroots in the background ($LOGDIR/matrix-prepare.out)"
+	# shellcheck disable=SC2086
+	setsid timeout 3000 bash "$OUTBOX_ROOT/test/pgmatrix.sh" --prepare ${OUTBOX_MATRIX_VERSIONS:-17 18} \
+		> "$LOGDIR/matrix-prepare.out" 2>&1 &
+	MATRIX_PREPARE_PID=$!
+	;;
+esac
+stop_matrix_prepare() {
+	[ -n "$MATRIX_PREPARE_PID" ] || return 0
+	kill -TERM -- "-$MATRIX_PREPARE_PID" 2>/dev/null
+	MATRIX_PREPARE_PID=
+}
+
 # Real Kafka clusters started here, stopped whatever happens.
 KAFKA_DIRS=()
 stop_kafkas() {
@@ -202,8 +221,8 @@ stop_kafkas() {
 	done
 	KAFKA_DIRS=()
 }
-trap stop_kafkas EXIT
-trap 'stop_kafkas; exit 130' INT TERM
+trap 'stop_kafkas; stop_matrix_prepare' EXIT
+trap 'stop_kafkas; stop_matrix_prepare; exit 130' INT TERM
 
 # start_kafka DIR-VAR ARGS...: start a real cluster (as postgres, so the
 # tests can stop and start its nodes) in a new directory stored in DIR-VAR.
