@@ -1,6 +1,6 @@
 -- Schema, tables, columns and function signatures of the outbox extension.
 BEGIN;
-SELECT plan(93);
+SELECT plan(96);
 
 SELECT has_extension('outbox', 'extension outbox is installed');
 SELECT has_schema('outbox');
@@ -54,6 +54,13 @@ SELECT is((SELECT count(*) FROM outbox._message_key), 1::bigint, 'one message ke
 SELECT ok((SELECT 'user_catalog_table=true' = ANY (reloptions) FROM pg_class
             WHERE oid = 'outbox._message_key'::regclass), 'the key is a user catalog table');
 SELECT table_privs_are('outbox', '_message_key', 'public', '{}'::text[], 'PUBLIC cannot read the key');
+SELECT ok((SELECT relrowsecurity AND NOT relforcerowsecurity FROM pg_class
+            WHERE oid = 'outbox._message_key'::regclass),
+          'row-level security hides the key from all but its owner (0.5.0)');
+SELECT is((SELECT count(*) FROM pg_policy WHERE polrelid = 'outbox._message_key'::regclass),
+          0::bigint, 'no policy on the key table');
+SELECT is((SELECT xid_bits FROM outbox._message_key), 64::smallint,
+          'the key signs the full 64-bit transaction id');
 SELECT columns_are('outbox', 'dead_letters', ARRAY[
     'id', 'message_id', 'topic', 'key', 'payload', 'headers', 'lsn', 'xid',
     'commit_time', 'error_code', 'error', 'failed_at', 'redriven_at', 'redrives',
