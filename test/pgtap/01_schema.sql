@@ -1,6 +1,6 @@
 -- Schema, tables, columns and function signatures of the outbox extension.
 BEGIN;
-SELECT plan(96);
+SELECT plan(98);
 
 SELECT has_extension('outbox', 'extension outbox is installed');
 SELECT has_schema('outbox');
@@ -83,6 +83,8 @@ SELECT col_is_null('outbox', 'dead_letters', 'message_id', 'dead_letters.message
 SELECT has_view('outbox', 'relay_status', 'view outbox.relay_status exists');
 SELECT has_column('outbox', 'relay_status', 'state', 'relay_status has column state');
 SELECT has_column('outbox', 'relay_status', 'slot_name', 'relay_status has column slot_name');
+SELECT has_column('outbox', 'relay_status', 'librdkafka_version', 'relay_status has column librdkafka_version (0.5.0)');
+SELECT has_column('outbox', 'relay_status', 'unused_slot', 'relay_status has column unused_slot (0.5.0)');
 SELECT has_column('outbox', 'relay_status', 'confirmed_lsn', 'relay_status has column confirmed_lsn');
 SELECT has_column('outbox', 'relay_status', 'wal_retained_bytes', 'relay_status has column wal_retained_bytes');
 SELECT has_column('outbox', 'relay_status', 'delivered', 'relay_status has column delivered');
