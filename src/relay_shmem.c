@@ -165,25 +165,22 @@ outbox_status_begin(const char *database, const char *slot)
 	SpinLockRelease(&my_entry->mutex);
 }
 
-/* The librdkafka version the relay runs with (rd_kafka_version_str()). */
+/*
+ * The librdkafka version the relay runs with (rd_kafka_version_str()), and
+ * a slot of this database and plugin that the relay does not use ("" for
+ * none); NULL leaves either as it is.
+ */
 void
-outbox_status_librdkafka(const char *version)
+outbox_status_relay_info(const char *librdkafka_version, const char *unused_slot)
 {
 	if (my_entry == NULL)
 		return;
 	SpinLockAcquire(&my_entry->mutex);
-	strlcpy(my_entry->status.librdkafka_version, version, OUTBOX_VERSION_LEN);
-	SpinLockRelease(&my_entry->mutex);
-}
-
-/* A slot of this database and plugin the relay does not use; "" for none. */
-void
-outbox_status_unused_slot(const char *slot)
-{
-	if (my_entry == NULL)
-		return;
-	SpinLockAcquire(&my_entry->mutex);
-	strlcpy(my_entry->status.unused_slot, slot, NAMEDATALEN);
+	if (librdkafka_version != NULL)
+		strlcpy(my_entry->status.librdkafka_version, librdkafka_version,
+				OUTBOX_VERSION_LEN);
+	if (unused_slot != NULL)
+		strlcpy(my_entry->status.unused_slot, unused_slot, NAMEDATALEN);
 	SpinLockRelease(&my_entry->mutex);
 }
 

@@ -94,8 +94,8 @@ extern void outbox_status_absent(void);
 extern void outbox_status_listen(bool listen);
 extern void outbox_status_set_state(const char *state);
 extern void outbox_status_count(OutboxCounter counter, uint64 n);
-extern void outbox_status_librdkafka(const char *version);
-extern void outbox_status_unused_slot(const char *slot);
+extern void outbox_status_relay_info(const char *librdkafka_version,
+									 const char *unused_slot);
 
 /* Other relays, as seen by one of them. */
 extern bool outbox_relays_know_database(const char *name);

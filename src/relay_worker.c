@@ -209,6 +209,8 @@ static bool relay_check_unused_slot(void);
 static void relay_leave_absent(void);
 static bool relay_all_databases(void);
 static bool relay_slot_is_ours(const char *name, bool active_too);
+static bool relay_slot_lookup(const char *name, bool active_too,
+							  XLogRecPtr *restart_lsn);
 static void relay_force_settings(void);
 static MemoryContext relay_begin_xact(void);
 static void relay_commit_xact(MemoryContext caller_cxt);
@@ -301,7 +303,7 @@ outbox_relay_main(Datum main_arg)
 	relay_choose_slot_name();
 
 	outbox_status_begin(relay.dbname, relay.slot_name);
-	outbox_status_librdkafka(rd_kafka_version_str());
+	outbox_status_relay_info(rd_kafka_version_str(), NULL);
 	before_shmem_exit(relay_on_exit, (Datum) 0);
 	/* a named database is shown at once; with '*', once it has the extension */
 	if (!relay_all_databases())
@@ -470,7 +472,7 @@ relay_check_unused_slot(void)
 
 	unused = strcmp(relay.slot_name, outbox_slot_name) != 0 &&
 		relay_slot_is_ours(outbox_slot_name, false);
-	outbox_status_unused_slot(unused ? outbox_slot_name : "");
+	outbox_status_relay_info(NULL, unused ? outbox_slot_name : "");
 	return unused;
 }
 
@@ -484,6 +486,7 @@ relay_show(void)
 {
 	static bool announced = false;
 	bool		unused;
+	XLogRecPtr	restart = InvalidXLogRecPtr;
 
 	outbox_status_show();
 	unused = relay_check_unused_slot();
@@ -493,20 +496,7 @@ relay_show(void)
 		ereport(LOG,
 				(errmsg("outbox relay for database \"%s\" runs with librdkafka %s",
 						relay.dbname, rd_kafka_version_str())));
-		if (unused)
-		{
-			ReplicationSlot *slot;
-			XLogRecPtr	restart = InvalidXLogRecPtr;
-
-			LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
-			slot = SearchNamedReplicationSlot(outbox_slot_name, false);
-			if (slot != NULL)
-			{
-				SpinLockAcquire(&slot->mutex);
-				restart = slot->data.restart_lsn;
-				SpinLockRelease(&slot->mutex);
-			}
-			LWLockRelease(ReplicationSlotControlLock);
+		if (unused && relay_slot_lookup(outbox_slot_name, false, &restart))
 			ereport(WARNING,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("outbox relay for database \"%s\" does not use replication slot \"%s\", which retains WAL from %X/%X",
@@ -516,7 +506,6 @@ relay_show(void)
 							   relay.slot_name, outbox_slot_name),
 					 errhint("Drop it with pg_drop_replication_slot('%s') unless another client reads it.",
 							 outbox_slot_name)));
-		}
 	}
 }
 
@@ -534,6 +523,13 @@ relay_all_databases(void)
 static bool
 relay_slot_is_ours(const char *name, bool active_too)
 {
+	return relay_slot_lookup(name, active_too, NULL);
+}
+
+/* relay_slot_is_ours(), also giving the slot's restart_lsn if wanted. */
+static bool
+relay_slot_lookup(const char *name, bool active_too, XLogRecPtr *restart_lsn)
+{
 	ReplicationSlot *slot;
 	bool		ours = false;
 
@@ -545,6 +541,8 @@ relay_slot_is_ours(const char *name, bool active_too)
 		ours = slot->data.database == MyDatabaseId &&
 			strcmp(NameStr(slot->data.plugin), "outbox") == 0 &&
 			(active_too || slot->active_pid == 0);
+		if (ours && restart_lsn != NULL)
+			*restart_lsn = slot->data.restart_lsn;
 		SpinLockRelease(&slot->mutex);
 	}
 	LWLockRelease(ReplicationSlotControlLock);
