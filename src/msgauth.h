@@ -7,13 +7,17 @@
  * "outbox" alone proves nothing about who wrote a message.  Every message
  * written by outbox.emit(), outbox.redeliver() and outbox.redrive() ends
  * with an HMAC-SHA-256 over the top-level transaction id and the content,
- * keyed with the installation's message key (table outbox._message_key,
- * readable by its superuser owner only, replicated with the WAL and copied
- * by base backups, left out of pg_dump).  The decoder checks it and skips,
- * with a WARNING, every message it does not authenticate.
+ * keyed with the installation's message key (table outbox._message_key:
+ * row-level security hides its row from every role but its superuser
+ * owner, superusers and BYPASSRLS roles; its row is not logically logged;
+ * replicated with the WAL and copied by base backups, left out of
+ * pg_dump).  The decoder checks it and skips, with a WARNING, every
+ * message it does not authenticate.
  *
- * Binding the transaction id into the code means a captured message cannot
- * be replayed by emitting its bytes again in another transaction.
+ * Binding the full 64-bit transaction id (epoch and xid; the 32-bit xid
+ * for a key table from before 0.5.0, see msgauth.c) into the code means a
+ * captured message cannot be replayed by emitting its bytes again in
+ * another transaction, not even after xid wraparound.
  *
  * src/msgauth.h
  *
@@ -37,8 +41,8 @@
 extern void outbox_message_sign(StringInfo msg);
 
 /*
- * Does the message written by top-level transaction xid end with a valid
- * code?  On success *content_len is the length without the code.  Never
+ * Does the message written by top-level transaction xid (a decoded xid,
+ * widened to 64 bits against the next one) end with a valid code?  On success *content_len is the length without the code.  Never
  * throws for bad input; *problem says why it was refused.
  */
 extern bool outbox_message_authentic(TransactionId xid, const char *data,

@@ -165,6 +165,25 @@ outbox_status_begin(const char *database, const char *slot)
 	SpinLockRelease(&my_entry->mutex);
 }
 
+/*
+ * The librdkafka version the relay runs with (rd_kafka_version_str()), and
+ * a slot of this database and plugin that the relay does not use ("" for
+ * none); NULL leaves either as it is.
+ */
+void
+outbox_status_relay_info(const char *librdkafka_version, const char *unused_slot)
+{
+	if (my_entry == NULL)
+		return;
+	SpinLockAcquire(&my_entry->mutex);
+	if (librdkafka_version != NULL)
+		strlcpy(my_entry->status.librdkafka_version, librdkafka_version,
+				OUTBOX_VERSION_LEN);
+	if (unused_slot != NULL)
+		strlcpy(my_entry->status.unused_slot, unused_slot, NAMEDATALEN);
+	SpinLockRelease(&my_entry->mutex);
+}
+
 /* The relay serves its database: show it in relay_status. */
 void
 outbox_status_show(void)
@@ -541,11 +560,13 @@ outbox_launcher_listen(bool listen)
 
 /*
  * Columns of each release's function: 0.2.0 lacks replay_left, 0.3.0 the
- * consumer loop's counters (which come last).
+ * consumer loop's counters, 0.4.0 librdkafka_version and unused_slot
+ * (each group comes after the one before).
  */
 #define STATUS_COLS_0_2 15
 #define STATUS_COLS_0_3 16
-#define STATUS_COLS (STATUS_COLS_0_3 + OUTBOX_NUM_COUNTERS)
+#define STATUS_COLS_0_4 (STATUS_COLS_0_3 + OUTBOX_NUM_COUNTERS)
+#define STATUS_COLS (STATUS_COLS_0_4 + 2)
 
 static Datum
 timestamp_or_null(TimestampTz t, bool *isnull)
@@ -592,10 +613,18 @@ status_row(ReturnSetInfo *rsinfo, const OutboxRelayStatus *st)
 	i++;
 	values[i] = timestamp_or_null(st->started_at, &nulls[i]);
 	i++;
-	/* ... and one not yet updated to 0.4.0 no counters */
-	if (natts == STATUS_COLS)
+	/* ... one not yet updated to 0.4.0 no counters */
+	if (natts >= STATUS_COLS_0_4)
 		for (c = 0; c < OUTBOX_NUM_COUNTERS; c++)
 			values[i++] = Int64GetDatum((int64) st->counters[c]);
+	/* ... and one not yet updated to 0.5.0 neither of these */
+	if (natts == STATUS_COLS)
+	{
+		values[i] = CStringGetTextDatum(st->librdkafka_version);
+		nulls[i++] = (st->librdkafka_version[0] == '\0');
+		values[i] = CStringGetTextDatum(st->unused_slot);
+		nulls[i++] = (st->unused_slot[0] == '\0');
+	}
 	Assert(i == natts);
 
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
@@ -611,8 +640,8 @@ outbox_relay_status(PG_FUNCTION_ARGS)
 
 	outbox_init_materialized_srf(fcinfo);
 	natts = rsinfo->setDesc->natts;
-	if (natts != STATUS_COLS && natts != STATUS_COLS_0_3 &&
-		natts != STATUS_COLS_0_2)
+	if (natts != STATUS_COLS && natts != STATUS_COLS_0_4 &&
+		natts != STATUS_COLS_0_3 && natts != STATUS_COLS_0_2)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("outbox._relay_status() declares %d columns, expected %d",

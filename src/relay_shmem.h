@@ -26,6 +26,7 @@
 
 #define OUTBOX_STATE_LEN	32
 #define OUTBOX_ERROR_LEN	1024
+#define OUTBOX_VERSION_LEN	64
 
 /* Counters of the consumer loop, shown as relay_status columns. */
 typedef enum OutboxCounter
@@ -57,6 +58,8 @@ typedef struct OutboxRelayStatus
 	TimestampTz oldest_in_flight_commit_time;	/* 0 when nothing in flight */
 	TimestampTz started_at;		/* worker start, 0 when not running */
 	uint64		counters[OUTBOX_NUM_COUNTERS];	/* see OutboxCounter */
+	char		librdkafka_version[OUTBOX_VERSION_LEN]; /* what the relay runs */
+	char		unused_slot[NAMEDATALEN];	/* our plugin's, unused, retaining WAL */
 } OutboxRelayStatus;
 
 /* One relayed database. */
@@ -91,6 +94,8 @@ extern void outbox_status_absent(void);
 extern void outbox_status_listen(bool listen);
 extern void outbox_status_set_state(const char *state);
 extern void outbox_status_count(OutboxCounter counter, uint64 n);
+extern void outbox_status_relay_info(const char *librdkafka_version,
+									 const char *unused_slot);
 
 /* Other relays, as seen by one of them. */
 extern bool outbox_relays_know_database(const char *name);

@@ -204,9 +204,13 @@ static LogicalDecodingContext *creating_ctx = NULL;
 
 static void relay_run(void);
 static void relay_choose_slot_name(void);
+static void relay_show(void);
+static bool relay_check_unused_slot(void);
 static void relay_leave_absent(void);
 static bool relay_all_databases(void);
 static bool relay_slot_is_ours(const char *name, bool active_too);
+static bool relay_slot_lookup(const char *name, bool active_too,
+							  XLogRecPtr *restart_lsn);
 static void relay_force_settings(void);
 static MemoryContext relay_begin_xact(void);
 static void relay_commit_xact(MemoryContext caller_cxt);
@@ -299,10 +303,11 @@ outbox_relay_main(Datum main_arg)
 	relay_choose_slot_name();
 
 	outbox_status_begin(relay.dbname, relay.slot_name);
+	outbox_status_relay_info(rd_kafka_version_str(), NULL);
 	before_shmem_exit(relay_on_exit, (Datum) 0);
 	/* a named database is shown at once; with '*', once it has the extension */
 	if (!relay_all_databases())
-		outbox_status_show();
+		relay_show();
 
 	ereport(relay_all_databases() ? DEBUG1 : LOG,
 			(errmsg("outbox relay started for database \"%s\", slot \"%s\"",
@@ -429,19 +434,79 @@ relay_abort_xact(MemoryContext caller_cxt)
 }
 
 /*
- * The slot's name: <outbox.slot_name>_<database OID>, unless this database
- * has a slot named just outbox.slot_name of our plugin (the one slot of a
- * release before 0.4.0), which is kept: its position is where the relay
- * stopped, and a new slot would start a replay.
+ * The slot's name: <outbox.slot_name>_<database OID>, the relay's own slot,
+ * if it exists; else a slot named just outbox.slot_name of our plugin and
+ * database (the one slot of a release before 0.4.0), which is kept: its
+ * position is where the relay stopped, and a new slot would start a replay;
+ * else the relay's own, created.
+ *
+ * The relay's own slot wins over a slot named outbox.slot_name that
+ * appeared after it (releases before 0.5.0 switched to that one and left
+ * their own slot behind, retaining WAL for ever, and skipped what the new
+ * slot had not seen).  That other slot is not provably the relay's (anyone
+ * may create a slot of our plugin), so it is not dropped: relay_show() names
+ * it in the log and relay_status (unused_slot) as retaining WAL.
  */
 static void
 relay_choose_slot_name(void)
 {
-	if (relay_slot_is_ours(outbox_slot_name, true))
+	char		own[NAMEDATALEN];
+
+	snprintf(own, NAMEDATALEN, "%s_%u", outbox_slot_name, MyDatabaseId);
+	if (!relay_slot_is_ours(own, true) &&
+		relay_slot_is_ours(outbox_slot_name, true))
 		strlcpy(relay.slot_name, outbox_slot_name, NAMEDATALEN);
 	else
-		snprintf(relay.slot_name, NAMEDATALEN, "%s_%u", outbox_slot_name,
-				 MyDatabaseId);
+		strlcpy(relay.slot_name, own, NAMEDATALEN);
+}
+
+/*
+ * Is the slot named outbox.slot_name, when it is not the relay's, one of our
+ * plugin and database that nobody uses?  Shown in relay_status.unused_slot,
+ * which this updates (and clears once that slot is gone or in use).
+ */
+static bool
+relay_check_unused_slot(void)
+{
+	bool		unused;
+
+	unused = strcmp(relay.slot_name, outbox_slot_name) != 0 &&
+		relay_slot_is_ours(outbox_slot_name, false);
+	outbox_status_relay_info(NULL, unused ? outbox_slot_name : "");
+	return unused;
+}
+
+/*
+ * The relay serves its database: show it in relay_status, and, the first
+ * time, log the librdkafka version it runs with and, if there is one, the
+ * unused slot (relay_check_unused_slot()) as retaining WAL.
+ */
+static void
+relay_show(void)
+{
+	static bool announced = false;
+	bool		unused;
+	XLogRecPtr	restart = InvalidXLogRecPtr;
+
+	outbox_status_show();
+	unused = relay_check_unused_slot();
+	if (!announced)
+	{
+		announced = true;
+		ereport(LOG,
+				(errmsg("outbox relay for database \"%s\" runs with librdkafka %s",
+						relay.dbname, rd_kafka_version_str())));
+		if (unused && relay_slot_lookup(outbox_slot_name, false, &restart))
+			ereport(WARNING,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("outbox relay for database \"%s\" does not use replication slot \"%s\", which retains WAL from %X/%X",
+							relay.dbname, outbox_slot_name,
+							LSN_FORMAT_ARGS(restart)),
+					 errdetail("The relay streams from its own slot \"%s\"; \"%s\", of plugin \"outbox\" in this database, is not in use.",
+							   relay.slot_name, outbox_slot_name),
+					 errhint("Drop it with pg_drop_replication_slot('%s') unless another client reads it.",
+							 outbox_slot_name)));
+	}
 }
 
 /* Is outbox.databases '*' (read again after every reload)? */
@@ -458,6 +523,13 @@ relay_all_databases(void)
 static bool
 relay_slot_is_ours(const char *name, bool active_too)
 {
+	return relay_slot_lookup(name, active_too, NULL);
+}
+
+/* relay_slot_is_ours(), also giving the slot's restart_lsn if wanted. */
+static bool
+relay_slot_lookup(const char *name, bool active_too, XLogRecPtr *restart_lsn)
+{
 	ReplicationSlot *slot;
 	bool		ours = false;
 
@@ -469,6 +541,8 @@ relay_slot_is_ours(const char *name, bool active_too)
 		ours = slot->data.database == MyDatabaseId &&
 			strcmp(NameStr(slot->data.plugin), "outbox") == 0 &&
 			(active_too || slot->active_pid == 0);
+		if (ours && restart_lsn != NULL)
+			*restart_lsn = slot->data.restart_lsn;
 		SpinLockRelease(&slot->mutex);
 	}
 	LWLockRelease(ReplicationSlotControlLock);
@@ -523,7 +597,7 @@ relay_run(void)
 				!relay_slot_is_ours(relay.slot_name, false))
 				relay_leave_absent();
 		}
-		outbox_status_show();
+		relay_show();
 		if (!relay_ready())
 		{
 			relay_teardown(true);
@@ -1535,6 +1609,7 @@ relay_publish_status(bool force)
 	if (!force && !TimestampDifferenceExceeds(relay.last_status, now, RELAY_STATUS_MS))
 		return;
 	relay.last_status = now;
+	relay_check_unused_slot();
 	outbox_sink_stats(relay.sink, &delivered, &dead_lettered, &last_commit, &oldest);
 	if (relay.ctx == NULL)
 	{

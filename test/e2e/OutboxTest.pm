@@ -852,4 +852,60 @@ END
 	}
 }
 
+
+# Known librdkafka producer defects a fault test can meet (issue 23, point
+# 9; docs/relay.md, "librdkafka versions"): id (librdkafka's PR number) =>
+# [first version with the fix, what it does to the relay].
+my %LIBRDKAFKA_DEFECTS = (
+	4438 => [ '2.3.0',
+		'after a possibly persisted send (a timeout or a disconnection) the '
+		  . 'idempotent producer can fail fatally with "sequence desynchronization" '
+		  . 'or "rewound sequence number"; the relay rebuilds its producer and '
+		  . 'produces the unacknowledged events again' ],
+	4970 => [ '2.10.0',
+		'a metadata refresh queued on an unreachable broker blocks the lookup '
+		  . 'of the controller and of the transaction coordinator until that '
+		  . 'broker is back; with exactly_once the relay can stall until then' ],
+);
+
+# The librdkafka version the node's relay logged at start (undef if none).
+sub librdkafka_version
+{
+	my ($node) = @_;
+	my ($v) = slurp_file($node->logfile) =~ /runs with librdkafka (\d+(?:\.\d+)*)/;
+	return $v;
+}
+
+# For each named defect the node's relay's librdkafka has, say so (diag):
+# this test's result on that version does not show that the defect is
+# absent, and a recovery the test sees may be the relay working around it.
+# Also counts the fatal producer errors logged so far.  Returns the ids.
+sub note_librdkafka_defects
+{
+	my ($node, @ids) = @_;
+	my $v = librdkafka_version($node);
+	return () unless defined $v;
+	my $older = sub {
+		my @a = split /\./, $_[0];
+		my @b = split /\./, $_[1];
+		for my $i (0 .. 2)
+		{
+			my ($x, $y) = ($a[$i] // 0, $b[$i] // 0);
+			return $x < $y if $x != $y;
+		}
+		return 0;
+	};
+	my @hit = grep { $older->($v, $LIBRDKAFKA_DEFECTS{$_}[0]) } @ids;
+	for my $id (@hit)
+	{
+		my ($fixed, $what) = @{ $LIBRDKAFKA_DEFECTS{$id} };
+		diag("librdkafka $v has the defect fixed in $fixed (librdkafka #$id): $what;"
+			  . ' on this version this test may pass only because the relay recovers from it');
+	}
+	diag(sprintf('librdkafka %s: the relay logged %d fatal producer error(s) so far',
+		$v, count_matches(slurp_file($node->logfile), qr/fatal producer error/)))
+	  if @hit;
+	return @hit;
+}
+
 1;

@@ -1,6 +1,6 @@
 -- Schema, tables, columns and function signatures of the outbox extension.
 BEGIN;
-SELECT plan(93);
+SELECT plan(98);
 
 SELECT has_extension('outbox', 'extension outbox is installed');
 SELECT has_schema('outbox');
@@ -54,6 +54,13 @@ SELECT is((SELECT count(*) FROM outbox._message_key), 1::bigint, 'one message ke
 SELECT ok((SELECT 'user_catalog_table=true' = ANY (reloptions) FROM pg_class
             WHERE oid = 'outbox._message_key'::regclass), 'the key is a user catalog table');
 SELECT table_privs_are('outbox', '_message_key', 'public', '{}'::text[], 'PUBLIC cannot read the key');
+SELECT ok((SELECT relrowsecurity AND NOT relforcerowsecurity FROM pg_class
+            WHERE oid = 'outbox._message_key'::regclass),
+          'row-level security hides the key from all but its owner (0.5.0)');
+SELECT is((SELECT count(*) FROM pg_policy WHERE polrelid = 'outbox._message_key'::regclass),
+          0::bigint, 'no policy on the key table');
+SELECT is((SELECT xid_bits FROM outbox._message_key), 64::smallint,
+          'the key signs the full 64-bit transaction id');
 SELECT columns_are('outbox', 'dead_letters', ARRAY[
     'id', 'message_id', 'topic', 'key', 'payload', 'headers', 'lsn', 'xid',
     'commit_time', 'error_code', 'error', 'failed_at', 'redriven_at', 'redrives',
@@ -76,6 +83,8 @@ SELECT col_is_null('outbox', 'dead_letters', 'message_id', 'dead_letters.message
 SELECT has_view('outbox', 'relay_status', 'view outbox.relay_status exists');
 SELECT has_column('outbox', 'relay_status', 'state', 'relay_status has column state');
 SELECT has_column('outbox', 'relay_status', 'slot_name', 'relay_status has column slot_name');
+SELECT has_column('outbox', 'relay_status', 'librdkafka_version', 'relay_status has column librdkafka_version (0.5.0)');
+SELECT has_column('outbox', 'relay_status', 'unused_slot', 'relay_status has column unused_slot (0.5.0)');
 SELECT has_column('outbox', 'relay_status', 'confirmed_lsn', 'relay_status has column confirmed_lsn');
 SELECT has_column('outbox', 'relay_status', 'wal_retained_bytes', 'relay_status has column wal_retained_bytes');
 SELECT has_column('outbox', 'relay_status', 'delivered', 'relay_status has column delivered');
