@@ -36,6 +36,13 @@ extern bool outbox_reply_step(OutboxXactRunner run_xact, const char *database,
 							  const char *brokers, const char *file_properties,
 							  const char *guc_properties, int wake_fd);
 
+/*
+ * Milliseconds until a verdict whose message row was locked by another
+ * session is tried again (the relay should not sleep longer), or -1 when
+ * none waits.
+ */
+extern long outbox_reply_wait_ms(void);
+
 /* Close the consumer (nothing unapplied is kept; it is consumed again). */
 extern void outbox_reply_stop(void);
 
