@@ -4,33 +4,48 @@
  *	  The reply topic's consumer: verdicts applied as outbox.confirm()
  *	  would, exactly once (see reply.h).
  *
- * A reply is a JSON object {"db": text, "id": number, "status": "confirmed"
- * or "failed", "detail": text}; db may be left out while one database is
- * relayed.  Every relay reads every reply (each has its own consumer
- * group) and decides the same way whose it is:
- *	  - db names this relay's database (or is left out and this relay is the
- *		only one): applied here, or rejected here (unknown id, bad fields);
+ * A reply is a JSON object {"db": text, "id": number, "source": text,
+ * "status": "confirmed" or "failed", "detail": text}; db may be left out
+ * while outbox.databases names one database alone, source (the installation
+ * answered; or the record's header outbox-source) may be left out.  Every
+ * relay reads every reply (each has its own consumer group) and decides the
+ * same way whose it is:
+ *	  - db names this relay's database (or is left out and outbox.databases
+ *		names this database alone): applied here if it answers this
+ *		installation (source names it, or names none and the record is not
+ *		older than the installation), else rejected here (another
+ *		installation, unknown id, bad fields);
  *	  - db names another database this cluster relays: skipped, that
  *		database's relay deals with it;
- *	  - anything else (not JSON, db of no relayed database, db left out while
- *		several are relayed): a stray, kept by the one relay that
+ *	  - anything else (not JSON, db of no relayed database, db left out
+ *		otherwise): a stray, kept by the one relay that
  *		outbox_relay_keeps_strays().
  * Rejected replies go to outbox.rejected_replies and count in relay_status;
  * nothing stops the loop.
  *
- * Exactly once: one transaction applies a batch, writes what it rejects and
- * stores each partition's next offset in outbox.reply_offsets, whose rows
- * it locks first; a reply below the stored offset was applied before and is
- * skipped.  Partitions are assigned at the stored offsets (a cache of them,
+ * Exactly once: one transaction applies a batch (at most REPLY_BATCH_MAX
+ * replies or REPLY_BATCH_BYTES), writes what it rejects and stores each
+ * partition's next offset in outbox.reply_offsets, whose rows it locks
+ * first.  Partitions are assigned at the stored offsets (a cache of them,
  * which only this relay writes), so a restart reads on where the database
- * says.  Kafka's committed offsets follow after the database commit and
- * only serve consumer-group tools: a crash in between costs nothing.
+ * says; a reply below the stored offset therefore means that Kafka no longer
+ * has it (the topic was created again): said, and the partition is read on
+ * from there.  Kafka's committed offsets follow after the database commit
+ * and only serve consumer-group tools: a crash in between costs nothing.
+ *
+ * A verdict never waits for its message's row: the row is locked with SKIP
+ * LOCKED first, and a verdict whose row another session holds is kept in
+ * memory, with the replies behind it in its partition, whose stored offset
+ * stays at it; they are tried again with a short backoff, while the other
+ * partitions, and the relay, go on.  Other locks are waited for at most
+ * REPLY_LOCK_TIMEOUT, then the batch fails.
  *
  * Should a batch fail (a trigger of yours raising an error, say), it is
  * tried again with each verdict in a subtransaction of its own: a verdict
  * whose error is about its data is rejected with the error, while any
- * other error (deadlock, a missing table, shutdown) fails the batch again,
- * which is retried with backoff and applied once the cause is gone.
+ * other error (deadlock, a missing table, a lock timeout, shutdown) fails
+ * the batch again, which is retried with backoff and applied once the
+ * cause is gone.
  *
  * librdkafka callbacks run inside rd_kafka_consumer_poll(), in the relay's
  * thread; they never palloc, elog or free: the rebalance callback assigns
@@ -826,7 +841,8 @@ fields_value(ReplyFields *f, char *token, JsonTokenType type)
 	}
 	else if (strcmp(f->field, "source") == 0)
 	{
-		f->has_source = true;
+		/* null: names no installation, as if left out */
+		f->has_source = !(token != NULL && type == JSON_TOKEN_NULL);
 		f->source = is_string ? token : NULL;
 	}
 	f->field = NULL;
