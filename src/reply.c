@@ -64,6 +64,8 @@
 #include "common/jsonapi.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -330,6 +332,13 @@ outbox_reply_step(OutboxXactRunner run_xact, const char *database,
 		args.keep = palloc0(sizeof(bool) * consumer->nbatch);
 		args.held = palloc0(sizeof(bool) * consumer->nbatch);
 		failure = run_xact(reply_apply_batch, &args, cxt);
+
+		/*
+		 * A lock wait in there (at most REPLY_LOCK_TIMEOUT) resets the latch:
+		 * a commit's wake-up may have been swallowed, so the relay must look
+		 * for WAL again before it sleeps.
+		 */
+		SetLatch(MyLatch);
 		if (failure != NULL)
 		{
 			reply_problem(WARNING, "the reply consumer could not apply %d replies: %s; trying again, one at a time",
