@@ -36,19 +36,12 @@ my $b = start_broker(
 my $node = new_relay_node('reply_topic', $b,
 	extra_conf => "outbox.reply_topic = '$replies'\nrestart_after_crash = on\n");
 
-# Produce lines "key<TAB>value" to one partition with kcat; an empty value
-# is a null value (a tombstone).
+# Produce lines "key<TAB>value" to one partition; an empty value is a null
+# value (a tombstone).
 sub produce
 {
 	my ($topic, $partition, @lines) = @_;
-	my $in = join('', map { "$_\n" } @lines);
-	my ($out, $err) = ('', '');
-	my @x = map { ('-X', $_) } grep { $_ ne '' } split /;/,
-	  ($ENV{OUTBOX_TEST_KAFKA_PROPERTIES} // '');
-	IPC::Run::run([ 'kcat', '-P', '-b', $b->{bootstrap}, '-t', $topic,
-		'-p', $partition, '-K', "\t", '-Z', @x ], '<', \$in, '>', \$out,
-		'2>', \$err)
-	  or die "kcat failed: $err";
+	OutboxTest::kcat_produce($b, $topic, $partition, [], @lines);
 }
 
 # The reply of a verdict, as a consumer would send it.

@@ -45,19 +45,34 @@ my $b = start_broker(topics => [ "$replies:2", "$recreated:1", "$orders:2" ]);
 my $node = new_relay_node('reply_hardening', $b,
 	extra_conf => "outbox.reply_topic = '$replies'\n");
 
-# Produce lines "key<TAB>value" to one partition with kcat, each record
-# with the given headers ("name=value").
+# Produce lines "key<TAB>value" to one partition, each record with the
+# given headers ("name=value").
 sub produce
 {
 	my ($topic, $partition, $headers, @lines) = @_;
-	my $in = join('', map { "$_\n" } @lines);
+	OutboxTest::kcat_produce($b, $topic, $partition, $headers, @lines);
+}
+
+# Run $sql (a transaction that takes a lock, then sleeps) in a session of
+# its own; returns once it sleeps, with the harness and its stderr.
+sub hold
+{
+	my ($sql, $what) = @_;
 	my ($out, $err) = ('', '');
-	my @x = map { ('-X', $_) } grep { $_ ne '' } split /;/,
-	  ($ENV{OUTBOX_TEST_KAFKA_PROPERTIES} // '');
-	IPC::Run::run([ 'kcat', '-P', '-b', $b->{bootstrap}, '-t', $topic,
-		'-p', $partition, '-K', "\t", '-Z', (map { ('-H', $_) } @$headers), @x ],
-		'<', \$in, '>', \$out, '2>', \$err)
-	  or die "kcat failed: $err";
+	my $h = IPC::Run::start(
+		[ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $node->connstr('postgres'),
+			'-c', $sql ],
+		'<', \undef, '>', \$out, '2>', \$err);
+	my $head = substr($sql, 0, 30);
+	ok( wait_for(
+			sub {
+				$node->safe_psql('postgres',
+					"SELECT count(*) FROM pg_stat_activity WHERE starts_with(query, '$head') AND wait_event = 'PgSleep'")
+				  eq '1';
+			},
+			30),
+		$what);
+	return ($h, \$err);
 }
 
 sub verdict
@@ -134,18 +149,8 @@ my $other = '00000000-0000-4000-8000-0000000000aa';
 # Another session updates message 1 and keeps its transaction open for
 # 30 s.  Its verdict arrives on partition 0, followed by one for message 2;
 # partition 1 brings one for message 3.
-my ($hout, $herr) = ('', '');
-my $holder = IPC::Run::start(
-	[ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $node->connstr('postgres'),
-		'-c', q{BEGIN; UPDATE outbox.messages SET confirm_detail = 'held' WHERE id = 1; SELECT pg_sleep(30); COMMIT;} ],
-	'<', \undef, '>', \$hout, '2>', \$herr);
-ok( wait_for(
-		sub {
-			$node->safe_psql('postgres',
-				q{SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'BEGIN; UPDATE outbox.messages%' AND wait_event = 'PgSleep'})
-			  eq '1';
-		},
-		30),
+my ($holder, $herr) = hold(
+	q{BEGIN; UPDATE outbox.messages SET confirm_detail = 'held' WHERE id = 1; SELECT pg_sleep(30); COMMIT;},
 	'a session holds message 1');
 my $held_at = time();
 produce($replies, 0, [],
@@ -171,7 +176,7 @@ ok(defined $third_at, 'the other partition\'s verdict was applied while the row 
 is($early, 0, 'the held verdict and the one behind it in its partition waited');
 is(relay_status($node)->{state}, 'streaming', 'the relay streamed on');
 $holder->finish;
-is($holder->result(0), 0, 'the holder committed after 30 s') or diag($herr);
+is($holder->result(0), 0, 'the holder committed after 30 s') or diag($$herr);
 my $freed_at = time();
 ok(wait_for(sub { verdict(2) eq 'failed/behind the lock' }, 30),
 	'once the row is free the waiting verdicts are applied');
@@ -192,17 +197,8 @@ SELECT string_agg(partition || ':' || next_offset, ' ' ORDER BY partition)
 # waited for at most 100 ms; the batch is tried again later.  Probes with
 # outbox.emit(), which writes no table.
 my $log_lock = -s $node->logfile;
-$holder = IPC::Run::start(
-	[ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $node->connstr('postgres'),
-		'-c', q{BEGIN; LOCK TABLE outbox.messages IN SHARE MODE; SELECT pg_sleep(6); COMMIT;} ],
-	'<', \undef, '>', \$hout, '2>', \$herr);
-ok( wait_for(
-		sub {
-			$node->safe_psql('postgres',
-				q{SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'BEGIN; LOCK TABLE outbox.messages%' AND wait_event = 'PgSleep'})
-			  eq '1';
-		},
-		30),
+($holder, $herr) = hold(
+	q{BEGIN; LOCK TABLE outbox.messages IN SHARE MODE; SELECT pg_sleep(6); COMMIT;},
 	'a session holds a SHARE lock on outbox.messages');
 $held_at = time();
 produce($replies, 1, [],
