@@ -417,18 +417,20 @@ outbox_reply_step(OutboxXactRunner run_xact, const char *database,
 
 /*
  * How long until a verdict held by a row lock is tried again: -1 when none
- * is held.
+ * is held.  Not before a failed batch's retry either (outbox_reply_step()
+ * does nothing until then).
  */
 long
 outbox_reply_wait_ms(void)
 {
+	TimestampTz at;
 	long		secs;
 	int			usecs;
 
 	if (consumer == NULL || !consumer->any_held)
 		return -1;
-	TimestampDifference(GetCurrentTimestamp(), consumer->held_retry_at,
-						&secs, &usecs);
+	at = Max(consumer->held_retry_at, retry_at);
+	TimestampDifference(GetCurrentTimestamp(), at, &secs, &usecs);
 	return secs * 1000 + (usecs + 999) / 1000;
 }
 
