@@ -216,6 +216,40 @@ sleep 1;
 is($node->safe_psql('postgres', q{SELECT count(*) FROM verdict_audit WHERE id = 18}),
 	'1', 'and applied once');
 
+# Both at once: a held verdict (message 19) and a batch that fails on the
+# table lock (message 20, on the other partition).  The relay waits for
+# the failed batch's retry without spinning: little CPU time meanwhile.
+($holder, $herr) = hold(
+	q{BEGIN; UPDATE outbox.messages SET confirm_detail = 'held' WHERE id = 19; LOCK TABLE outbox.messages IN SHARE MODE; SELECT pg_sleep(8); COMMIT;},
+	'a session holds message 19 and a SHARE lock on outbox.messages');
+produce($replies, 0, [],
+	qq{order-19\t{"db":"postgres","id":19,"status":"confirmed","detail":"held and locked"}});
+usleep(300_000);
+produce($replies, 1, [],
+	qq{order-20\t{"db":"postgres","id":20,"status":"confirmed","detail":"locked"}});
+sleep 1;
+my $relay = relay_pid($node);
+sub cpu_ticks
+{
+	my @f = split ' ', slurp_file("/proc/$relay/stat");
+	return $f[13] + $f[14];
+}
+my $ticks = cpu_ticks();
+sleep 5;
+$ticks = cpu_ticks() - $ticks;
+diag("relay CPU while waiting: $ticks ticks in 5 s");
+ok($ticks < 150, 'the relay does not spin while a held verdict and a failed batch wait');
+$holder->finish;
+ok( wait_for(
+		sub {
+			verdict(19) eq 'confirmed/held and locked' && verdict(20) eq 'confirmed/locked';
+		},
+		60),
+	'both verdicts are applied once the session ends');
+sleep 1;
+is($node->safe_psql('postgres', q{SELECT count(*) FROM verdict_audit WHERE id IN (19, 20)}),
+	'2', 'once each');
+
 # --- 2. replies name their installation ----------------------------------
 produce($replies, 0, [],
 	qq{k-own\t{"db":"postgres","id":6,"source":"$installation","status":"confirmed"}},
@@ -379,7 +413,7 @@ SKIP:
 		'4,5', 'no verdict of the previous installation landed on the new ids');
 	is($node->safe_psql('postgres',
 		q{SELECT count(*) FROM outbox.rejected_replies WHERE reason LIKE '%written before this installation%'}),
-		'7', 'the replies without "source" from before it are kept as rejected');
+		'9', 'the replies without "source" from before it are kept as rejected');
 	is($node->safe_psql('postgres',
 		qq{SELECT count(*) FROM outbox.rejected_replies WHERE reason LIKE '%answers installation $installation%'}),
 		'2', 'those naming the previous installation too');
