@@ -239,7 +239,7 @@ _PG_init(void)
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("outbox.retention",
-							gettext_noop("How long the relay keeps rows of outbox.messages that Kafka acknowledged; 0 keeps them forever."),
+							gettext_noop("How long the relay keeps rows of outbox.messages that Kafka acknowledged, and rows of outbox.rejected_replies; 0 keeps them forever."),
 							gettext_noop("Rows with a failed verdict, an expiry or a dead letter are kept; so are unanswered rows while scheduled redelivery is on."),
 							&outbox_retention_s,
 							0, 0, INT_MAX,

@@ -1293,9 +1293,17 @@ relay_stream(void)
 										   RELAY_ABSENT_GRACE_MS) &&
 				outbox_sink_idle(relay.sink) && !relay.dead_letters_blocked)
 				relay_leave_absent();	/* all delivered: nothing is lost */
-			relay_wait(relay.reply_more ? 0 :
-					   (relay.standby_gate && flush < outbox_flush_rec_ptr()) ||
-					   relay.poll_wal ? RELAY_POLL_MS : RELAY_IDLE_TIMEOUT_MS);
+			{
+				long		timeout = relay.reply_more ? 0 :
+					(relay.standby_gate && flush < outbox_flush_rec_ptr()) ||
+					relay.poll_wal ? RELAY_POLL_MS : RELAY_IDLE_TIMEOUT_MS;
+				long		held = outbox_reply_wait_ms();
+
+				/* a verdict waiting for a row lock is tried again in time */
+				if (held >= 0 && held < timeout)
+					timeout = held;
+				relay_wait(timeout);
+			}
 		}
 	}
 }

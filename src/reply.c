@@ -4,33 +4,48 @@
  *	  The reply topic's consumer: verdicts applied as outbox.confirm()
  *	  would, exactly once (see reply.h).
  *
- * A reply is a JSON object {"db": text, "id": number, "status": "confirmed"
- * or "failed", "detail": text}; db may be left out while one database is
- * relayed.  Every relay reads every reply (each has its own consumer
- * group) and decides the same way whose it is:
- *	  - db names this relay's database (or is left out and this relay is the
- *		only one): applied here, or rejected here (unknown id, bad fields);
+ * A reply is a JSON object {"db": text, "id": number, "source": text,
+ * "status": "confirmed" or "failed", "detail": text}; db may be left out
+ * while outbox.databases names one database alone, source (the installation
+ * answered; or the record's header outbox-source) may be left out.  Every
+ * relay reads every reply (each has its own consumer group) and decides the
+ * same way whose it is:
+ *	  - db names this relay's database (or is left out and outbox.databases
+ *		names this database alone): applied here if it answers this
+ *		installation (source names it, or names none and the record is not
+ *		older than the installation), else rejected here (another
+ *		installation, unknown id, bad fields);
  *	  - db names another database this cluster relays: skipped, that
  *		database's relay deals with it;
- *	  - anything else (not JSON, db of no relayed database, db left out while
- *		several are relayed): a stray, kept by the one relay that
+ *	  - anything else (not JSON, db of no relayed database, db left out
+ *		otherwise): a stray, kept by the one relay that
  *		outbox_relay_keeps_strays().
  * Rejected replies go to outbox.rejected_replies and count in relay_status;
  * nothing stops the loop.
  *
- * Exactly once: one transaction applies a batch, writes what it rejects and
- * stores each partition's next offset in outbox.reply_offsets, whose rows
- * it locks first; a reply below the stored offset was applied before and is
- * skipped.  Partitions are assigned at the stored offsets (a cache of them,
+ * Exactly once: one transaction applies a batch (at most REPLY_BATCH_MAX
+ * replies or REPLY_BATCH_BYTES), writes what it rejects and stores each
+ * partition's next offset in outbox.reply_offsets, whose rows it locks
+ * first.  Partitions are assigned at the stored offsets (a cache of them,
  * which only this relay writes), so a restart reads on where the database
- * says.  Kafka's committed offsets follow after the database commit and
- * only serve consumer-group tools: a crash in between costs nothing.
+ * says; a reply below the stored offset therefore means that Kafka no longer
+ * has it (the topic was created again): said, and the partition is read on
+ * from there.  Kafka's committed offsets follow after the database commit
+ * and only serve consumer-group tools: a crash in between costs nothing.
+ *
+ * A verdict never waits for its message's row: the row is locked with SKIP
+ * LOCKED first, and a verdict whose row another session holds is kept in
+ * memory, with the replies behind it in its partition, whose stored offset
+ * stays at it; they are tried again with a short backoff, while the other
+ * partitions, and the relay, go on.  Other locks are waited for at most
+ * REPLY_LOCK_TIMEOUT, then the batch fails.
  *
  * Should a batch fail (a trigger of yours raising an error, say), it is
  * tried again with each verdict in a subtransaction of its own: a verdict
  * whose error is about its data is rejected with the error, while any
- * other error (deadlock, a missing table, shutdown) fails the batch again,
- * which is retried with backoff and applied once the cause is gone.
+ * other error (deadlock, a missing table, a lock timeout, shutdown) fails
+ * the batch again, which is retried with backoff and applied once the
+ * cause is gone.
  *
  * librdkafka callbacks run inside rd_kafka_consumer_poll(), in the relay's
  * thread; they never palloc, elog or free: the rebalance callback assigns
@@ -49,11 +64,15 @@
 #include "common/jsonapi.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
+#include "utils/varlena.h"
 
 #include "compat.h"
 #include "kafka_sink.h"
@@ -61,8 +80,14 @@
 #include "relay_shmem.h"
 #include "reply.h"
 
-/* Most replies applied in one transaction (one step). */
+/* Most replies, and most bytes of their keys and values, in one step. */
 #define REPLY_BATCH_MAX			500
+#define REPLY_BATCH_BYTES		(1024 * 1024)
+/* A verdict whose message row is locked: tried again after this, doubling. */
+#define REPLY_HELD_MIN_MS		50
+#define REPLY_HELD_MAX_MS		1000
+/* Longest wait for any other lock while applying; then the batch is retried. */
+#define REPLY_LOCK_TIMEOUT		"100ms"
 /* Largest reply value parsed; a larger one is rejected. */
 #define REPLY_MAX_VALUE			65536
 /* Most bytes of a rejected reply's key and value kept. */
@@ -90,7 +115,12 @@ typedef struct ReplyConsumer
 	int64	   *next;			/* stored next offset by partition, -1 none */
 	int			nnext;			/* entries of next */
 	rd_kafka_message_t *batch[REPLY_BATCH_MAX];	/* polled, not yet applied */
+	bool		held[REPLY_BATCH_MAX];	/* batch[i]'s message row was locked */
 	int			nbatch;			/* entries of batch */
+	size_t		nbytes;			/* bytes of the batch's keys and values */
+	bool		any_held;		/* some held[i] set */
+	TimestampTz held_retry_at;	/* when held verdicts are tried again */
+	int			held_backoff_ms;	/* and the wait before that */
 	bool		careful;		/* last batch failed: one subxact per reply */
 	bool		failed;			/* fatal consumer error: rebuild */
 	char		failed_reason[REPLY_LOG_LEN];	/* why */
@@ -111,7 +141,18 @@ typedef struct ReplyFields
 	bool		has_status;
 	char	   *detail;			/* "detail" if a string */
 	bool		detail_bad;		/* "detail" neither string nor null */
+	char	   *source;			/* "source" if a string */
+	bool		has_source;
 } ReplyFields;
+
+/* What a reply is judged by: this relay's database and installation. */
+typedef struct ReplyJudge
+{
+	const char *database;		/* this relay's database */
+	bool		db_alone;		/* outbox.databases names it alone */
+	char	   *installation;	/* outbox.installation's id, NULL if none */
+	int64		installed_ms;	/* its created_at, Unix ms */
+} ReplyJudge;
 
 /* What to do with one reply. */
 typedef enum ReplyFate
@@ -128,6 +169,11 @@ typedef struct ReplyBatchArgs
 	const char *database;		/* this relay's database */
 	int64	   *positions;		/* next offset per partition after the batch */
 	int			npositions;
+	bool		retry_held;		/* try held verdicts again (else keep them) */
+	bool	   *keep;			/* per batch entry: kept for a later step */
+	bool	   *held;			/* per batch entry: its message row is locked */
+	MemoryContext cxt;			/* the caller's, for what follows */
+	char	   *recreated;		/* a partition found below its stored offset */
 	uint64		applied;		/* verdicts applied */
 	uint64		rejected;		/* replies rejected */
 } ReplyBatchArgs;
@@ -152,7 +198,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque);
 static void on_log(const rd_kafka_t *rk, int level, const char *fac,
 				   const char *buf);
-static void reply_poll(ReplyConsumer *c);
+static bool reply_poll(ReplyConsumer *c);
+static bool reply_unheld_work(ReplyConsumer *c);
 static void reply_load_positions(void *arg);
 static void reply_apply_batch(void *arg);
 static void reply_commit_kafka(ReplyConsumer *c, ReplyBatchArgs *args);
@@ -175,7 +222,8 @@ outbox_reply_step(OutboxXactRunner run_xact, const char *database,
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	char	   *failure;
-	bool		more;
+	bool		full;
+	bool		retry_held;
 
 	if (outbox_reply_topic == NULL || outbox_reply_topic[0] == '\0')
 	{
@@ -251,33 +299,54 @@ outbox_reply_step(OutboxXactRunner run_xact, const char *database,
 						consumer->topic, consumer->group)));
 	}
 
-	/* A batch that failed is applied again before anything new is read. */
-	if (consumer->nbatch == 0)
-		reply_poll(consumer);
+	/*
+	 * A batch that failed is applied again before anything new is read;
+	 * otherwise what is waiting joins the replies kept from the last step
+	 * (held ones, and those behind them in their partitions).
+	 */
+	full = false;
+	if (!consumer->careful)
+		full = reply_poll(consumer);
 	outbox_kafka_log_report(&consumer->log, "reply consumer: ");
 	if (consumer->nbatch == 0)
 		return false;
-	more = (consumer->nbatch == REPLY_BATCH_MAX);
+	retry_held = consumer->any_held &&
+		GetCurrentTimestamp() >= consumer->held_retry_at;
+	if (!retry_held && !reply_unheld_work(consumer))
+		return false;			/* only held replies, not yet due */
 
 	{
 		ReplyBatchArgs args;
-
 		int			i;
+		int			j;
 
 		memset(&args, 0, sizeof(args));
 		args.c = consumer;
 		args.database = database;
+		args.retry_held = retry_held;
+		args.cxt = cxt;
 		for (i = 0; i < consumer->nbatch; i++)
 			args.npositions = Max(args.npositions, consumer->batch[i]->partition + 1);
 		/* allocated here: the transaction's memory is gone after commit */
 		args.positions = palloc(sizeof(int64) * args.npositions);
+		args.keep = palloc0(sizeof(bool) * consumer->nbatch);
+		args.held = palloc0(sizeof(bool) * consumer->nbatch);
 		failure = run_xact(reply_apply_batch, &args, cxt);
+
+		/*
+		 * A lock wait in there (at most REPLY_LOCK_TIMEOUT) resets the latch:
+		 * a commit's wake-up may have been swallowed, so the relay must look
+		 * for WAL again before it sleeps.
+		 */
+		SetLatch(MyLatch);
 		if (failure != NULL)
 		{
 			reply_problem(WARNING, "the reply consumer could not apply %d replies: %s; trying again, one at a time",
 						  consumer->nbatch, failure);
 			pfree(failure);
 			pfree(args.positions);
+			pfree(args.keep);
+			pfree(args.held);
 			consumer->careful = true;
 			reply_backoff();
 			return false;
@@ -288,8 +357,50 @@ outbox_reply_step(OutboxXactRunner run_xact, const char *database,
 			outbox_status_count(OUTBOX_COUNT_REPLIES_APPLIED, args.applied);
 		if (args.rejected > 0)
 			outbox_status_count(OUTBOX_COUNT_REPLIES_REJECTED, args.rejected);
+		if (args.recreated != NULL)
+		{
+			ereport(WARNING,
+					(errmsg("outbox relay: %s", args.recreated),
+					 errdetail("The reply topic was deleted and created again, or emptied: its partition is read again from its beginning."),
+					 errhint("Replies that name another installation in \"source\" are kept in outbox.rejected_replies.")));
+			outbox_status_error("%s", args.recreated);
+		}
+
+		/* keep what waits for a row lock, forget the rest */
+		consumer->any_held = false;
+		for (i = 0, j = 0; i < consumer->nbatch; i++)
+		{
+			rd_kafka_message_t *msg = consumer->batch[i];
+
+			if (args.keep[i])
+			{
+				consumer->batch[j] = msg;
+				consumer->held[j] = args.held[i];
+				consumer->any_held |= args.held[i];
+				j++;
+				continue;
+			}
+			consumer->nbytes -= msg->len + msg->key_len;
+			rd_kafka_message_destroy(msg);
+		}
+		consumer->nbatch = j;
+		pfree(args.keep);
+		pfree(args.held);
 	}
-	reply_forget_batch(consumer);
+	if (!consumer->any_held)
+	{
+		consumer->held_backoff_ms = 0;
+		consumer->held_retry_at = 0;
+	}
+	else if (retry_held || consumer->held_backoff_ms == 0)
+	{
+		consumer->held_backoff_ms = consumer->held_backoff_ms == 0 ?
+			REPLY_HELD_MIN_MS :
+			Min(consumer->held_backoff_ms * 2, REPLY_HELD_MAX_MS);
+		consumer->held_retry_at =
+			TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+										consumer->held_backoff_ms);
+	}
 	consumer->careful = false;
 	retry_at = 0;
 	retry_backoff_ms = 0;
@@ -299,7 +410,50 @@ outbox_reply_step(OutboxXactRunner run_xact, const char *database,
 				(errmsg("outbox relay: the reply consumer applies replies again")));
 		last_problem[0] = '\0';
 	}
-	return more;
+	/* more waiting in Kafka, and room to take it */
+	return full && consumer->nbatch < REPLY_BATCH_MAX &&
+		consumer->nbytes < REPLY_BATCH_BYTES;
+}
+
+/*
+ * How long until a verdict held by a row lock is tried again: -1 when none
+ * is held.  Not before a failed batch's retry either (outbox_reply_step()
+ * does nothing until then).
+ */
+long
+outbox_reply_wait_ms(void)
+{
+	TimestampTz at;
+	long		secs;
+	int			usecs;
+
+	if (consumer == NULL || !consumer->any_held)
+		return -1;
+	at = Max(consumer->held_retry_at, retry_at);
+	TimestampDifference(GetCurrentTimestamp(), at, &secs, &usecs);
+	return secs * 1000 + (usecs + 999) / 1000;
+}
+
+/*
+ * Is there a reply in the batch outside the partitions whose next reply is
+ * held by a row lock?
+ */
+static bool
+reply_unheld_work(ReplyConsumer *c)
+{
+	int			i;
+	int			j;
+
+	for (i = 0; i < c->nbatch; i++)
+	{
+		bool		held = false;
+
+		for (j = 0; j < c->nbatch && !held; j++)
+			held = c->held[j] && c->batch[j]->partition == c->batch[i]->partition;
+		if (!held)
+			return true;
+	}
+	return false;
 }
 
 void
@@ -496,6 +650,10 @@ reply_forget_batch(ReplyConsumer *c)
 	for (i = 0; i < c->nbatch; i++)
 		rd_kafka_message_destroy(c->batch[i]);
 	c->nbatch = 0;
+	c->nbytes = 0;
+	c->any_held = false;
+	c->held_retry_at = 0;
+	c->held_backoff_ms = 0;
 }
 
 /* ---------------------------------------------------------------------
@@ -587,16 +745,21 @@ on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
  * ---------------------------------------------------------------------
  */
 
-/* Take what is waiting, up to a batch, without blocking. */
-static void
+/*
+ * Take what is waiting, without blocking, until the batch holds
+ * REPLY_BATCH_MAX replies or REPLY_BATCH_BYTES bytes of keys and values (the
+ * reply that crosses the bound is the last one taken).  Returns whether it
+ * stopped at the bound, so that more may be waiting.
+ */
+static bool
 reply_poll(ReplyConsumer *c)
 {
-	while (c->nbatch < REPLY_BATCH_MAX)
+	while (c->nbatch < REPLY_BATCH_MAX && c->nbytes < REPLY_BATCH_BYTES)
 	{
 		rd_kafka_message_t *msg = rd_kafka_consumer_poll(c->rk, 0);
 
 		if (msg == NULL)
-			break;
+			return false;
 		if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR)
 		{
 			if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
@@ -605,8 +768,11 @@ reply_poll(ReplyConsumer *c)
 			rd_kafka_message_destroy(msg);
 			continue;
 		}
+		c->held[c->nbatch] = false;
 		c->batch[c->nbatch++] = msg;
+		c->nbytes += msg->len + msg->key_len;
 	}
+	return true;
 }
 
 /* Kafka learns the positions after the database commit, asynchronously. */
@@ -631,7 +797,13 @@ reply_commit_kafka(ReplyConsumer *c, ReplyBatchArgs *args)
 			int			i;
 
 			if (next == NULL)
-				continue;		/* the filter in reply_apply_batch() covers it */
+			{
+				/* rebuilt, it reads the positions from the database */
+				c->failed = true;
+				snprintf(c->failed_reason, sizeof(c->failed_reason),
+						 "out of memory for the reply topic's positions");
+				continue;
+			}
 			for (i = c->nnext; i < n; i++)
 				next[i] = -1;
 			c->next = next;
@@ -677,6 +849,12 @@ fields_value(ReplyFields *f, char *token, JsonTokenType type)
 	{
 		f->detail = is_string ? token : NULL;
 		f->detail_bad = !is_string && (token == NULL || type != JSON_TOKEN_NULL);
+	}
+	else if (strcmp(f->field, "source") == 0)
+	{
+		/* null: names no installation, as if left out */
+		f->has_source = !(token != NULL && type == JSON_TOKEN_NULL);
+		f->source = is_string ? token : NULL;
 	}
 	f->field = NULL;
 }
@@ -788,11 +966,55 @@ parse_id(const char *token, int64 *id)
 }
 
 /*
+ * The installation a reply answers, as text (palloc'd), from its "source"
+ * field or else its header outbox-source; NULL if it names none.  Sets
+ * *reason when they are not usable.
+ */
+static char *
+reply_source(const rd_kafka_message_t *msg, const ReplyFields *f,
+			 char **reason)
+{
+	rd_kafka_headers_t *hdrs = NULL;
+	const void *value = NULL;
+	size_t		size = 0;
+	char	   *header = NULL;
+
+	if (rd_kafka_message_headers(msg, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+		rd_kafka_header_get_last(hdrs, "outbox-source", &value, &size) ==
+		RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		if (value == NULL || size > 64 ||
+			!pg_verify_mbstr(GetDatabaseEncoding(), value, (int) size, true))
+		{
+			*reason = "header outbox-source is not an installation id";
+			return NULL;
+		}
+		header = pnstrdup(value, size);
+	}
+	if (f->has_source)
+	{
+		if (f->source == NULL)
+		{
+			*reason = "\"source\" is not a string";
+			return NULL;
+		}
+		if (header != NULL && pg_strcasecmp(header, f->source) != 0)
+		{
+			*reason = psprintf("\"source\" (%s) and header outbox-source (%s) disagree",
+							   f->source, header);
+			return NULL;
+		}
+		return f->source;
+	}
+	return header;
+}
+
+/*
  * Decide a reply's fate.  For REPLY_APPLY, *id, *status and *detail are
  * set; for REPLY_REJECT, *reason.  Allocates in the current context.
  */
 static ReplyFate
-reply_classify(const rd_kafka_message_t *msg, const char *database,
+reply_classify(const rd_kafka_message_t *msg, const ReplyJudge *judge,
 			   int64 *id, char **status, char **detail, char **reason)
 {
 	ReplyFields f;
@@ -800,6 +1022,7 @@ reply_classify(const rd_kafka_message_t *msg, const char *database,
 	JsonLexContext *lex;
 	JsonParseErrorType perr;
 	char	   *text;
+	char	   *source;
 	const char *stray = NULL;
 	int			len = (int) msg->len;
 
@@ -838,7 +1061,11 @@ reply_classify(const rd_kafka_message_t *msg, const char *database,
 		goto stray;
 	}
 
-	/* whose is it? */
+	/*
+	 * Whose is it?  A reply without "db" is this relay's only while
+	 * outbox.databases names this database alone: a fixed rule, the same
+	 * whichever relays run at the moment.
+	 */
 	if (f.has_db)
 	{
 		if (f.db == NULL)
@@ -846,7 +1073,7 @@ reply_classify(const rd_kafka_message_t *msg, const char *database,
 			stray = "\"db\" is not a string";
 			goto stray;
 		}
-		if (strcmp(f.db, database) != 0)
+		if (strcmp(f.db, judge->database) != 0)
 		{
 			if (outbox_relays_know_database(f.db))
 				return REPLY_SKIP;
@@ -854,10 +1081,45 @@ reply_classify(const rd_kafka_message_t *msg, const char *database,
 			goto stray;
 		}
 	}
-	else if (outbox_relays_running() > 1)
+	else if (!judge->db_alone)
 	{
-		stray = "\"db\" is missing, and several databases are relayed";
+		stray = "\"db\" is missing, and outbox.databases does not name one database alone";
 		goto stray;
+	}
+
+	/*
+	 * Ours by name; but does it answer this installation?  A reply naming
+	 * another one (a database of the same name dropped and created again, an
+	 * extension re-created) is a stray of that installation.  One naming
+	 * none is taken for this installation unless Kafka says it was written
+	 * before this installation existed.
+	 */
+	source = reply_source(msg, &f, reason);
+	if (*reason != NULL)
+		return REPLY_REJECT;
+	if (source != NULL)
+	{
+		if (judge->installation == NULL ||
+			pg_strcasecmp(source, judge->installation) != 0)
+		{
+			*reason = psprintf("the reply answers installation %s, not this one (%s)",
+							   source,
+							   judge->installation ? judge->installation : "none");
+			return REPLY_REJECT;
+		}
+	}
+	else if (judge->installation != NULL)
+	{
+		rd_kafka_timestamp_type_t tstype;
+		int64		ts = rd_kafka_message_timestamp(msg, &tstype);
+
+		if (tstype != RD_KAFKA_TIMESTAMP_NOT_AVAILABLE && ts >= 0 &&
+			ts < judge->installed_ms)
+		{
+			*reason = psprintf("the reply names no \"source\" and was written before this installation (%s) was created",
+							   judge->installation);
+			return REPLY_REJECT;
+		}
 	}
 
 	/* ours */
@@ -1043,6 +1305,70 @@ reply_confirm(SPIPlanPtr plan, Datum *values, const char *nulls, bool careful,
 	return found;
 }
 
+/* Does outbox.databases name this database, and it alone? */
+static bool
+reply_database_alone(const char *database)
+{
+	char	   *copy;
+	List	   *names = NIL;
+	bool		alone;
+
+	if (outbox_databases == NULL || strcmp(outbox_databases, "*") == 0)
+		return false;
+	copy = pstrdup(outbox_databases);
+	alone = SplitIdentifierString(copy, ',', &names) &&
+		list_length(names) == 1 &&
+		strcmp((const char *) linitial(names), database) == 0;
+	list_free(names);
+	pfree(copy);
+	return alone;
+}
+
+/* This installation's id and creation time (Unix ms), if it has one. */
+static void
+reply_read_installation(ReplyJudge *judge)
+{
+	bool		isnull;
+	TimestampTz created;
+
+	judge->installation = NULL;
+	judge->installed_ms = 0;
+	if (SPI_execute("SELECT i.id::pg_catalog.text, i.created_at FROM outbox.installation i",
+					true, 2) != SPI_OK_SELECT)
+		elog(ERROR, "could not read outbox.installation");
+	if (SPI_processed != 1)
+		return;
+	judge->installation = SPI_getvalue(SPI_tuptable->vals[0],
+									   SPI_tuptable->tupdesc, 1);
+	created = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+												SPI_tuptable->tupdesc, 2, &isnull));
+	if (isnull)
+		return;
+	judge->installed_ms = created / 1000 +
+		(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
+}
+
+/*
+ * Can the verdict take its message's row now?  The row is locked here (FOR
+ * NO KEY UPDATE, as the verdict's UPDATE would) if nobody holds it; a row
+ * that another session holds is not waited for: false.  A missing row is
+ * left to outbox.confirm() to report.
+ */
+static bool
+reply_row_free(SPIPlanPtr lock_plan, SPIPlanPtr exists_plan, int64 id)
+{
+	Datum		values[1];
+
+	values[0] = Int64GetDatum(id);
+	if (SPI_execute_plan(lock_plan, values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not lock a row of outbox.messages");
+	if (SPI_processed > 0)
+		return true;
+	if (SPI_execute_plan(exists_plan, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read outbox.messages");
+	return SPI_processed == 0;
+}
+
 static void
 reply_apply_batch(void *arg)
 {
@@ -1051,17 +1377,46 @@ reply_apply_batch(void *arg)
 	Oid			confirm_types[3] = {INT8OID, TEXTOID, TEXTOID};
 	Oid			reject_types[7] = {TEXTOID, INT4OID, INT8OID, TEXTOID, TEXTOID, INT4OID, TEXTOID};
 	Oid			pos_types[3] = {TEXTOID, INT4OID, INT8OID};
+	Oid			id_types[1] = {INT8OID};
 	SPIPlanPtr	confirm_plan;
 	SPIPlanPtr	reject_plan;
 	SPIPlanPtr	read_plan;
 	SPIPlanPtr	store_plan;
+	SPIPlanPtr	lock_plan;
+	SPIPlanPtr	exists_plan;
+	ReplyJudge	judge;
 	Datum		topic;
 	int			maxp = a->npositions;
+	int64	   *stored;
+	int64	   *held_from;
 	int			i;
 	int			p;
 
+	/*
+	 * A verdict never waits for its message's row (reply_row_free()); any
+	 * other lock (a table lock, a row a trigger of yours touches) is waited
+	 * for briefly, then the batch fails and is tried again later: the relay
+	 * goes on delivering in between.
+	 */
+	(void) set_config_option("lock_timeout", REPLY_LOCK_TIMEOUT, PGC_SUSET,
+							 PGC_S_OVERRIDE, GUC_ACTION_LOCAL, true, 0, false);
+
+	stored = palloc(sizeof(int64) * maxp);
+	held_from = palloc(sizeof(int64) * maxp);
 	for (p = 0; p < maxp; p++)
+	{
 		a->positions[p] = -2;	/* not in the batch */
+		held_from[p] = -1;		/* nothing held */
+	}
+	/* held verdicts not yet due keep their partitions where they are */
+	if (!a->retry_held)
+		for (i = 0; i < c->nbatch; i++)
+		{
+			p = c->batch[i]->partition;
+			if (c->held[i] &&
+				(held_from[p] < 0 || c->batch[i]->offset < held_from[p]))
+				held_from[p] = c->batch[i]->offset;
+		}
 
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -1075,10 +1430,18 @@ reply_apply_batch(void *arg)
 							 "VALUES ($1, $2, $3) ON CONFLICT (topic, partition) DO UPDATE "
 							 "SET next_offset = excluded.next_offset, updated_at = pg_catalog.now()",
 							 3, pos_types);
-	if (!confirm_plan || !reject_plan || !read_plan || !store_plan)
+	lock_plan = SPI_prepare("SELECT 1 FROM outbox.messages m WHERE m.id = $1 "
+							"FOR NO KEY UPDATE OF m SKIP LOCKED", 1, id_types);
+	exists_plan = SPI_prepare("SELECT 1 FROM outbox.messages m WHERE m.id = $1",
+							  1, id_types);
+	if (!confirm_plan || !reject_plan || !read_plan || !store_plan ||
+		!lock_plan || !exists_plan)
 		elog(ERROR, "could not prepare the reply consumer's statements: %s",
 			 SPI_result_code_string(SPI_result));
 	topic = CStringGetTextDatum(c->topic);
+	judge.database = a->database;
+	judge.db_alone = reply_database_alone(a->database);
+	reply_read_installation(&judge);
 
 	/* Lock and read the stored positions of the batch's partitions. */
 	for (i = 0; i < c->nbatch; i++)
@@ -1100,6 +1463,7 @@ reply_apply_batch(void *arg)
 			a->positions[p] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 														  SPI_tuptable->tupdesc, 1, &isnull));
 		}
+		stored[p] = a->positions[p];
 	}
 
 	for (i = 0; i < c->nbatch; i++)
@@ -1112,11 +1476,50 @@ reply_apply_batch(void *arg)
 		ReplyFate	fate;
 
 		p = msg->partition;
-		if (msg->offset < a->positions[p])
-			continue;			/* applied before */
-		a->positions[p] = msg->offset + 1;
+		if (held_from[p] >= 0 && msg->offset >= held_from[p])
+		{
+			/* behind a held verdict of its partition: kept, in order */
+			a->keep[i] = true;
+			a->held[i] = c->held[i] && !a->retry_held;
+			continue;
+		}
+		if (msg->offset < stored[p])
+		{
+			/*
+			 * The partition was assigned at the stored offset, and Kafka
+			 * went back to its start: the offset is no longer there.  Read
+			 * on from here; the installation check keeps out replies that
+			 * are not this installation's.
+			 */
+			if (a->recreated == NULL)
+			{
+				MemoryContext old = MemoryContextSwitchTo(a->cxt);
 
-		fate = reply_classify(msg, a->database, &id, &status, &detail, &reason);
+				a->recreated = psprintf("partition %d of reply topic \"%s\" has offset " INT64_FORMAT " below the stored next offset " INT64_FORMAT,
+										p, c->topic, (int64) msg->offset, stored[p]);
+				MemoryContextSwitchTo(old);
+			}
+			stored[p] = msg->offset;
+			a->positions[p] = msg->offset;
+		}
+		if (msg->offset < a->positions[p])
+			continue;			/* a second copy in the batch */
+
+		fate = reply_classify(msg, &judge, &id, &status, &detail, &reason);
+		if (fate == REPLY_APPLY &&
+			!reply_row_free(lock_plan, exists_plan, id))
+		{
+			/*
+			 * Another session holds the message's row: the verdict waits,
+			 * and so do the replies behind it in its partition, whose
+			 * stored offset stays at it.  The other partitions go on.
+			 */
+			held_from[p] = msg->offset;
+			a->keep[i] = true;
+			a->held[i] = true;
+			continue;
+		}
+		a->positions[p] = msg->offset + 1;
 		if (fate == REPLY_APPLY)
 		{
 			Datum		values[3];

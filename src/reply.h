@@ -7,10 +7,12 @@
  * outbox-reply-<database> and applies the verdicts meant for its database
  * as outbox.confirm() would.  Exactly once: the position reached in each
  * partition is stored in outbox.reply_offsets in the same transaction that
- * applies the verdicts, replies below it are skipped, and partitions are
- * assigned at the stored positions; Kafka's committed offsets follow after
- * the database commit, for consumer-group tools only.  Replies that cannot
- * be applied are counted in relay_status and kept in
+ * applies the verdicts, and partitions are assigned at the stored
+ * positions; Kafka's committed offsets follow after the database commit,
+ * for consumer-group tools only.  A verdict whose message row another
+ * session holds waits (with its partition) without holding up the relay.
+ * Only replies answering this installation (outbox-source) are applied.
+ * Replies that cannot be applied are counted in relay_status and kept in
  * outbox.rejected_replies.
  *
  * src/reply.h
@@ -35,6 +37,13 @@
 extern bool outbox_reply_step(OutboxXactRunner run_xact, const char *database,
 							  const char *brokers, const char *file_properties,
 							  const char *guc_properties, int wake_fd);
+
+/*
+ * Milliseconds until a verdict whose message row was locked by another
+ * session is tried again (the relay should not sleep longer), or -1 when
+ * none waits.
+ */
+extern long outbox_reply_wait_ms(void);
 
 /* Close the consumer (nothing unapplied is kept; it is consumed again). */
 extern void outbox_reply_stop(void);

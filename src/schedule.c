@@ -29,7 +29,8 @@
  * follow creation closely enough that the few older rows behind it (from
  * transactions that ran long) wait for a later pass.  Rows are deleted by
  * id and tuple id, locked with SKIP LOCKED: a row changed or locked since
- * it was read is left for the next pass.
+ * it was read is left for the next pass.  At the end of a pass it also
+ * deletes the rows of outbox.rejected_replies received that long ago.
  *
  * src/schedule.c
  *
@@ -62,6 +63,8 @@
 #define SCHEDULE_REDELIVER_ROWS		200
 /* Rows examined per retention transaction. */
 #define SCHEDULE_RETENTION_ROWS		500
+/* Rejected replies deleted at most at the end of a retention pass. */
+#define SCHEDULE_REJECTED_ROWS		5000
 /* Transactions of each kind per service step. */
 #define SCHEDULE_BATCHES_PER_STEP	4
 /* Start a retention pass at most this often (or every outbox.retention). */
@@ -97,6 +100,8 @@ typedef struct BatchArgs
 	int64		count_b;		/* out: expired */
 	bool		done;			/* out: the pass is over */
 } BatchArgs;
+
+static void retention_rejected_replies(Interval *older_than);
 
 static Interval *
 interval_ms(int64 ms)
@@ -276,6 +281,33 @@ retention_xact(void *arg)
 							  outbox_redeliver_interval_ms > 0,
 							  a->after_id, SCHEDULE_RETENTION_ROWS,
 							  &a->count_a, &a->last_id);
+	if (a->done)
+		retention_rejected_replies(interval_ms((int64) outbox_retention_s * 1000));
+}
+
+/*
+ * The end of a retention pass: delete the rejected replies received at least
+ * outbox.retention ago, oldest first, at most SCHEDULE_REJECTED_ROWS (the
+ * rest go in later passes).  They were kept for inspection only.
+ */
+static void
+retention_rejected_replies(Interval *older_than)
+{
+	Oid			types[2] = {INTERVALOID, INT4OID};
+	Datum		values[2];
+
+	values[0] = IntervalPGetDatum(older_than);
+	values[1] = Int32GetDatum(SCHEDULE_REJECTED_ROWS);
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_execute_with_args("DELETE FROM outbox.rejected_replies r WHERE r.id IN ("
+							  "SELECT x.id FROM outbox.rejected_replies x "
+							  "WHERE x.received_at <= pg_catalog.now() - $1 "
+							  "ORDER BY x.id LIMIT $2 FOR UPDATE OF x SKIP LOCKED)",
+							  2, types, values, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "outbox relay: could not delete from outbox.rejected_replies for retention");
+	PopActiveSnapshot();
+	SPI_finish();
 }
 
 /*

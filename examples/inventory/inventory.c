@@ -23,7 +23,8 @@
  *		the detail), and stores the verdict;
  *	 3. after that transaction committed, produces the reply to the reply
  *		topic, key = the order record's key, value =
- *		{"db": outbox-db, "id": outbox-id, "status": ..., "detail": ...},
+ *		{"db": outbox-db, "id": outbox-id, "source": outbox-source,
+ *		"status": ..., "detail": ...},
  *		and waits for its delivery report;
  *	 4. only then commits the record's offset.
  *
@@ -283,10 +284,14 @@ parse_id(const char *s)
  * ---------------------------------------------------------------------
  */
 
-/* The reply's JSON value, from a row of processed. */
+/*
+ * The reply's JSON value, from a row of processed: "source" names the
+ * installation answered (header outbox-source), so that the relay applies
+ * it only there.
+ */
 #define REPLY_JSON \
 	"json_strip_nulls(json_build_object('db', db, 'id', outbox_id, " \
-	"'status', status, 'detail', detail))::text"
+	"'source', source, 'status', status, 'detail', detail))::text"
 
 /* Silence NOTICEs; errors are reported where they happen. */
 static void

@@ -908,4 +908,22 @@ sub note_librdkafka_defects
 	return @hit;
 }
 
+# Produce lines "key<TAB>value" to one partition of a topic of broker $b
+# with kcat ("key<TAB>" alone: a null value, a tombstone), each record with
+# the headers of @$headers ("name=value").  Called as
+# OutboxTest::kcat_produce(...).
+sub kcat_produce
+{
+	my ($b, $topic, $partition, $headers, @lines) = @_;
+	my $in = join('', map { "$_\n" } @lines);
+	my ($out, $err) = ('', '');
+	my @x = map { ('-X', $_) } grep { $_ ne '' } split /;/,
+	  ($ENV{OUTBOX_TEST_KAFKA_PROPERTIES} // '');
+	IPC::Run::run([ 'kcat', '-P', '-b', $b->{bootstrap}, '-t', $topic,
+		'-p', $partition, '-K', "\t", '-Z', (map { ('-H', $_) } @$headers), @x ],
+		'<', \$in, '>', \$out, '2>', \$err)
+	  or die "kcat failed: $err";
+	return;
+}
+
 1;

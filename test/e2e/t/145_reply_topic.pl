@@ -36,19 +36,12 @@ my $b = start_broker(
 my $node = new_relay_node('reply_topic', $b,
 	extra_conf => "outbox.reply_topic = '$replies'\nrestart_after_crash = on\n");
 
-# Produce lines "key<TAB>value" to one partition with kcat; an empty value
-# is a null value (a tombstone).
+# Produce lines "key<TAB>value" to one partition; an empty value is a null
+# value (a tombstone).
 sub produce
 {
 	my ($topic, $partition, @lines) = @_;
-	my $in = join('', map { "$_\n" } @lines);
-	my ($out, $err) = ('', '');
-	my @x = map { ('-X', $_) } grep { $_ ne '' } split /;/,
-	  ($ENV{OUTBOX_TEST_KAFKA_PROPERTIES} // '');
-	IPC::Run::run([ 'kcat', '-P', '-b', $b->{bootstrap}, '-t', $topic,
-		'-p', $partition, '-K', "\t", '-Z', @x ], '<', \$in, '>', \$out,
-		'2>', \$err)
-	  or die "kcat failed: $err";
+	OutboxTest::kcat_produce($b, $topic, $partition, [], @lines);
 }
 
 # The reply of a verdict, as a consumer would send it.
@@ -401,7 +394,7 @@ sleep 3;
 is($node->safe_psql('postgres', q{
 SELECT string_agg(key || ': ' || reason, '; ' ORDER BY key) FROM outbox.rejected_replies
  WHERE key IN ('k-omit', 'k-none', 'k-db2')}),
-	'k-none: database "nosuch" is not relayed by this cluster; k-omit: "db" is missing, and several databases are relayed',
+	'k-none: database "nosuch" is not relayed by this cluster; k-omit: "db" is missing, and outbox.databases does not name one database alone',
 	'each stray kept once, with its reason; the db2 reply is no stray');
 is($node->safe_psql('db2',
 	q{SELECT count(*) FROM outbox.rejected_replies WHERE key IN ('k-omit', 'k-none', 'k-db2')}),

@@ -3,7 +3,7 @@
 #    The demo's inventory service (examples/inventory/inventory.c) on a real
 #    Apache Kafka, fed by the relay, without the relay's reply consumer:
 #    - each order event gets one reply on the reply topic, keyed like the
-#      order, {"db", "id", "status", "detail"}: confirmed when there is
+#      order, {"db", "id", "source", "status", "detail"}: confirmed when there is
 #      stock (and the stock is reserved), failed with the reason when there
 #      is not, when the sku is unknown or when the payload is no order;
 #    - a record without the outbox headers is skipped, not answered;
@@ -143,6 +143,10 @@ sub stock
 		q{SELECT string_agg(sku || '=' || on_hand, ' ' ORDER BY sku) FROM stock});
 }
 
+# The installation the replies answer ("source", from header outbox-source).
+my $installation = $node->safe_psql('postgres',
+	'SELECT installation_id FROM outbox.source');
+
 # 1. First deliveries.
 my $inv = start_inventory('--ignore-first', $ignored);
 ok(wait_for(sub { scalar(verdicts($inv)) >= 5 }, 90),
@@ -160,8 +164,8 @@ for my $id (sort { $a <=> $b } keys %r)
 	is(scalar(@{ $r{$id} }), 1, "id $id: one reply");
 	is($r{$id}[0]{key}, $w->{key}, "id $id: keyed like the order");
 	is_deeply($r{$id}[0]{value},
-		{ db => 'postgres', id => $id + 0, status => $w->{status},
-			detail => $w->{detail} },
+		{ db => 'postgres', id => $id + 0, source => $installation,
+			status => $w->{status}, detail => $w->{detail} },
 		"id $id: $w->{status}, $w->{detail}");
 }
 is(stock(), 'apple=7 pear=1 plum=2', 'stock reserved for the two confirmed orders');
