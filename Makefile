@@ -27,6 +27,7 @@ OBJS = \
 	src/kafka_sink.o \
 	src/reply.o \
 	src/eos.o \
+	src/incarnation.o \
 	decoder/outbox_decoder.o \
 	decoder/wire.o \
 	decoder/wire_encode.o
@@ -93,7 +94,7 @@ examples/inventory/inventory: examples/inventory/inventory.c
 	$(CC) $(CFLAGS_SL_NONE) -O2 -g -Wall -Wextra -Wno-unused-parameter $(LIBPQ_CFLAGS) -o $@ $< $(LIBPQ_LIBS) -lrdkafka
 
 test/unit/sink_check: test/unit/sink_check.c src/kafka_sink.o src/eos.o decoder/wire.o
-	$(CC) $(CFLAGS) $(CPPFLAGS) -o $@ $^ -L$(pkglibdir) -lpgcommon -lpgport -lrdkafka -lpthread
+	$(CC) $(CFLAGS) $(CPPFLAGS) -o $@ $^ -L$(pkglibdir) -lpgcommon -lpgport -lrdkafka -lcrypto -lpthread
 
 .PHONY: version
 version:

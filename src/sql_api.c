@@ -192,6 +192,7 @@ outbox_check_topic_sql(PG_FUNCTION_ARGS)
 				 errhint("Pass a Kafka topic name.")));
 	topic = PG_GETARG_TEXT_PP(0);
 	outbox_check_topic(VARDATA_ANY(topic), VARSIZE_ANY_EXHDR(topic));
+	outbox_check_topic_not_reserved(VARDATA_ANY(topic), VARSIZE_ANY_EXHDR(topic));
 	PG_RETURN_VOID();
 }
 
