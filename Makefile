@@ -45,7 +45,7 @@ DATA		= $(OLD_INSTALL_SCRIPTS) $(UPGRADE_SCRIPTS)
 # pg_regress suites (sql/NAME.sql, expected/NAME.out), run against a
 # temporary instance configured for logical decoding.
 REGRESS_API		= api_enqueue api_validation api_emit api_capture api_confirm api_security api_hostile \
-			  api_lifecycle api_write_path api_schedule
+			  api_lifecycle api_write_path api_schedule reserved_topics
 REGRESS_DECODER	= decoder_basic decoder_txn decoder_2pc decoder_emit decoder_options decoder_columns
 REGRESS_ADOPT	= adopt adopt_security
 REGRESS		= $(REGRESS_API) $(REGRESS_DECODER) $(REGRESS_ADOPT) upgrade
