@@ -43,6 +43,7 @@
 #include "common/hashfn.h"
 #include "common/hmac.h"
 #include "miscadmin.h"
+#include "utils/resowner.h"
 #include "utils/timestamp.h"
 
 #include "eos.h"
@@ -62,20 +63,33 @@ bool
 outbox_eos_mac(const uint8 *mac_key, const char *key, Size key_len,
 			   const char *value, Size len, char *hex)
 {
-	pg_hmac_ctx *ctx = pg_hmac_create(PG_SHA256);
+	ResourceOwner saved = CurrentResourceOwner;
+	pg_hmac_ctx *ctx;
 	uint8		mac[EOS_MAC_LEN];
 	uint8		sep = 0;
 	bool		ok;
 	int			i;
 
+	/*
+	 * The server's OpenSSL contexts are remembered by the current resource
+	 * owner, which the relay has none of between transactions (decoding
+	 * ends its own): lend it the process's.
+	 */
+	if (CurrentResourceOwner == NULL)
+		CurrentResourceOwner = AuxProcessResourceOwner;
+	ctx = pg_hmac_create(PG_SHA256);
 	if (ctx == NULL)
+	{
+		CurrentResourceOwner = saved;
 		return false;
+	}
 	ok = pg_hmac_init(ctx, mac_key, EOS_MAC_LEN) >= 0 &&
 		pg_hmac_update(ctx, (const uint8 *) key, key_len) >= 0 &&
 		pg_hmac_update(ctx, &sep, 1) >= 0 &&
 		pg_hmac_update(ctx, (const uint8 *) value, len) >= 0 &&
 		pg_hmac_final(ctx, mac, sizeof(mac)) >= 0;
 	pg_hmac_free(ctx);
+	CurrentResourceOwner = saved;
 	if (!ok)
 		return false;
 	for (i = 0; i < EOS_MAC_LEN; i++)

@@ -35,6 +35,7 @@
 #include "port/pg_bswap.h"
 #include "storage/ipc.h"
 #include "storage/pmsignal.h"
+#include "utils/resowner.h"
 #include "utils/timestamp.h"
 
 #include "eos.h"
@@ -54,6 +55,8 @@ int			outbox_on_permanent_error = OUTBOX_ON_ERROR_DEAD_LETTER;
 int			outbox_transaction_linger_ms = 100;
 int			outbox_transaction_max_events = 10000;
 Oid			MyDatabaseId = InvalidOid;
+ResourceOwner CurrentResourceOwner = NULL;	/* the frontend HMAC uses none */
+ResourceOwner AuxProcessResourceOwner = NULL;
 
 uint64
 GetSystemIdentifier(void)
