@@ -240,6 +240,9 @@ struct OutboxSink
 	int			poison_cap;
 	char		eos_key[EOS_KEY_LEN];	/* progress key = first transactional.id */
 	char		txn_ids[SINK_MAX_PRODUCERS][EOS_KEY_LEN + sizeof(SINK_SECOND_ID_SUFFIX)];
+	bool		has_replay_source;	/* replay_source is set */
+	char		replay_source[OUTBOX_INSTALLATION_ID_LEN + 1];	/* outbox-source
+																 * of replayed rows */
 	uint8		progress_mac_key[EOS_MAC_LEN];	/* authenticates progress records */
 	bool		has_progress_mac_key;	/* set by outbox_sink_set_progress_key() */
 	char	   *client_brokers; /* settings, for the progress reader */
@@ -1141,6 +1144,12 @@ txn_for_event(OutboxSink *sink, const SinkEvent *ev)
 	txn->xid = ev->xid;
 	/* read under the decoded transaction's snapshot: see identity.c */
 	txn->has_source = outbox_installation_id(txn->source_header);
+	if (!txn->has_source && sink->has_replay_source)
+	{
+		/* a row replayed after slot loss, outside any transaction */
+		memcpy(txn->source_header, sink->replay_source, sizeof(txn->source_header));
+		txn->has_source = true;
+	}
 	if (sink->acked != NULL)
 		adopt_acked(sink, txn);
 	if (sink->tail)
@@ -2481,6 +2490,14 @@ outbox_sink_set_replay(OutboxSink *sink, XLogRecPtr boundary)
 	sink->replay_boundary = boundary;
 	sink->pending_progress.replay_last_id =
 		sink->progress.replay_boundary == boundary ? sink->progress.replay_last_id : 0;
+}
+
+void
+outbox_sink_set_replay_source(OutboxSink *sink, const char *id)
+{
+	sink->has_replay_source = (id != NULL);
+	if (id != NULL)
+		strlcpy(sink->replay_source, id, sizeof(sink->replay_source));
 }
 
 void

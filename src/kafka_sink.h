@@ -204,6 +204,11 @@ extern void outbox_sink_check_history(OutboxSink *sink, XLogRecPtr insert_lsn);
  * progress records; set before outbox_sink_start_transactions().
  */
 extern void outbox_sink_set_progress_key(OutboxSink *sink, const uint8 *key);
+/*
+ * The outbox-source of frames added outside a transaction (rows replayed
+ * after slot loss: the installation id read by the caller), or NULL.
+ */
+extern void outbox_sink_set_replay_source(OutboxSink *sink, const char *id);
 /* Frames are rows replayed after slot loss from this boundary (or none). */
 extern void outbox_sink_set_replay(OutboxSink *sink, XLogRecPtr boundary);
 

@@ -1095,6 +1095,7 @@ relay_stream(void)
 		if (stop != RELAY_CONTINUE)
 			return stop;
 		outbox_sink_set_replay(relay.sink, InvalidXLogRecPtr);
+		outbox_sink_set_replay_source(relay.sink, NULL);
 	}
 
 	/*
@@ -1874,6 +1875,13 @@ relay_replay(WatermarkReplay *replay, uint64 total)
 		MemoryContextSwitchTo(chunk_cxt);
 		examined = outbox_watermark_replay_chunk(replay, REPLAY_CHUNK, &frames,
 												 lengths, &published);
+		{
+			/* rows of this installation: its (rebound) id, read now */
+			char		source[OUTBOX_INSTALLATION_ID_LEN + 1];
+
+			outbox_sink_set_replay_source(relay.sink,
+										  outbox_installation_id(source) ? source : NULL);
+		}
 		relay_commit_xact(chunk_cxt);
 		if (examined == 0)
 			break;
