@@ -27,9 +27,14 @@
  * Rows of extensions older than 0.5.0 have no binding and are sent as they
  * are (the update to 0.5.0 draws a new, bound id).
  *
- * The value is cached per table OID; the cache is dropped whenever the
- * table's relcache entry is invalidated (ALTER EXTENSION UPDATE adding the
- * binding, decoded or not).
+ * The table's OID changes with every CREATE EXTENSION, so the value is
+ * cached per OID and the table is read only when the OID changes.  The
+ * cache is never invalidated otherwise: reopening a user catalog table
+ * under a historic snapshot needs its current pg_class row, which a table
+ * dropped since (DROP EXTENSION, decoded later) no longer has.  So the id
+ * re-drawn by ALTER EXTENSION UPDATE to 0.5.0 is sent from the relay's
+ * next start on; the id rewritten by outbox_installation_rebind() is the
+ * replacement the cache holds already.
  *
  * src/identity.c
  *
@@ -50,7 +55,6 @@
 #include "miscadmin.h"
 #include "port/pg_bswap.h"
 #include "utils/builtins.h"
-#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
@@ -62,14 +66,6 @@
 /* The last installation read: its table's OID and its id as text. */
 static Oid	cached_relid = InvalidOid;
 static char cached_id[OUTBOX_INSTALLATION_ID_LEN + 1];
-static bool callback_registered = false;
-
-static void
-relcache_cb(Datum arg, Oid relid)
-{
-	if (!OidIsValid(relid) || relid == cached_relid)
-		cached_relid = InvalidOid;
-}
 
 /*
  * The replacement of a stale installation id (uuid bytes) for the current
@@ -203,11 +199,6 @@ outbox_installation_id(char *buf)
 
 	if (!IsTransactionState())
 		return false;
-	if (!callback_registered)
-	{
-		CacheRegisterRelcacheCallback(relcache_cb, (Datum) 0);
-		callback_registered = true;
-	}
 	nspid = get_namespace_oid("outbox", true);
 	if (!OidIsValid(nspid))
 		return false;
