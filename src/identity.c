@@ -60,6 +60,7 @@
 #include "utils/snapmgr.h"
 #include "utils/uuid.h"
 
+#include "adopt.h"
 #include "incarnation.h"
 #include "outbox.h"
 
@@ -113,20 +114,14 @@ replacement_id(const uint8 *stale, uint64 sysid, Oid dboid,
 	}
 }
 
-/* Attribute number of a live column called name, or InvalidAttrNumber. */
+/* Attribute number of a live column of type typid, or InvalidAttrNumber. */
 static AttrNumber
-column(TupleDesc desc, const char *name)
+column(TupleDesc desc, const char *name, Oid typid)
 {
-	int			i;
+	Oid			type;
+	AttrNumber	attnum = outbox_find_column(desc, name, &type);
 
-	for (i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-
-		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
-			return att->attnum;
-	}
-	return InvalidAttrNumber;
+	return attnum != InvalidAttrNumber && type == typid ? attnum : InvalidAttrNumber;
 }
 
 /*
@@ -139,9 +134,9 @@ effective_id(HeapTuple tuple, TupleDesc desc, char *buf)
 {
 	bool		isnull;
 	Datum		d = heap_getattr(tuple, 1, desc, &isnull);
-	AttrNumber	a_sys = column(desc, "system_identifier");
-	AttrNumber	a_db = column(desc, "database_oid");
-	AttrNumber	a_inc = column(desc, "incarnation");
+	AttrNumber	a_sys = column(desc, "system_identifier", INT8OID);
+	AttrNumber	a_db = column(desc, "database_oid", OIDOID);
+	AttrNumber	a_inc = column(desc, "incarnation", TEXTOID);
 	char	   *idtext;
 	bool		stale = false;
 
@@ -150,10 +145,7 @@ effective_id(HeapTuple tuple, TupleDesc desc, char *buf)
 	pfree(idtext);
 
 	if (a_sys != InvalidAttrNumber && a_db != InvalidAttrNumber &&
-		a_inc != InvalidAttrNumber &&
-		TupleDescAttr(desc, a_sys - 1)->atttypid == INT8OID &&
-		TupleDescAttr(desc, a_db - 1)->atttypid == OIDOID &&
-		TupleDescAttr(desc, a_inc - 1)->atttypid == TEXTOID)
+		a_inc != InvalidAttrNumber)
 	{
 		bool		n1,
 					n2,
@@ -261,7 +253,7 @@ outbox_installation_rebind(void)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	rel = table_open(relid, RowExclusiveLock);
 	if (RelationIsUsedAsCatalogTable(rel) &&
-		column(RelationGetDescr(rel), "incarnation") != InvalidAttrNumber)
+		column(RelationGetDescr(rel), "incarnation", TEXTOID) != InvalidAttrNumber)
 	{
 		bound = true;
 		scan = systable_beginscan(rel, InvalidOid, false, GetActiveSnapshot(),

@@ -63,6 +63,16 @@ typedef struct IncarnationFile
 	uint64		inode;
 } IncarnationFile;
 
+/* close(fd) for an error report about it: errno is the error's. */
+static void
+close_keep_errno(int fd)
+{
+	int			save_errno = errno;
+
+	close(fd);
+	errno = save_errno;
+}
+
 /*
  * Read the file; false when it is missing or malformed (both mean: draw
  * one).  *st is the file's own status.
@@ -90,10 +100,7 @@ read_incarnation(IncarnationFile *f, struct stat *st)
 	}
 	if (fstat(fd, st) != 0)
 	{
-		int			save_errno = errno;
-
-		close(fd);
-		errno = save_errno;
+		close_keep_errno(fd);
 		ereport(ERROR,
 				(errcode_for_file_access(),
 				 errmsg("could not stat file \"%s\": %m", INCARNATION_FILE)));
@@ -147,10 +154,7 @@ write_incarnation(IncarnationFile *f, TimeLineID tli)
 				 errmsg("could not create file \"%s\": %m", INCARNATION_TEMP)));
 	if (fstat(fd, &st) != 0)
 	{
-		int			save_errno = errno;
-
-		close(fd);
-		errno = save_errno;
+		close_keep_errno(fd);
 		ereport(ERROR,
 				(errcode_for_file_access(),
 				 errmsg("could not stat file \"%s\": %m", INCARNATION_TEMP)));
@@ -164,20 +168,16 @@ write_incarnation(IncarnationFile *f, TimeLineID tli)
 	errno = 0;
 	if (write(fd, text, len) != len)
 	{
-		int			save_errno = errno ? errno : ENOSPC;
-
-		close(fd);
-		errno = save_errno;
+		if (errno == 0)
+			errno = ENOSPC;
+		close_keep_errno(fd);
 		ereport(ERROR,
 				(errcode_for_file_access(),
 				 errmsg("could not write file \"%s\": %m", INCARNATION_TEMP)));
 	}
 	if (pg_fsync(fd) != 0)
 	{
-		int			save_errno = errno;
-
-		close(fd);
-		errno = save_errno;
+		close_keep_errno(fd);
 		ereport(data_sync_elevel(ERROR),
 				(errcode_for_file_access(),
 				 errmsg("could not fsync file \"%s\": %m", INCARNATION_TEMP)));
@@ -219,10 +219,7 @@ outbox_incarnation(char *buf)
 	{
 		if (errno != EINTR)
 		{
-			int			save_errno = errno;
-
-			close(lockfd);
-			errno = save_errno;
+			close_keep_errno(lockfd);
 			ereport(ERROR,
 					(errcode_for_file_access(),
 					 errmsg("could not lock file \"%s\": %m", INCARNATION_LOCK)));

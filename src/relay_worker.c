@@ -1002,6 +1002,14 @@ relay_start_sink(void)
 		cxt = relay_begin_xact();
 		have_mac_key = outbox_message_key_derive(EOS_MAC_LABEL, mac_key);
 		relay_commit_xact(cxt);
+		if (!have_mac_key)
+		{
+			/* no extension yet (or one without a key): nothing to sign with */
+			pfree(file_props);
+			relay_blocked("waiting_for_extension", LOG,
+						  "exactly-once delivery waits for the extension: this database has no outbox message key to authenticate progress records with");
+			return false;
+		}
 	}
 	relay.sink = outbox_sink_create(outbox_kafka_brokers, file_props,
 									outbox_kafka_properties,

@@ -36,11 +36,12 @@ my $t_forged = unique_topic('hist_forged');
 my $t_orig = unique_topic('hist_orig');
 my $t_copy = unique_topic('hist_copy');
 my $t_pitr = unique_topic('hist_pitr');
-# The progress topic made here with one partition, as the relay makes it
-# (the mock broker would otherwise auto-create it with four on the first
-# metadata request): forged records land where the relay reads.
+# On the mock the progress topic is made here with one partition, as the
+# relay makes it (the mock would otherwise auto-create it with four on the
+# first metadata request): forged records land where the relay reads.  A
+# real Kafka (auto creation off) gets it from the relay, or has it already.
 my $b = start_broker(topics => [ "$t_forged:1", "$t_orig:1", "$t_copy:1", "$t_pitr:1",
-	'outbox_progress:1' ]);
+	real_kafka() ? () : 'outbox_progress:1' ]);
 my $bootstrap = $b->{bootstrap};
 
 # The relay's progress key, from the log line it writes on starting.
