@@ -16,7 +16,13 @@
 #      (c) point-in-time restore: a base backup restored to a restore point
 #          before the last progress record (a new timeline); with Kafka
 #          unreachable it writes three events past that record's LSN, then
-#          reaches Kafka: they are delivered.
+#          reaches Kafka: they are delivered;
+#      (d) an asynchronous standby promoted after the primary was lost: the
+#          primary had delivered transactions the standby never received,
+#          and its progress record names their ids as delivered; the
+#          promoted standby writes three events (reusing those ids) before
+#          its relay creates a new slot and replays the rows no watermark
+#          covers: the three are replayed, not taken for delivered.
 #    Each: 0 lost in a read_committed consumer.  Runs on the mock broker:
 #    no Kafka transaction is aborted here, so what a read_committed
 #    consumer sees is what was committed.
@@ -31,6 +37,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Cwd qw(abs_path);
+use Time::HiRes qw(sleep);
 
 my $t_forged = unique_topic('hist_forged');
 my $t_orig = unique_topic('hist_orig');
@@ -233,5 +240,68 @@ my %pp = map { $_ => 1 } payloads($t_pitr);
 is(scalar(grep { $pp{"pitr-$_"} } 1 .. 3), 3, 'pitr: the 3 events reached Kafka');
 verify_topic($pitr, $b, $t_pitr, 'pitr', exactly_once => 1);
 $pitr->stop;
+
+# (d) a promoted asynchronous standby that missed the primary's last
+# delivered transactions
+my $t_sb = unique_topic('hist_standby');
+$node->start;
+wait_relay_state($node, 'streaming');
+$node->backup('sb');
+my $sb = PostgreSQL::Test::Cluster->new('hist_sb');
+$sb->init_from_backup($node, 'sb', has_streaming => 1);
+$sb->append_conf('postgresql.conf', "archive_mode = off\n");
+$sb->start;
+$node->wait_for_catchup($sb);
+$sb->stop('fast');
+$node->safe_psql('postgres',
+	"SELECT outbox.enqueue('$t_orig', 'k', jsonb_build_object('p', 'lost-' || i)) FROM generate_series(1, 50) i")
+  for 1 .. 20;
+ok(wait_relay_idle($node, 60), 'standby: the primary delivered what the standby never got');
+# a few more Kafka transactions, so that the last progress record's
+# delivered set (a snapshot of the relay's, taken while events flow) shows
+# those transactions
+for my $i (1 .. 5)
+{
+	sleep(0.3);
+	$node->safe_psql('postgres',
+		"SELECT outbox.enqueue('$t_orig', 'k', jsonb_build_object('p', 'tail-$i'))");
+	wait_relay_idle($node, 30);
+}
+$node->stop('immediate');
+# Kafka not configured on the promoted standby: its relay holds the slot it
+# creates; that slot is lost below, so that the events precede the next one
+$sb->append_conf('postgresql.conf', "outbox.kafka_brokers = ''\n");
+$sb->start;
+$sb->promote;
+ok( wait_for(
+		sub { $sb->safe_psql('postgres', 'SELECT NOT pg_is_in_recovery()') eq 't' }, 60),
+	'standby: promoted');
+$sb->safe_psql('postgres',
+	"SELECT outbox.enqueue('$t_sb', 'k', jsonb_build_object('p', 'sb-' || i)) FROM generate_series(1, 3) i");
+# past the transaction ids and the WAL of the old primary, so that its
+# progress record is not told apart by ids or LSNs from the future
+$sb->safe_psql('postgres', q{
+CREATE TABLE burn (i int);
+DO $$ BEGIN FOR i IN 1 .. 200 LOOP BEGIN INSERT INTO burn VALUES (i); EXCEPTION WHEN others THEN NULL; END; END LOOP; END $$;
+});
+for my $i (1 .. 3)
+{
+	$sb->safe_psql('postgres', "CREATE TABLE sfill$i AS SELECT i FROM generate_series(1, 1000) i");
+	$sb->safe_psql('postgres', 'SELECT pg_switch_wal()');
+}
+my $sb_slot = $sb->safe_psql('postgres', 'SELECT slot_name FROM outbox.relay_status');
+ok(drop_relay_slot($sb, $sb_slot), 'standby: its slot lost');
+$pos = log_position($sb);
+kafka_on($sb);
+wait_relay_state($sb, 'streaming', 90);
+ok(wait_relay_idle($sb, 90), 'standby: the new primary caught up');
+like(log_since($sb, 0), qr/drawing a new incarnation id: this server runs on timeline 2/,
+	'standby: a new incarnation for the new timeline');
+unlike(log_since($sb, $pos), qr/are in Kafka by the last committed progress record and are not published again/,
+	'standby: no replayed row was taken for delivered by the old primary\'s progress');
+my %sp = map { $_ => 1 } payloads($t_sb);
+is(scalar(grep { $sp{"sb-$_"} } 1 .. 3), 3, 'standby: the 3 events reached Kafka');
+verify_topic($sb, $b, $t_sb, 'standby');
+$sb->stop;
 
 done_testing();
