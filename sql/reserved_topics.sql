@@ -64,6 +64,14 @@ SELECT outbox.capture('reserved_orders', 'orders');
 INSERT INTO reserved_orders VALUES (2, 20);
 SELECT topic, key FROM outbox.messages ORDER BY id;
 
+-- A row written before its topic was reserved (here: with the triggers
+-- off) is published again by redeliver() without an error: the relay
+-- dead-letters it (e2e 174); refusing it would stop every redelivery.
+SET session_replication_role = replica;
+INSERT INTO outbox.messages (topic, key, payload) VALUES ('outbox_progress', 'old', '{}');
+RESET session_replication_role;
+SELECT outbox.redeliver('0 seconds') AS redelivered;
+
 -- _check_topic() reads the settings now: not immutable.
 SELECT provolatile FROM pg_proc WHERE oid = 'outbox._check_topic(text)'::regprocedure;
 

@@ -334,7 +334,6 @@ outbox_check_event(const OutboxEvent *ev)
 	Size		size;
 
 	outbox_check_topic(ev->topic, ev->topic_len);
-	outbox_check_topic_not_reserved(ev->topic, ev->topic_len);
 	outbox_check_headers(ev->headers);
 
 	size = outbox_event_size(ev);
