@@ -43,11 +43,12 @@ my $t_forged = unique_topic('hist_forged');
 my $t_orig = unique_topic('hist_orig');
 my $t_copy = unique_topic('hist_copy');
 my $t_pitr = unique_topic('hist_pitr');
+my $t_sb = unique_topic('hist_standby');
 # On the mock the progress topic is made here with one partition, as the
 # relay makes it (the mock would otherwise auto-create it with four on the
 # first metadata request): forged records land where the relay reads.  A
 # real Kafka (auto creation off) gets it from the relay, or has it already.
-my $b = start_broker(topics => [ "$t_forged:1", "$t_orig:1", "$t_copy:1", "$t_pitr:1",
+my $b = start_broker(topics => [ "$t_forged:1", "$t_orig:1", "$t_copy:1", "$t_pitr:1", "$t_sb:1",
 	real_kafka() ? () : 'outbox_progress:1' ]);
 my $bootstrap = $b->{bootstrap};
 
@@ -243,7 +244,6 @@ $pitr->stop;
 
 # (d) a promoted asynchronous standby that missed the primary's last
 # delivered transactions
-my $t_sb = unique_topic('hist_standby');
 $node->start;
 wait_relay_state($node, 'streaming');
 $node->backup('sb');

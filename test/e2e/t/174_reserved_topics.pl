@@ -19,7 +19,9 @@ use Test::More;
 
 my $topic = unique_topic('reserved');
 my $reply = unique_topic('reserved_replies');
-my $broker = start_broker(topics => [ "$topic:1", 'outbox_progress:1', "$reply:1" ]);
+# (a real Kafka may have the progress topic already: 160)
+my $broker = start_broker(topics => [ "$topic:1", "$reply:1",
+	real_kafka() ? () : 'outbox_progress:1' ]);
 my $node = new_relay_node('reserved', $broker,
 	extra_conf => "outbox.reply_topic = '$reply'\n");
 
