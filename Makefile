@@ -27,6 +27,7 @@ OBJS = \
 	src/kafka_sink.o \
 	src/reply.o \
 	src/eos.o \
+	src/incarnation.o \
 	decoder/outbox_decoder.o \
 	decoder/wire.o \
 	decoder/wire_encode.o
@@ -44,7 +45,7 @@ DATA		= $(OLD_INSTALL_SCRIPTS) $(UPGRADE_SCRIPTS)
 # pg_regress suites (sql/NAME.sql, expected/NAME.out), run against a
 # temporary instance configured for logical decoding.
 REGRESS_API		= api_enqueue api_validation api_emit api_capture api_confirm api_security api_hostile message_key \
-			  api_lifecycle api_write_path api_schedule
+			  api_lifecycle api_write_path api_schedule reserved_topics
 REGRESS_DECODER	= decoder_basic decoder_txn decoder_2pc decoder_emit decoder_options decoder_columns
 REGRESS_ADOPT	= adopt adopt_security
 REGRESS		= $(REGRESS_API) $(REGRESS_DECODER) $(REGRESS_ADOPT) upgrade
@@ -93,7 +94,7 @@ examples/inventory/inventory: examples/inventory/inventory.c
 	$(CC) $(CFLAGS_SL_NONE) -O2 -g -Wall -Wextra -Wno-unused-parameter $(LIBPQ_CFLAGS) -o $@ $< $(LIBPQ_LIBS) -lrdkafka
 
 test/unit/sink_check: test/unit/sink_check.c src/kafka_sink.o src/eos.o decoder/wire.o
-	$(CC) $(CFLAGS) $(CPPFLAGS) -o $@ $^ -L$(pkglibdir) -lpgcommon -lpgport -lrdkafka -lpthread
+	$(CC) $(CFLAGS) $(CPPFLAGS) -o $@ $^ -L$(pkglibdir) -lpgcommon -lpgport -lrdkafka -lcrypto -lpthread
 
 .PHONY: version
 version:

@@ -736,8 +736,8 @@ type_is_scalar(Oid type)
 }
 
 /* Find a live column by name; InvalidAttrNumber if there is none. */
-static AttrNumber
-find_column(TupleDesc desc, const char *name, Oid *type)
+AttrNumber
+outbox_find_column(TupleDesc desc, const char *name, Oid *type)
 {
 	int			i;
 
@@ -761,7 +761,7 @@ bind_one(TupleDesc desc, const char *option, const char *name,
 {
 	Oid			type = InvalidOid;
 
-	*attnum = find_column(desc, name, &type);
+	*attnum = outbox_find_column(desc, name, &type);
 	if (*attnum == InvalidAttrNumber)
 		return set_error(err, ERRCODE_UNDEFINED_COLUMN,
 						 psprintf(_("adopted table has no column \"%s\""), name),

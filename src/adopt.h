@@ -142,4 +142,7 @@ extern bool outbox_adopt_row_to_event(const AdoptConfig *cfg,
 /* The name of a table.op.invalid.behavior value. */
 extern const char *outbox_adopt_op_behavior_name(AdoptOpBehavior b);
 
+/* A live column of desc by name, and its type; InvalidAttrNumber if none. */
+extern AttrNumber outbox_find_column(TupleDesc desc, const char *name, Oid *type);
+
 #endif							/* OUTBOX_ADOPT_H */

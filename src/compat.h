@@ -31,6 +31,16 @@
 #endif
 
 /*
+ * The timeline WAL is written on; 15 replaced the ThisTimeLineID global
+ * with a function.  Outside recovery only.
+ */
+#if PG_VERSION_NUM >= 150000
+#define outbox_insert_timeline()	GetWALInsertionTimeLine()
+#else
+#define outbox_insert_timeline()	ThisTimeLineID
+#endif
+
+/*
  * ReplicationSlotCreate() gained failover/synced arguments in 17.  From 17
  * on the relay's slot is a failover slot: standbys with
  * sync_replication_slots keep a copy, so a promoted standby goes on from

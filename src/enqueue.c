@@ -601,6 +601,7 @@ insert_direct(Relation rel, FunctionCallInfo fcinfo)
 	ev.attempts = 1;
 	outbox_event_from_args(fcinfo, 0, &ev);
 	outbox_check_event(&ev);
+	outbox_check_topic_not_reserved(ev.topic, ev.topic_len);
 
 	/* everything of this insert lives in the executor state's memory */
 	estate = CreateExecutorState();

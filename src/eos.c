@@ -6,7 +6,7 @@
  *
  * The progress value is a JSON object, readable with any consumer:
  *
- *	  {"version":1,"key":"outbox:7301...:16384:outbox_16384",
+ *	  {"version":2,"key":"outbox:7301...:16384:outbox_16384:5f0c...",
  *	   "commit_lsn":"0/1A2B3C8","end_lsn":"0/1A2B400",
  *	   "replay_boundary":null,"replay_last_id":null,
  *	   "delivered_snapshot":"7410:7415:7412","delivered_xids":"7413-7420,7423"}
@@ -16,8 +16,14 @@
  * consecutive ids are ranges; either may be null.  A record without them
  * (or with a malformed one) is read as naming none.
  *
- * Only this file writes it, so decoding looks for the fields it wrote
- * rather than parsing JSON in general.
+ * Anyone who may produce to the progress topic could write a record under
+ * our key (the key is no secret), so every record carries header
+ * outbox-progress-mac: the HMAC-SHA-256, in hexadecimal, of the key, a zero
+ * byte and the whole value, under a key derived from the installation's
+ * message key (outbox._message_key, which only the relay and superusers
+ * read).  A record without a valid code is never decoded.  One with a
+ * valid code is parsed as a JSON object: its top-level members only, a
+ * member named twice makes it invalid.
  *
  * The progress topic is read with librdkafka's simple (legacy) consumer:
  * no group, no coordinator, no offset commits, one partition.
@@ -35,7 +41,9 @@
 #include "access/transam.h"
 #include "access/xlog.h"
 #include "common/hashfn.h"
+#include "common/hmac.h"
 #include "miscadmin.h"
+#include "utils/resowner.h"
 #include "utils/timestamp.h"
 
 #include "eos.h"
@@ -44,10 +52,66 @@
 #define EOS_FIRST_WINDOW	256
 
 void
-outbox_eos_key(char *buf, Size len, const char *slot_name)
+outbox_eos_key(char *buf, Size len, const char *slot_name,
+			   const char *incarnation)
 {
-	snprintf(buf, len, "outbox:" UINT64_FORMAT ":%u:%s",
-			 GetSystemIdentifier(), MyDatabaseId, slot_name);
+	snprintf(buf, len, "outbox:" UINT64_FORMAT ":%u:%s:%s",
+			 GetSystemIdentifier(), MyDatabaseId, slot_name, incarnation);
+}
+
+bool
+outbox_eos_mac(const uint8 *mac_key, const char *key, Size key_len,
+			   const char *value, Size len, char *hex)
+{
+	ResourceOwner saved = CurrentResourceOwner;
+	pg_hmac_ctx *ctx;
+	uint8		mac[EOS_MAC_LEN];
+	uint8		sep = 0;
+	bool		ok;
+	int			i;
+
+	/*
+	 * The server's OpenSSL contexts are remembered by the current resource
+	 * owner, which the relay has none of between transactions (decoding
+	 * ends its own): lend it the process's.
+	 */
+	if (CurrentResourceOwner == NULL)
+		CurrentResourceOwner = AuxProcessResourceOwner;
+	ctx = pg_hmac_create(PG_SHA256);
+	if (ctx == NULL)
+	{
+		CurrentResourceOwner = saved;
+		return false;
+	}
+	ok = pg_hmac_init(ctx, mac_key, EOS_MAC_LEN) >= 0 &&
+		pg_hmac_update(ctx, (const uint8 *) key, key_len) >= 0 &&
+		pg_hmac_update(ctx, &sep, 1) >= 0 &&
+		pg_hmac_update(ctx, (const uint8 *) value, len) >= 0 &&
+		pg_hmac_final(ctx, mac, sizeof(mac)) >= 0;
+	pg_hmac_free(ctx);
+	CurrentResourceOwner = saved;
+	if (!ok)
+		return false;
+	for (i = 0; i < EOS_MAC_LEN; i++)
+		snprintf(hex + 2 * i, 3, "%02x", mac[i]);
+	return true;
+}
+
+/* Does hex (len bytes) equal the code of key and value?  Constant time. */
+static bool
+mac_matches(const uint8 *mac_key, const char *key, Size key_len,
+			const char *value, Size len, const void *given, size_t given_len)
+{
+	char		hex[EOS_MAC_HEX_LEN + 1];
+	uint8		diff = 0;
+	int			i;
+
+	if (given == NULL || given_len != EOS_MAC_HEX_LEN ||
+		!outbox_eos_mac(mac_key, key, key_len, value, len, hex))
+		return false;
+	for (i = 0; i < EOS_MAC_HEX_LEN; i++)
+		diff |= hex[i] ^ ((const char *) given)[i];
+	return diff == 0;
 }
 
 static void
@@ -85,7 +149,7 @@ void
 outbox_eos_encode(StringInfo buf, const char *key, const EosProgress *p,
 				  const EosDelivered *d)
 {
-	appendStringInfo(buf, "{\"version\":1,\"key\":\"%s\"", key);
+	appendStringInfo(buf, "{\"version\":2,\"key\":\"%s\"", key);
 	append_lsn(buf, "commit_lsn", p->commit_lsn);
 	append_lsn(buf, "end_lsn", p->end_lsn);
 	append_lsn(buf, "replay_boundary", p->replay_boundary);
@@ -113,22 +177,178 @@ outbox_eos_encode(StringInfo buf, const char *key, const EosProgress *p,
 	appendStringInfoChar(buf, '}');
 }
 
-/* The text after "name": in a value we wrote, or NULL. */
-static const char *
-find_field(const char *buf, const char *name)
+/* The top-level members of a progress value that decoding reads. */
+typedef enum EosField
 {
-	char		pattern[64];
-	const char *at;
+	F_VERSION,
+	F_COMMIT_LSN,
+	F_END_LSN,
+	F_REPLAY_BOUNDARY,
+	F_REPLAY_LAST_ID,
+	F_DELIVERED_SNAPSHOT,
+	F_DELIVERED_XIDS,
+	F_COUNT
+} EosField;
 
-	snprintf(pattern, sizeof(pattern), "\"%s\":", name);
-	at = strstr(buf, pattern);
-	return at ? at + strlen(pattern) : NULL;
+static const char *const field_names[F_COUNT] = {
+	"version", "commit_lsn", "end_lsn", "replay_boundary", "replay_last_id",
+	"delivered_snapshot", "delivered_xids"
+};
+
+static const char *
+skip_ws(const char *p, const char *end)
+{
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+		p++;
+	return p;
+}
+
+/* Past a JSON string starting at p (at its quote), or NULL if malformed. */
+static const char *
+skip_string(const char *p, const char *end, bool *escaped)
+{
+	*escaped = false;
+	p++;
+	while (p < end)
+	{
+		unsigned char c = (unsigned char) *p;
+
+		if (c == '"')
+			return p + 1;
+		if (c < 0x20)
+			return NULL;
+		if (c == '\\')
+		{
+			*escaped = true;
+			p++;
+			if (p >= end)
+				return NULL;
+		}
+		p++;
+	}
+	return NULL;
+}
+
+/*
+ * Past one JSON value at p, or NULL if malformed.  Nested objects and
+ * arrays are skipped whole (their brackets balanced outside strings).
+ */
+static const char *
+skip_value(const char *p, const char *end)
+{
+	bool		escaped;
+
+	if (p >= end)
+		return NULL;
+	if (*p == '"')
+		return skip_string(p, end, &escaped);
+	if (*p == '{' || *p == '[')
+	{
+		int			depth = 0;
+
+		while (p < end)
+		{
+			if (*p == '"')
+			{
+				p = skip_string(p, end, &escaped);
+				if (p == NULL)
+					return NULL;
+				continue;
+			}
+			if (*p == '{' || *p == '[')
+			{
+				if (++depth > 1000)
+					return NULL;
+			}
+			else if (*p == '}' || *p == ']')
+			{
+				if (--depth == 0)
+					return p + 1;
+			}
+			p++;
+		}
+		return NULL;
+	}
+	{
+		const char *start = p;
+
+		while (p < end && ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') ||
+						   *p == '-' || *p == '+' || *p == '.' || *p == 'E'))
+			p++;
+		return p > start ? p : NULL;
+	}
+}
+
+/*
+ * Parse value (len bytes) as one JSON object and point values[f] at the
+ * value of each top-level member named field_names[f] (NULL if absent).
+ * Nothing nested is looked at.  False if it is not a well-formed object,
+ * or names one of our members twice (or with escapes, which we never
+ * write): such a value is not one of ours.
+ */
+static bool
+parse_top_level(const char *value, Size len, const char **values)
+{
+	const char *p = value;
+	const char *end = value + len;
+	int			f;
+
+	for (f = 0; f < F_COUNT; f++)
+		values[f] = NULL;
+	p = skip_ws(p, end);
+	if (p >= end || *p != '{')
+		return false;
+	p = skip_ws(p + 1, end);
+	if (p < end && *p == '}')
+		return skip_ws(p + 1, end) == end;
+	for (;;)
+	{
+		const char *name;
+		const char *name_end;
+		bool		escaped;
+
+		if (p >= end || *p != '"')
+			return false;
+		name = p + 1;
+		p = skip_string(p, end, &escaped);
+		if (p == NULL)
+			return false;
+		name_end = p - 1;
+		p = skip_ws(p, end);
+		if (p >= end || *p != ':')
+			return false;
+		p = skip_ws(p + 1, end);
+		for (f = 0; f < F_COUNT; f++)
+		{
+			if (strlen(field_names[f]) == (size_t) (name_end - name) &&
+				memcmp(field_names[f], name, name_end - name) == 0)
+			{
+				if (values[f] != NULL)
+					return false;	/* twice */
+				values[f] = p;
+				break;
+			}
+		}
+		if (escaped)
+			return false;
+		p = skip_value(p, end);
+		if (p == NULL)
+			return false;
+		p = skip_ws(p, end);
+		if (p < end && *p == ',')
+		{
+			p = skip_ws(p + 1, end);
+			continue;
+		}
+		if (p < end && *p == '}')
+			return skip_ws(p + 1, end) == end;
+		return false;
+	}
 }
 
 static bool
-decode_lsn(const char *buf, const char *name, XLogRecPtr *lsn)
+decode_lsn(const char *v, XLogRecPtr *lsn)
 {
-	const char *v = find_field(buf, name);
 	uint32		hi;
 	uint32		lo;
 
@@ -222,9 +442,9 @@ bad:
  * correct) when the value has none or a malformed one.
  */
 static void
-decode_delivered(const char *buf, EosDelivered *d)
+decode_delivered(const char **values, EosDelivered *d)
 {
-	const char *v = find_field(buf, "delivered_snapshot");
+	const char *v = values[F_DELIVERED_SNAPSHOT];
 
 	memset(d, 0, sizeof(*d));
 	if (v != NULL && *v == '"')
@@ -240,7 +460,7 @@ decode_delivered(const char *buf, EosDelivered *d)
 			return;
 		}
 	}
-	v = find_field(buf, "delivered_xids");
+	v = values[F_DELIVERED_XIDS];
 	if (v != NULL && *v == '"' &&
 		!decode_ranges(v + 1, &d->xids, &d->nxids, EOS_MAX_XIDS))
 		outbox_eos_delivered_free(d);
@@ -251,6 +471,7 @@ outbox_eos_decode(const char *value, Size len, EosProgress *p, EosDelivered *d)
 {
 	char	   *buf;
 	const char *v;
+	const char *values[F_COUNT];
 	bool		ok = false;
 
 	memset(p, 0, sizeof(*p));
@@ -263,12 +484,14 @@ outbox_eos_decode(const char *value, Size len, EosProgress *p, EosDelivered *d)
 		return false;
 	memcpy(buf, value, len);
 	buf[len] = '\0';
-	if (strncmp(buf, "{\"version\":1,", 13) != 0 ||
-		!decode_lsn(buf, "commit_lsn", &p->commit_lsn) ||
-		!decode_lsn(buf, "end_lsn", &p->end_lsn) ||
-		!decode_lsn(buf, "replay_boundary", &p->replay_boundary))
+	if (!parse_top_level(buf, len, values) ||
+		values[F_VERSION] == NULL || values[F_VERSION][0] != '2' ||
+		(values[F_VERSION][1] >= '0' && values[F_VERSION][1] <= '9') ||
+		!decode_lsn(values[F_COMMIT_LSN], &p->commit_lsn) ||
+		!decode_lsn(values[F_END_LSN], &p->end_lsn) ||
+		!decode_lsn(values[F_REPLAY_BOUNDARY], &p->replay_boundary))
 		goto done;
-	v = find_field(buf, "replay_last_id");
+	v = values[F_REPLAY_LAST_ID];
 	if (v == NULL)
 		goto done;
 	if (strncmp(v, "null", 4) != 0)
@@ -282,7 +505,7 @@ outbox_eos_decode(const char *value, Size len, EosProgress *p, EosDelivered *d)
 	p->found = true;
 	ok = true;
 	if (d != NULL)
-		decode_delivered(buf, d);
+		decode_delivered(values, d);
 done:
 	free(buf);
 	return ok;
@@ -482,9 +705,9 @@ outbox_eos_ensure_topic(rd_kafka_t *rk, const char *topic, int *partitions,
  */
 static bool
 read_window(rd_kafka_t *rk, rd_kafka_topic_t *rkt, int32 partition,
-			int64 start, int64 stop, const char *key, EosProgress *out,
-			EosDelivered *delivered, bool *found, TimestampTz deadline,
-			char *err, Size errlen)
+			int64 start, int64 stop, const char *key, const uint8 *mac_key,
+			EosProgress *out, EosDelivered *delivered, bool *found,
+			int *unauthentic, TimestampTz deadline, char *err, Size errlen)
 {
 	bool		ok = true;
 	bool		done = false;
@@ -529,9 +752,17 @@ read_window(rd_kafka_t *rk, rd_kafka_topic_t *rkt, int32 partition,
 		{
 			EosProgress p;
 			EosDelivered d;
+			rd_kafka_headers_t *hdrs = NULL;
+			const void *mac = NULL;
+			size_t		mac_len = 0;
 
-			if (m->payload != NULL &&
-				outbox_eos_decode((const char *) m->payload, m->len, &p, &d))
+			if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+				rd_kafka_header_get_last(hdrs, EOS_MAC_HEADER, &mac, &mac_len) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+				m->payload == NULL ||
+				!mac_matches(mac_key, key, strlen(key), (const char *) m->payload,
+							 m->len, mac, mac_len))
+				(*unauthentic)++;	/* not the relay's: never trusted */
+			else if (outbox_eos_decode((const char *) m->payload, m->len, &p, &d))
 			{
 				*out = p;
 				outbox_eos_delivered_free(delivered);
@@ -548,8 +779,9 @@ read_window(rd_kafka_t *rk, rd_kafka_topic_t *rkt, int32 partition,
 
 bool
 outbox_eos_read_progress(rd_kafka_conf_t *conf, const char *topic,
-						 int partitions, const char *key, EosProgress *out,
-						 EosDelivered *delivered, int timeout_ms, char *err,
+						 int partitions, const char *key, const uint8 *mac_key,
+						 EosProgress *out, EosDelivered *delivered,
+						 int *unauthentic, int timeout_ms, char *err,
 						 Size errlen)
 {
 	rd_kafka_t *rk;
@@ -570,6 +802,7 @@ outbox_eos_read_progress(rd_kafka_conf_t *conf, const char *topic,
 
 	memset(out, 0, sizeof(*out));
 	memset(delivered, 0, sizeof(*delivered));
+	*unauthentic = 0;
 	if (rd_kafka_conf_set(conf, "isolation.level", "read_committed", buf, sizeof(buf)) != RD_KAFKA_CONF_OK ||
 		rd_kafka_conf_set(conf, "enable.partition.eof", "true", buf, sizeof(buf)) != RD_KAFKA_CONF_OK ||
 		rd_kafka_conf_set(conf, "enable.auto.commit", "false", buf, sizeof(buf)) != RD_KAFKA_CONF_OK ||
@@ -613,8 +846,8 @@ outbox_eos_read_progress(rd_kafka_conf_t *conf, const char *topic,
 
 		if (from < lo)
 			from = lo;
-		ok = read_window(rk, rkt, partition, from, end, key, out, delivered,
-						 &found, deadline, err, errlen);
+		ok = read_window(rk, rkt, partition, from, end, key, mac_key, out,
+						 delivered, &found, unauthentic, deadline, err, errlen);
 		if (from == lo)
 			break;
 		end = from;

@@ -33,7 +33,14 @@
 #include "lib/stringinfo.h"
 
 /* Longest key (and transactional.id) we build. */
-#define EOS_KEY_LEN			(NAMEDATALEN + 64)
+#define EOS_KEY_LEN			(NAMEDATALEN + 112)
+/* The header carrying a progress record's authentication code. */
+#define EOS_MAC_HEADER		"outbox-progress-mac"
+/* Length of that code (and of its key), bytes; in hexadecimal. */
+#define EOS_MAC_LEN			32
+#define EOS_MAC_HEX_LEN		(2 * EOS_MAC_LEN)
+/* What the progress records' key is derived with from the message key. */
+#define EOS_MAC_LABEL		"outbox progress record v2"
 /* Longest progress value we accept (what we write stays far below). */
 #define EOS_VALUE_LEN		(1024 * 1024)
 /*
@@ -100,9 +107,22 @@ extern void outbox_eos_delivered_free(EosDelivered *d);
 
 /*
  * The key of this relay's progress records, also its transactional.id:
- * "outbox:<system identifier>:<database OID>:<slot>".
+ * "outbox:<system identifier>:<database OID>:<slot>:<incarnation>".  The
+ * incarnation (incarnation.h) keeps every other history of this system (a
+ * copy, a restore, a promoted standby) from reading our records as its
+ * own, and from fencing our producers.
  */
-extern void outbox_eos_key(char *buf, Size len, const char *slot_name);
+extern void outbox_eos_key(char *buf, Size len, const char *slot_name,
+						   const char *incarnation);
+
+/*
+ * The authentication code of a progress record (key and value) under
+ * mac_key (EOS_MAC_LEN bytes), as EOS_MAC_HEX_LEN hexadecimal digits and a
+ * NUL into hex.  False if it could not be computed.
+ */
+extern bool outbox_eos_mac(const uint8 *mac_key, const char *key,
+						   Size key_len, const char *value, Size len,
+						   char *hex);
 
 /*
  * Encode / decode a progress value (a JSON object).  The delivered set is
@@ -127,14 +147,17 @@ extern bool outbox_eos_ensure_topic(rd_kafka_t *rk, const char *topic,
 									char *err, Size errlen);
 
 /*
- * Read the last committed progress record of key with a read_committed
- * consumer built from conf (consumed: destroyed here either way).  Reads
- * the key's partition backwards in growing windows from its end.  Returns
- * false with a message in err on failure (no record is not a failure).
+ * Read the last committed progress record of key that authenticates under
+ * mac_key, with a read_committed consumer built from conf (consumed:
+ * destroyed here either way).  Reads the key's partition backwards in
+ * growing windows from its end; *unauthentic counts the records of key
+ * passed over for want of a valid code.  Returns false with a message in
+ * err on failure (no record is not a failure).
  */
 extern bool outbox_eos_read_progress(rd_kafka_conf_t *conf, const char *topic,
 									 int partitions, const char *key,
-									 EosProgress *out, EosDelivered *delivered,
+									 const uint8 *mac_key, EosProgress *out,
+									 EosDelivered *delivered, int *unauthentic,
 									 int timeout_ms, char *err, Size errlen);
 
 #endif							/* OUTBOX_EOS_H */

@@ -99,6 +99,40 @@ outbox_check_topic(const char *topic, int len)
 }
 
 /*
+ * The setting naming topic if it is one only the relay may write to
+ * (outbox.progress_topic, and outbox.reply_topic when set), else NULL.
+ * Both settings are PGC_SIGHUP: a session cannot change what it is
+ * compared with.
+ */
+const char *
+outbox_topic_reserved(const char *topic)
+{
+	if (outbox_progress_topic != NULL && outbox_progress_topic[0] != '\0' &&
+		strcmp(topic, outbox_progress_topic) == 0)
+		return "outbox.progress_topic";
+	if (outbox_reply_topic != NULL && outbox_reply_topic[0] != '\0' &&
+		strcmp(topic, outbox_reply_topic) == 0)
+		return "outbox.reply_topic";
+	return NULL;
+}
+
+void
+outbox_check_topic_not_reserved(const char *topic, int len)
+{
+	char	   *name = pnstrdup(topic, Min(len, OUTBOX_TOPIC_MAX_LEN + 1));
+	const char *setting = outbox_topic_reserved(name);
+
+	if (setting != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_RESERVED_NAME),
+				 errmsg("Kafka topic \"%s\" is reserved for the outbox relay", name),
+				 errdetail("It is the value of %s: only the relay writes records there.",
+						   setting),
+				 errhint("Publish events to another topic.")));
+	pfree(name);
+}
+
+/*
  * Why headers are not an object of string values, or NULL if they are (or
  * are SQL NULL).  Names starting with "outbox-" are reserved for the relay.
  * The reason names the header at fault; it is palloc'd.

@@ -90,6 +90,8 @@ typedef struct OutboxEvent
  */
 extern const char *outbox_topic_problem(const char *topic, int len);
 extern void outbox_check_topic(const char *topic, int len);
+extern const char *outbox_topic_reserved(const char *topic);
+extern void outbox_check_topic_not_reserved(const char *topic, int len);
 extern const char *outbox_headers_problem(Jsonb *headers);
 extern void outbox_check_headers(Jsonb *headers);
 extern Size outbox_event_size(const OutboxEvent *ev);

@@ -97,6 +97,7 @@ typedef struct SinkRecord
 	uint64		seq;			/* production order, kept across retries */
 	uint32		ordinal;		/* its place in its transaction, from 0 */
 	int			failures;		/* deliveries that failed and were retried */
+	bool		reserved;		/* its topic is the relay's own: never produced */
 	bool		alone;			/* retry it in a request of its own */
 	struct SinkRecord *next_done;	/* completion, retry, held or dead list */
 	Size		len;			/* frame length */
@@ -239,6 +240,11 @@ struct OutboxSink
 	int			poison_cap;
 	char		eos_key[EOS_KEY_LEN];	/* progress key = first transactional.id */
 	char		txn_ids[SINK_MAX_PRODUCERS][EOS_KEY_LEN + sizeof(SINK_SECOND_ID_SUFFIX)];
+	bool		has_replay_source;	/* replay_source is set */
+	char		replay_source[OUTBOX_INSTALLATION_ID_LEN + 1];	/* outbox-source
+																 * of replayed rows */
+	uint8		progress_mac_key[EOS_MAC_LEN];	/* authenticates progress records */
+	bool		has_progress_mac_key;	/* set by outbox_sink_set_progress_key() */
 	char	   *client_brokers; /* settings, for the progress reader */
 	char	   *client_file_props;
 	char	   *client_guc_props;
@@ -1138,6 +1144,12 @@ txn_for_event(OutboxSink *sink, const SinkEvent *ev)
 	txn->xid = ev->xid;
 	/* read under the decoded transaction's snapshot: see identity.c */
 	txn->has_source = outbox_installation_id(txn->source_header);
+	if (!txn->has_source && sink->has_replay_source)
+	{
+		/* a row replayed after slot loss, outside any transaction */
+		memcpy(txn->source_header, sink->replay_source, sizeof(txn->source_header));
+		txn->has_source = true;
+	}
 	if (sink->acked != NULL)
 		adopt_acked(sink, txn);
 	if (sink->tail)
@@ -1263,6 +1275,14 @@ send_record(OutboxSink *sink, SinkRecord *rec)
 	}
 	memcpy(topic, ev.topic, ev.topic_len);
 	topic[ev.topic_len] = '\0';
+	if (outbox_topic_reserved(topic) != NULL)
+	{
+		/* a forged progress record or verdict: never, in any mode */
+		rec->reserved = true;
+		rec->err = RD_KAFKA_RESP_ERR__INVALID_ARG;
+		push_dead(sink, rec);
+		return;
+	}
 	slot = topic_slot(sink, topic, ev.topic_len);
 	if (slot == NULL)
 	{
@@ -1733,8 +1753,16 @@ outbox_sink_dead_letters(OutboxSink *sink, SinkDeadLetter **out)
 
 		if (!outbox_wire_parse_event(rec->frame, rec->len, &dl->event, &problem))
 			elog(ERROR, "dead letter frame went bad: %s", problem);
-		dl->error_code = rd_kafka_err2name(rec->err);
-		dl->error = rd_kafka_err2str(rec->err);
+		if (rec->reserved)
+		{
+			dl->error_code = "OUTBOX_RESERVED_TOPIC";
+			dl->error = "not produced: the topic is outbox.progress_topic or outbox.reply_topic, which only the relay writes";
+		}
+		else
+		{
+			dl->error_code = rd_kafka_err2name(rec->err);
+			dl->error = rd_kafka_err2str(rec->err);
+		}
 	}
 	sink->dead_handed = i;
 	*out = sink->dead_array;
@@ -2006,17 +2034,30 @@ eos_produce_progress(OutboxSink *sink, const EosProgress *p,
 {
 	StringInfoData value;
 	rd_kafka_resp_err_t err;
+	rd_kafka_headers_t *hdrs;
+	char		mac[EOS_MAC_HEX_LEN + 1];
 
 	initStringInfo(&value);
 	outbox_eos_encode(&value, sink->eos_key, p, d);
+	if (!outbox_eos_mac(sink->progress_mac_key, sink->eos_key,
+						strlen(sink->eos_key), value.data, value.len, mac))
+	{
+		pfree(value.data);
+		return RD_KAFKA_RESP_ERR__FAIL;
+	}
+	hdrs = rd_kafka_headers_new(1);
+	rd_kafka_header_add(hdrs, EOS_MAC_HEADER, -1, mac, EOS_MAC_HEX_LEN);
 	err = rd_kafka_producev(sink->rk,
 							RD_KAFKA_V_RKT(sink->progress_rkt[sink->cur]),
 							RD_KAFKA_V_PARTITION(sink->progress_partition),
 							RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
 							RD_KAFKA_V_KEY(sink->eos_key, strlen(sink->eos_key)),
 							RD_KAFKA_V_VALUE(value.data, value.len),
+							RD_KAFKA_V_HEADERS(hdrs),
 							RD_KAFKA_V_OPAQUE(NULL),
 							RD_KAFKA_V_END);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		rd_kafka_headers_destroy(hdrs);	/* owned by the message on success only */
 	pfree(value.data);
 	return err;
 }
@@ -2389,12 +2430,17 @@ outbox_sink_fenced(OutboxSink *sink)
 void
 outbox_sink_check_history(OutboxSink *sink, XLogRecPtr insert_lsn)
 {
-	if (!sink->eos || !sink->progress.found ||
-		sink->progress.commit_lsn <= insert_lsn)
+	XLogRecPtr	newest;
+
+	if (!sink->eos || !sink->progress.found)
+		return;
+	newest = Max(sink->progress.commit_lsn,
+				 Max(sink->progress.end_lsn, sink->progress.replay_boundary));
+	if (newest <= insert_lsn)
 		return;
 	ereport(WARNING,
-			(errmsg("outbox relay: the progress record of \"%s\" covers commit LSN %X/%X, past this server's WAL (%X/%X); it is ignored",
-					sink->eos_key, LSN_FORMAT_ARGS(sink->progress.commit_lsn),
+			(errmsg("outbox relay: the progress record of \"%s\" names LSN %X/%X, past this server's WAL (%X/%X); it is ignored",
+					sink->eos_key, LSN_FORMAT_ARGS(newest),
 					LSN_FORMAT_ARGS(insert_lsn)),
 			 errdetail("The record comes from another history of this system (a restore to an earlier point in time, or a copy that went on alone): nothing is skipped by it, so events after the slot's position may be delivered again, but none is lost.")));
 	memset(&sink->progress, 0, sizeof(sink->progress));
@@ -2446,6 +2492,21 @@ outbox_sink_set_replay(OutboxSink *sink, XLogRecPtr boundary)
 		sink->progress.replay_boundary == boundary ? sink->progress.replay_last_id : 0;
 }
 
+void
+outbox_sink_set_replay_source(OutboxSink *sink, const char *id)
+{
+	sink->has_replay_source = (id != NULL);
+	if (id != NULL)
+		strlcpy(sink->replay_source, id, sizeof(sink->replay_source));
+}
+
+void
+outbox_sink_set_progress_key(OutboxSink *sink, const uint8 *key)
+{
+	memcpy(sink->progress_mac_key, key, EOS_MAC_LEN);
+	sink->has_progress_mac_key = true;
+}
+
 /* A client configuration with the producer's connection settings. */
 static rd_kafka_conf_t *
 eos_client_conf(OutboxSink *sink, char **errstr)
@@ -2472,11 +2533,17 @@ outbox_sink_start_transactions(OutboxSink *sink, const char *progress_topic,
 	rd_kafka_conf_t *conf;
 	char		buf[SINK_LOG_LEN];
 	int			partitions;
+	int			unauthentic;
 	int			i;
 
 	*errstr = NULL;
 	if (!sink->eos || sink->eos_ready)
 		return true;
+	if (!sink->has_progress_mac_key)
+	{
+		*errstr = strdup("the installation has no message key to authenticate progress records with");
+		return false;
+	}
 
 	/*
 	 * Fence every older producer of our transactional.ids, ending whatever
@@ -2520,13 +2587,22 @@ outbox_sink_start_transactions(OutboxSink *sink, const char *progress_topic,
 	if (conf == NULL)
 		return false;
 	if (!outbox_eos_read_progress(conf, progress_topic, partitions,
-								  sink->eos_key, &sink->progress,
-								  &sink->in_kafka, 30000, buf, sizeof(buf)))
+								  sink->eos_key, sink->progress_mac_key,
+								  &sink->progress, &sink->in_kafka,
+								  &unauthentic, 30000, buf, sizeof(buf)))
 	{
 		*errstr = strdup(buf);
 		return false;
 	}
 	sink->eos_ready = true;
+	if (unauthentic > 0)
+		ereport(WARNING,
+				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				 errmsg("outbox relay: ignored %d record(s) under the progress key \"%s\" in topic \"%s\" that this relay did not write",
+						unauthentic, sink->eos_key, progress_topic),
+				 errdetail("Their header %s is missing or does not authenticate them: something other than the relay produced them. Nothing is skipped by them; events they claim to cover may be delivered again, but none is lost.",
+						   EOS_MAC_HEADER),
+				 errhint("Allow only the relay's Kafka principal to write to the progress topic.")));
 	if (!outbox_eos_delivered_before(&sink->in_kafka,
 									 U64FromFullTransactionId(ReadNextFullTransactionId())))
 	{

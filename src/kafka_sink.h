@@ -194,11 +194,21 @@ extern void outbox_sink_flush(OutboxSink *sink);
 /* Was the producer fenced by a newer one with its transactional.id? */
 extern bool outbox_sink_fenced(OutboxSink *sink);
 /*
- * Forget a progress record whose commit LSN is past insert_lsn (this
+ * Forget a progress record that names an LSN past insert_lsn (this
  * server's WAL insert position): it comes from another history of the
- * system (point-in-time restore), and skipping by it would lose events.
+ * system, and skipping by it would lose events.
  */
 extern void outbox_sink_check_history(OutboxSink *sink, XLogRecPtr insert_lsn);
+/*
+ * exactly_once: the key (EOS_MAC_LEN bytes) that authenticates this relay's
+ * progress records; set before outbox_sink_start_transactions().
+ */
+extern void outbox_sink_set_progress_key(OutboxSink *sink, const uint8 *key);
+/*
+ * The outbox-source of frames added outside a transaction (rows replayed
+ * after slot loss: the installation id read by the caller), or NULL.
+ */
+extern void outbox_sink_set_replay_source(OutboxSink *sink, const char *id);
 /* Frames are rows replayed after slot loss from this boundary (or none). */
 extern void outbox_sink_set_replay(OutboxSink *sink, XLogRecPtr boundary);
 

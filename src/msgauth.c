@@ -391,3 +391,33 @@ outbox_make_message_key(PG_FUNCTION_ARGS)
 	heap_freetuple(tuple);
 	PG_RETURN_VOID();
 }
+
+/*
+ * A key of its own for another purpose (label), derived from the message
+ * key: HMAC-SHA-256 of the label under it, into out
+ * (OUTBOX_MESSAGE_KEY_LEN bytes).  False when there is no message key.
+ */
+bool
+outbox_message_key_derive(const char *label, uint8 *out)
+{
+	pg_hmac_ctx *ctx;
+
+	if (!load_message_key(false))
+		return false;
+	ctx = pg_hmac_create(PG_SHA256);
+	if (ctx == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	if (pg_hmac_init(ctx, message_key, OUTBOX_MESSAGE_KEY_LEN) < 0 ||
+		pg_hmac_update(ctx, (const uint8 *) label, strlen(label)) < 0 ||
+		pg_hmac_final(ctx, out, OUTBOX_MESSAGE_KEY_LEN) < 0)
+	{
+		const char *err = pg_hmac_error(ctx);
+
+		pg_hmac_free(ctx);
+		elog(ERROR, "could not derive an outbox key: %s", err);
+	}
+	pg_hmac_free(ctx);
+	return true;
+}

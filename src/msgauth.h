@@ -49,4 +49,12 @@ extern bool outbox_message_authentic(TransactionId xid, const char *data,
 									 Size len, Size *content_len,
 									 const char **problem);
 
+/*
+ * A key of its own for another use of the installation's secret: the
+ * HMAC-SHA-256 of label under the message key, into out (of
+ * OUTBOX_MESSAGE_KEY_LEN bytes).  Needs a transaction (it may read the
+ * key).  False when the installation has no message key.
+ */
+extern bool outbox_message_key_derive(const char *label, uint8 *out);
+
 #endif							/* OUTBOX_MSGAUTH_H */

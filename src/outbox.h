@@ -104,6 +104,12 @@ extern void outbox_event_from_args(FunctionCallInfo fcinfo, int first_arg,
 #define OUTBOX_INSTALLATION_ID_LEN	36	/* uuid as text */
 #define OUTBOX_SOURCE_HEADER		"outbox-source"
 extern bool outbox_installation_id(char *buf);
+/*
+ * Rewrite an installation row drawn for another database, data directory
+ * or timeline with its replacement id and the current binding (identity.c).
+ * The relay calls it in a transaction of its own, before it decodes.
+ */
+extern void outbox_installation_rebind(void);
 
 /* relay_shmem.c */
 extern Size outbox_shmem_size(void);

@@ -100,7 +100,9 @@
 #include "compat.h"
 #include "eos.h"
 #include "event.h"
+#include "incarnation.h"
 #include "kafka_sink.h"
+#include "msgauth.h"
 #include "outbox.h"
 #include "relay_shmem.h"
 #include "reply.h"
@@ -1053,6 +1055,8 @@ relay_start_sink(void)
 	char	   *file_props;
 	char	   *errstr = NULL;
 	char		txn_id[EOS_KEY_LEN];
+	uint8		mac_key[EOS_MAC_LEN];
+	bool		have_mac_key = false;
 
 	file_props = read_config_file(outbox_kafka_config_file, &problem);
 	if (file_props == NULL)
@@ -1062,7 +1066,25 @@ relay_start_sink(void)
 		return false;
 	}
 	if (outbox_delivery == OUTBOX_DELIVERY_EXACTLY_ONCE)
-		outbox_eos_key(txn_id, sizeof(txn_id), relay.slot_name);
+	{
+		char		incarnation[OUTBOX_INCARNATION_LEN + 1];
+		MemoryContext cxt;
+
+		/* bound to this history: see eos.h and incarnation.h */
+		outbox_incarnation(incarnation);
+		outbox_eos_key(txn_id, sizeof(txn_id), relay.slot_name, incarnation);
+		cxt = relay_begin_xact();
+		have_mac_key = outbox_message_key_derive(EOS_MAC_LABEL, mac_key);
+		relay_commit_xact(cxt);
+		if (!have_mac_key)
+		{
+			/* no extension yet (or one without a key): nothing to sign with */
+			pfree(file_props);
+			relay_blocked("waiting_for_extension", LOG,
+						  "exactly-once delivery waits for the extension: this database has no outbox message key to authenticate progress records with");
+			return false;
+		}
+	}
 	relay.sink = outbox_sink_create(outbox_kafka_brokers, file_props,
 									outbox_kafka_properties,
 									outbox_delivery == OUTBOX_DELIVERY_EXACTLY_ONCE ?
@@ -1078,6 +1100,8 @@ relay_start_sink(void)
 		free(errstr);
 		return false;
 	}
+	if (have_mac_key)
+		outbox_sink_set_progress_key(relay.sink, mac_key);
 
 	/*
 	 * exactly_once: fence older producers of our transactional.id and read
@@ -1127,6 +1151,13 @@ relay_stream(void)
 	}
 	if (!relay_start_sink())
 		return RELAY_RESTART;
+	/* a clone's, a copy's or a promoted standby's id: re-drawn (identity.c) */
+	{
+		MemoryContext cxt = relay_begin_xact();
+
+		outbox_installation_rebind();
+		relay_commit_xact(cxt);
+	}
 	outbox_sink_set_wait_hook(relay.sink, relay_wait_hook, NULL);
 	outbox_sink_set_database(relay.sink, relay.dbname);
 	outbox_watermark_forget();
@@ -1146,6 +1177,7 @@ relay_stream(void)
 		if (stop != RELAY_CONTINUE)
 			return stop;
 		outbox_sink_set_replay(relay.sink, InvalidXLogRecPtr);
+		outbox_sink_set_replay_source(relay.sink, NULL);
 	}
 
 	/*
@@ -1934,6 +1966,13 @@ relay_replay(WatermarkReplay *replay, uint64 total)
 		MemoryContextSwitchTo(chunk_cxt);
 		examined = outbox_watermark_replay_chunk(replay, REPLAY_CHUNK, &frames,
 												 lengths, &published);
+		{
+			/* rows of this installation: its (rebound) id, read now */
+			char		source[OUTBOX_INSTALLATION_ID_LEN + 1];
+
+			outbox_sink_set_replay_source(relay.sink,
+										  outbox_installation_id(source) ? source : NULL);
+		}
 		relay_commit_xact(chunk_cxt);
 		if (examined == 0)
 			break;

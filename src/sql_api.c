@@ -168,6 +168,7 @@ outbox_messages_check(PG_FUNCTION_ARGS)
 		ev.payload = DatumGetJsonbP(d);
 
 	outbox_check_event(&ev);
+	outbox_check_topic_not_reserved(ev.topic, ev.topic_len);
 
 	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
 		outbox_wake_relay_at_commit();
@@ -192,6 +193,7 @@ outbox_check_topic_sql(PG_FUNCTION_ARGS)
 				 errhint("Pass a Kafka topic name.")));
 	topic = PG_GETARG_TEXT_PP(0);
 	outbox_check_topic(VARDATA_ANY(topic), VARSIZE_ANY_EXHDR(topic));
+	outbox_check_topic_not_reserved(VARDATA_ANY(topic), VARSIZE_ANY_EXHDR(topic));
 	PG_RETURN_VOID();
 }
 
@@ -263,6 +265,13 @@ emit_event(FunctionCallInfo fcinfo, int first_arg,
 	outbox_event_from_args(fcinfo, first_arg, &ev);
 
 	outbox_check_event(&ev);
+	/*
+	 * A new event only: a stored one published again (redeliver(),
+	 * redrive()) was written before its topic was reserved, and the relay
+	 * dead-letters it; refusing here would stop every redelivery batch.
+	 */
+	if (!has_id)
+		outbox_check_topic_not_reserved(ev.topic, ev.topic_len);
 
 	initStringInfo(&buf);
 	outbox_message_encode(&buf, &ev);

@@ -927,3 +927,24 @@ sub kcat_produce
 }
 
 1;
+
+# Produce records straight to a topic, bypassing the relay (a forger's
+# view): each of @$lines is "KEY\tVALUE"; $opts{headers} is a list of
+# "name=value".  Dies unless every record was delivered.
+sub produce_raw
+{
+	my ($b, $topic, $lines, %opts) = @_;
+	my @cmd = ("$ROOT/test/broker/kafka_produce", '-b', $b->{bootstrap},
+		'-t', $topic);
+	push @cmd, map { ('-H', $_) } @{ $opts{headers} // [] };
+	push @cmd, map { ('-X', $_) } grep { $_ ne '' } split /;/,
+	  _kafka_properties();
+	my ($out, $err) = ('', '');
+	my $in = join('', map { "$_\n" } @$lines);
+	IPC::Run::run(\@cmd, '<', \$in, '>', \$out, '2>', \$err)
+	  or die "kafka_produce failed: $err";
+	return;
+}
+push @EXPORT, 'produce_raw';
+
+1;

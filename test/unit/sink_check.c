@@ -35,6 +35,7 @@
 #include "port/pg_bswap.h"
 #include "storage/ipc.h"
 #include "storage/pmsignal.h"
+#include "utils/resowner.h"
 #include "utils/timestamp.h"
 
 #include "eos.h"
@@ -54,6 +55,8 @@ int			outbox_on_permanent_error = OUTBOX_ON_ERROR_DEAD_LETTER;
 int			outbox_transaction_linger_ms = 100;
 int			outbox_transaction_max_events = 10000;
 Oid			MyDatabaseId = InvalidOid;
+ResourceOwner CurrentResourceOwner = NULL;	/* the frontend HMAC uses none */
+ResourceOwner AuxProcessResourceOwner = NULL;
 
 uint64
 GetSystemIdentifier(void)
@@ -79,6 +82,13 @@ bool
 outbox_installation_id(char *buf)
 {
 	return false;
+}
+
+/* No topic is reserved here: the sink's reserved-topic path is e2e-tested. */
+const char *
+outbox_topic_reserved(const char *topic)
+{
+	return NULL;
 }
 
 void
@@ -311,7 +321,7 @@ progress_checks(void)
 	uint64		xip[2] = {103, 105};
 	uint64		xids[4] = {110, 111, 112, 120};
 	StringInfoData buf;
-	const char *head = "{\"version\":1,\"key\":\"k\",\"commit_lsn\":\"0/10\",\"end_lsn\":\"0/20\",\"replay_boundary\":null,\"replay_last_id\":null";
+	const char *head = "{\"version\":2,\"key\":\"k\",\"commit_lsn\":\"0/10\",\"end_lsn\":\"0/20\",\"replay_boundary\":null,\"replay_last_id\":null";
 	char		value[512];
 	bool		ok;
 
@@ -380,6 +390,51 @@ progress_checks(void)
 	ok = outbox_eos_decode(value, strlen(value), &q, &r);
 	check(ok && q.found && !r.has_snapshot && r.nxids == 0,
 		  "progress: an unsorted list makes the whole set name nothing");
+
+	/* issue 23, point 2: top-level members only, one of each */
+	snprintf(value, sizeof(value), "{\"version\":2,\"x\":{\"commit_lsn\":\"F/0\"},\"y\":\"\\\"commit_lsn\\\":\\\"F/0\\\"\",\"commit_lsn\":\"0/10\",\"end_lsn\":\"0/20\",\"replay_boundary\":null,\"replay_last_id\":null}");
+	printf("# %s\n", value);
+	ok = outbox_eos_decode(value, strlen(value), &q, &r);
+	check(ok && q.found && q.commit_lsn == 0x10,
+		  "progress: members nested in an object or quoted in a string are not read");
+	outbox_eos_delivered_free(&r);
+
+	snprintf(value, sizeof(value), "{\"version\":2,\"x\":{\"commit_lsn\":\"F/0\"},\"end_lsn\":\"0/20\",\"replay_boundary\":null,\"replay_last_id\":null}");
+	ok = outbox_eos_decode(value, strlen(value), &q, &r);
+	check(!ok && !q.found,
+		  "progress: a value whose commit_lsn is only nested is refused");
+
+	snprintf(value, sizeof(value), "%s,\"commit_lsn\":\"F/0\"}", head);
+	ok = outbox_eos_decode(value, strlen(value), &q, &r);
+	check(!ok && !q.found, "progress: a member given twice makes the value invalid");
+
+	snprintf(value, sizeof(value), "%s} trailing", head);
+	ok = outbox_eos_decode(value, strlen(value), &q, &r);
+	check(!ok, "progress: text after the object makes the value invalid");
+
+	snprintf(value, sizeof(value), "{\"version\":1,\"key\":\"k\",\"commit_lsn\":\"0/10\",\"end_lsn\":\"0/20\",\"replay_boundary\":null,\"replay_last_id\":null}");
+	ok = outbox_eos_decode(value, strlen(value), &q, &r);
+	check(!ok, "progress: a version 1 value (no authentication) is not read");
+
+	{
+		uint8		key1[EOS_MAC_LEN];
+		uint8		key2[EOS_MAC_LEN];
+		char		mac1[EOS_MAC_HEX_LEN + 1];
+		char		mac2[EOS_MAC_HEX_LEN + 1];
+		char		mac3[EOS_MAC_HEX_LEN + 1];
+		char		mac4[EOS_MAC_HEX_LEN + 1];
+
+		memset(key1, 1, sizeof(key1));
+		memset(key2, 2, sizeof(key2));
+		ok = outbox_eos_mac(key1, "k", 1, value, strlen(value), mac1) &&
+			outbox_eos_mac(key2, "k", 1, value, strlen(value), mac2) &&
+			outbox_eos_mac(key1, "k2", 2, value, strlen(value), mac3) &&
+			outbox_eos_mac(key1, "k", 1, value, strlen(value) - 1, mac4);
+		check(ok && strlen(mac1) == EOS_MAC_HEX_LEN &&
+			  strcmp(mac1, mac2) != 0 && strcmp(mac1, mac3) != 0 &&
+			  strcmp(mac1, mac4) != 0,
+			  "progress: the code depends on the secret, the key and the whole value");
+	}
 
 	alarm(0);
 	printf("1..%d\n", checks);

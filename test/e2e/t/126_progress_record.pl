@@ -37,7 +37,13 @@ for my $what (
 	'progress: a range ending at the largest id ends',
 	'progress: an id past 64 bits names nothing',
 	'progress: a signed snapshot names nothing',
-	'progress: an unsorted list makes the whole set name nothing')
+	'progress: an unsorted list makes the whole set name nothing',
+	'progress: members nested in an object or quoted in a string are not read',
+	'progress: a value whose commit_lsn is only nested is refused',
+	'progress: a member given twice makes the value invalid',
+	'progress: text after the object makes the value invalid',
+	'progress: a version 1 value (no authentication) is not read',
+	'progress: the code depends on the secret, the key and the whole value')
 {
 	like($line{$what} // 'missing', qr/^ok /, $what);
 }

@@ -19,14 +19,20 @@
 #      (d2) the slot lost right after Kafka committed events that no
 #          delivery watermark covers yet (its writes fail): the progress
 #          record names their transactions, the replay skips their rows;
-#      (e) a progress record from another history (its commit LSN past the
-#          server's WAL, as after a point-in-time restore): ignored with a
-#          WARNING, new events are delivered, not skipped;
-#      (f) a second relay on the same slot and transactional.id: a copy of
-#          the stopped cluster (same system identifier, same slot, same
-#          WAL) relays the same backlog at the same time as the original;
-#          each fences the other's producer, nothing is duplicated.
-#    Every scenario: 0 lost, 0 duplicated, 0 reordered per key.
+#      (e) a record under the relay's progress key that the relay did not
+#          write (Kafka's console producer; no valid outbox-progress-mac),
+#          claiming a commit LSN past the server's WAL and transactions it
+#          has not started: ignored with a WARNING, new events are
+#          delivered, not skipped;
+#      (f) a copy of the stopped cluster (same system identifier, same
+#          slot, same WAL) relays the same backlog at the same time as the
+#          original: the copy draws a new incarnation, so its progress key
+#          and transactional.id are its own; neither fences the other nor
+#          skips by the other's progress: the backlog arrives from both,
+#          each relay's records once, the copy's under its new
+#          outbox-source (issue 23: they are two histories from here on).
+#    Every scenario: 0 lost, 0 reordered per key; 0 duplicated except (f),
+#    where each source is exactly once.
 #
 use strict;
 use warnings;
@@ -68,7 +74,7 @@ sub crash_run
 	$_->stop for @writers;
 	ok(wait_relay_idle($node, 120), "$label: relay caught up");
 	my $log = log_since($node, $log_pos);
-	ok($log =~ /exactly-once: the last committed progress record of "outbox:\d+:\d+:\w+" covers commit LSN/,
+	ok($log =~ /exactly-once: the last committed progress record of "outbox:\d+:\d+:\w+:[0-9a-f]{32}" covers commit LSN/,
 		"$label: the new relay read its progress record");
 	my $skipped = 0;
 	$skipped += $1 while $log =~ /skipped (\d+) event\(s\) that the last committed progress record covers/g;
@@ -107,6 +113,7 @@ ok($skipped > 0, "relay SIGKILL: committed events past the slot were skipped ($s
 {
 	my $key = $node->safe_psql('postgres',
 		q{SELECT 'outbox:' || system_identifier || ':' || d.oid || ':' || s.slot_name
+		           || ':' || outbox._incarnation()
 		    FROM pg_control_system(), outbox.relay_status s
 		    JOIN pg_database d ON d.datname = s.database});
 	my %pid;
@@ -279,9 +286,10 @@ SKIP:
 	skip 'needs the cluster of test/kafka/kafka.sh', 10 unless $b->{kafka};
 	my $key = $node->safe_psql('postgres',
 		q{SELECT 'outbox:' || system_identifier || ':' || d.oid || ':' || s.slot_name
+		           || ':' || outbox._incarnation()
 		    FROM pg_control_system(), outbox.relay_status s
 		    JOIN pg_database d ON d.datname = s.database});
-	my $value = qq({"version":1,"key":"$key","commit_lsn":"FF/0","end_lsn":"FF/30","replay_boundary":null,"replay_last_id":null,"delivered_snapshot":"99999999999:99999999999:","delivered_xids":"99999999999-100000000010"});
+	my $value = qq({"version":2,"key":"$key","commit_lsn":"FF/0","end_lsn":"FF/30","replay_boundary":null,"replay_last_id":null,"delivered_snapshot":"99999999999:99999999999:","delivered_xids":"99999999999-100000000010"});
 	my ($out, $err) = ('', '');
 	IPC::Run::run([ 'bash', "$FindBin::RealBin/../../kafka/kafka.sh", 'run-class',
 			'org.apache.kafka.tools.ConsoleProducer', '--bootstrap-server', $b->{bootstrap},
@@ -302,17 +310,18 @@ SKIP:
 	$node->safe_psql('postgres',
 		"SELECT outbox.enqueue('$t_history', 'key-' || (i % 5), jsonb_build_object('i', i)) FROM generate_series(1, 100) i");
 	ok(wait_relay_idle($node, 60), 'history: relay caught up');
-	ok(log_since($node, $log_pos) =~ /the progress record of "\Q$key\E" covers commit LSN FF\/0, past this server's WAL/,
-		'history: the record from another history was ignored');
-	ok(log_since($node, $log_pos) =~ /the progress record of "\Q$key\E" names transactions this server has not started yet/,
-		'history: its delivered transactions, ids this server has not given out, were ignored');
+	ok(log_since($node, $log_pos) =~ /ignored 1 record\(s\) under the progress key "\Q$key\E" in topic "outbox_progress" that this relay did not write/,
+		'history: the record the relay did not write was ignored');
+	ok(log_since($node, $log_pos) !~ /skipped \d+ event\(s\) that the last committed progress record covers/,
+		'history: nothing was skipped by it');
 	my $d = verify_topic($node, $b, $t_history, 'history', exactly_once => 1);
 	is($d->{distinct}, 100, 'history: the new events were delivered, not skipped');
 }
 
-# (f) a second relay on the same slot and transactional.id.  Hold a
-# backlog in the WAL (Kafka not configured), copy the stopped cluster, then
-# let both relay it at once; afterwards only the original gets new events.
+# (f) a copy of the stopped cluster relays the same backlog as the
+# original, at the same time.  Hold a backlog in the WAL (Kafka not
+# configured), copy the stopped cluster, then let both relay it at once;
+# afterwards only the original gets new events.
 $node->append_conf('postgresql.conf', "outbox.kafka_brokers = ''\n");
 $node->reload;
 wait_relay_state($node, 'disabled');
@@ -330,23 +339,38 @@ for my $n ($node, $copy)
 }
 $node->start;
 ok(wait_for(sub { ((relay_status($node) // {})->{delivered} // 0) >= 2000 }, 60),
-	'zombie: the original delivers the backlog');
+	'copy: the original delivers the backlog');
 $copy->start;
-ok(wait_relay_idle($node, 180), 'zombie: the original caught up');
-ok(wait_relay_idle($copy, 180), 'zombie: the copy caught up');
+ok(wait_relay_idle($node, 180), 'copy: the original caught up');
+ok(wait_relay_idle($copy, 180), 'copy: the copy caught up');
 my $w = start_writer($node, $t_zombie, name => 'after', pause => 0.01);
 sleep(3);
 $w->stop;
-ok(wait_relay_idle($node, 120), 'zombie: the original delivered the new events');
+ok(wait_relay_idle($node, 120), 'copy: the original delivered the new events');
+ok(slurp_file($copy->logfile) =~ /drawing a new incarnation id: this data directory is a copy/,
+	'copy: the copy drew a new incarnation');
 my $fenced = 0;
 for my $n ($node, $copy)
 {
 	$fenced += count_matches(slurp_file($n->logfile),
 		qr/fenced: a newer producer with transactional\.id/);
 }
-ok($fenced > 0, "zombie: a relay was fenced by the other ($fenced time(s))");
-diag("zombie: $fenced fencing(s) in the two logs");
-verify_topic($node, $b, $t_zombie, 'zombie', exactly_once => 1);
+is($fenced, 0, 'copy: neither relay fenced the other (transactional.ids of their own)');
+my $d = verify_topic($node, $b, $t_zombie, 'copy');
+my $orig_source = $node->safe_psql('postgres', 'SELECT id FROM outbox.installation');
+my $copy_source = $copy->safe_psql('postgres', 'SELECT id FROM outbox.installation');
+isnt($copy_source, $orig_source, 'copy: the copy re-drew its installation id');
+my %per_source;
+$per_source{ $_->{headers}{'outbox-source'} // 'none' }{ $_->{headers}{'outbox-id'} }++
+  for grep { defined $_->{headers}{'outbox-id'} } @{ $d->{records} };
+for my $src ($orig_source, $copy_source)
+{
+	my $dups = 0;
+	$dups += $_ - 1 for values %{ $per_source{$src} // {} };
+	is($dups, 0, "copy: records of source $src are each delivered once");
+}
+is(join(',', sort grep { $_ ne $orig_source && $_ ne $copy_source } keys %per_source), '',
+	'copy: every record carries one of the two sources');
 $copy->stop;
 $node->stop;
 done_testing();
