@@ -80,7 +80,7 @@ MATRIX_SUITE="matrix matrix-kafka"
 SUITES=${OUTBOX_SUITES:-packaging regress pgtap broker e2e e2e-kafka e2e-kafka3 docs $MATRIX_SUITE}
 # The end-to-end tests that make sense on a real Kafka; the others need the
 # mock's injected errors for most of what they check.
-E2E_KAFKA_TESTS=${OUTBOX_E2E_KAFKA_TESTS:-${OUTBOX_E2E_TESTS:-010_* 020_* 030_* 040_* 050_* 060_* 070_* 080_* 090_* 115_* 130_* 135_* 145_* 146_* 160_* 165_* 240_* 245_*}}
+E2E_KAFKA_TESTS=${OUTBOX_E2E_KAFKA_TESTS:-${OUTBOX_E2E_TESTS:-010_* 020_* 030_* 040_* 050_* 060_* 070_* 080_* 090_* 115_* 130_* 135_* 145_* 146_* 160_* 165_* 170_* 174_* 240_* 245_*}}
 KAFKA_SH=$OUTBOX_BUILD/test/kafka/kafka.sh
 LOGDIR=$OUTBOX_BUILD/test-logs
 mkdir -p "$LOGDIR"
