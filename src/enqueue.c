@@ -156,11 +156,13 @@ static int64 insert_spi(FunctionCallInfo fcinfo);
  * SQL, switched by fmgr), so the caller needs no privilege on the table; no
  * SET clause, because nothing here resolves a name under the caller's
  * search_path: the table is named with its schema, and the defaults, checks
- * and trigger that apply to the row are bound by OID.  The direct path runs
- * no user-extensible code: the validation is the extension's own C code,
- * and the defaults and checks are the extension's own expressions (a
- * change to any of them, or a trigger added, sends calls to the SPI path,
- * where the table owner's own rules apply as to any INSERT).
+ * and trigger that apply to the row are bound by OID.  On the table as
+ * shipped, the direct path runs only the extension's own C code and
+ * expressions; whatever the (superuser) owner adds to the table (a default
+ * calling a PL function, a trigger) runs with the owner's rights for every
+ * caller, as in any SECURITY DEFINER insert: such changes send calls to the
+ * SPI path, where the owner's rules apply as to any INSERT
+ * (docs/sql-api.md, Security).
  */
 Datum
 outbox_enqueue(PG_FUNCTION_ARGS)
