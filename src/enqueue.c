@@ -160,8 +160,7 @@ static int64 insert_spi(FunctionCallInfo fcinfo);
  * shipped, the direct path runs only the extension's own C code and
  * expressions; whatever the (superuser) owner adds to the table (a default
  * calling a PL function, a trigger) runs with the owner's rights for every
- * caller, as in any SECURITY DEFINER insert: such changes send calls to the
- * SPI path, where the owner's rules apply as to any INSERT
+ * caller, on either path, as in any SECURITY DEFINER insert
  * (docs/sql-api.md, Security).
  */
 Datum
