@@ -34,7 +34,8 @@ SELECT outbox._make_message_key();
 
 -- 0.5.0 (issue 23): relay_status shows the librdkafka version the relay
 -- runs with (point 9) and a slot of the relay's plugin and database that it
--- does not use, retaining WAL (point 10).
+-- does not use, retaining WAL (point 10).  (src/sql/outbox.sql defines the
+-- new function and view in place.)
 DROP VIEW outbox.relay_status;
 DROP FUNCTION outbox._relay_status();
 

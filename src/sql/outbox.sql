@@ -467,7 +467,9 @@ CREATE FUNCTION outbox._relay_status(
     OUT replies_rejected bigint,
     OUT redelivered bigint,
     OUT expired bigint,
-    OUT purged bigint)
+    OUT purged bigint,
+    OUT librdkafka_version text,
+    OUT unused_slot text)
     RETURNS SETOF record
     LANGUAGE C
     SET search_path = pg_catalog, pg_temp
@@ -506,7 +508,9 @@ CREATE VIEW outbox.relay_status AS
            s.errors,
            s.last_error,
            s.last_error_at,
-           s.started_at
+           s.started_at,
+           s.librdkafka_version,
+           s.unused_slot
       FROM outbox._relay_status() s
       LEFT JOIN pg_catalog.pg_replication_slots r ON r.slot_name = s.slot_name
      ORDER BY s.database;
@@ -1115,85 +1119,6 @@ REVOKE ALL ON FUNCTION outbox._make_message_key() FROM PUBLIC;
 
 DELETE FROM outbox._message_key;
 SELECT outbox._make_message_key();
-
--- 0.5.0 (issue 23): relay_status shows the librdkafka version the relay
--- runs with (point 9) and a slot of the relay's plugin and database that it
--- does not use, retaining WAL (point 10).
-DROP VIEW outbox.relay_status;
-DROP FUNCTION outbox._relay_status();
-
-CREATE FUNCTION outbox._relay_status(
-    OUT pid integer,
-    OUT state text,
-    OUT slot_name text,
-    OUT database text,
-    OUT confirmed_lsn pg_lsn,
-    OUT decoded_lsn pg_lsn,
-    OUT delivered bigint,
-    OUT in_flight bigint,
-    OUT replay_left bigint,
-    OUT dead_lettered bigint,
-    OUT errors bigint,
-    OUT last_error text,
-    OUT last_error_at timestamptz,
-    OUT last_delivered_commit_time timestamptz,
-    OUT oldest_in_flight_commit_time timestamptz,
-    OUT started_at timestamptz,
-    OUT replies_applied bigint,
-    OUT replies_rejected bigint,
-    OUT redelivered bigint,
-    OUT expired bigint,
-    OUT purged bigint,
-    OUT librdkafka_version text,
-    OUT unused_slot text)
-    RETURNS SETOF record
-    LANGUAGE C
-    SET search_path = pg_catalog, pg_temp
-    AS 'MODULE_PATHNAME', 'outbox_relay_status';
-
-CREATE VIEW outbox.relay_status AS
-    SELECT s.pid,
-           s.state,
-           s.slot_name,
-           s.database,
-           s.confirmed_lsn,
-           s.decoded_lsn,
-           -- on a standby (a synchronised failover slot) from the WAL replayed
-           CASE WHEN r.restart_lsn IS NOT NULL
-                THEN pg_catalog.pg_wal_lsn_diff(
-                         CASE WHEN pg_catalog.pg_is_in_recovery()
-                              THEN pg_catalog.pg_last_wal_replay_lsn()
-                              ELSE pg_catalog.pg_current_wal_lsn() END,
-                         r.restart_lsn)::bigint
-           END AS wal_retained_bytes,
-           s.delivered,
-           s.last_delivered_commit_time,
-           CASE WHEN s.oldest_in_flight_commit_time IS NOT NULL
-                THEN pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()
-                                           - s.oldest_in_flight_commit_time)
-                ELSE 0
-           END::double precision AS lag_seconds,
-           s.in_flight,
-           s.replay_left,
-           s.dead_lettered,
-           s.replies_applied,
-           s.replies_rejected,
-           s.redelivered,
-           s.expired,
-           s.purged,
-           s.errors,
-           s.last_error,
-           s.last_error_at,
-           s.started_at,
-           s.librdkafka_version,
-           s.unused_slot
-      FROM outbox._relay_status() s
-      LEFT JOIN pg_catalog.pg_replication_slots r ON r.slot_name = s.slot_name
-     ORDER BY s.database;
-
-REVOKE ALL ON FUNCTION outbox._relay_status() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION outbox._relay_status() TO pg_monitor;
-GRANT SELECT ON outbox.relay_status TO pg_monitor;
 
 -- ===========================================================================
 -- 0.5.0 (issue 23): progress records and event identity bound to this
