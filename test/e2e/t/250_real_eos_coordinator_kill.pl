@@ -42,6 +42,7 @@ real_fault_scenario(
 		my $node = $c->{node};
 		my $txn_id = $node->safe_psql('postgres',
 			q{SELECT 'outbox:' || system_identifier || ':' || d.oid || ':' || s.slot_name
+			           || ':' || outbox._incarnation()
 			    FROM pg_control_system(), outbox.relay_status s
 			    JOIN pg_database d ON d.datname = s.database});
 		my $coord = coordinator($dir, $txn_id);
