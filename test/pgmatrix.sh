@@ -251,7 +251,9 @@ counts() {
 run_version() {
 	local major=$1 start root out st p f env
 	start=$(date +%s)
-	out=$CACHE/pg$major.log
+	# a log of this run's own: two runs at once (one waits for the root's
+	# lock) must not count each other's lines
+	out=$CACHE/pg$major.$$.log
 	mkdir -p "$CACHE"
 	env=(PG_MAJOR="$major" OUTBOX_SUITES="$SUITES" OUTBOX_E2E_TESTS="$E2E_TESTS"
 		COPT=-Werror
@@ -283,6 +285,7 @@ run_version() {
 		st=${PIPESTATUS[0]}
 	fi
 	read -r p f < <(counts "$out")
+	rm -f "$out"
 	[ "$st" -ne 0 ] && [ "$f" -eq 0 ] && f=1
 	result "$major" "$p" "$f" $(($(date +%s) - start))
 }
