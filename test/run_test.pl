@@ -33,11 +33,26 @@ my $limit = $ENV{OUTBOX_TEST_TIMEOUT} || 900;
 my $name = basename($file, '.pl');
 my $scope = sprintf('%s.%d.%d', $name, $$, int(time() * 1000));
 
+# prctl(PR_SET_PDEATHSIG, sig) on Linux, a no-op elsewhere: the runner is
+# stopped (SIGTERM) when prove is gone, and the test when the runner is,
+# however each of them ends (a suite's timeout(1) may kill prove outright).
+sub die_with_parent
+{
+	my ($sig) = @_;
+	my $nr = eval { require 'syscall.ph'; &SYS_prctl() };
+	$nr //= { x86_64 => 157, aarch64 => 167 }->{ (POSIX::uname())[4] };
+	syscall($nr, 1, $sig) if defined $nr;
+	return;
+}
+
+my $prove = getppid();
+die_with_parent(15);
 my $pid = fork();
 die "run_test.pl: fork failed: $!\n" unless defined $pid;
 if ($pid == 0)
 {
 	setpgrp(0, 0);
+	die_with_parent(15);
 	$ENV{OUTBOX_TEST_SCOPE} = $scope;
 	exec { $^X } $^X, @ARGV, $file
 	  or print STDERR "run_test.pl: could not run $file: $!\n";
@@ -60,6 +75,7 @@ while (1)
 		$status = $?;
 		last;
 	}
+	$stop_signal //= 'TERM' if getppid() != $prove;	# prove is gone
 	if (time() >= $deadline || defined $stop_signal)
 	{
 		$timed_out = !defined $stop_signal;

@@ -9,6 +9,8 @@
 #      kill    kills itself with SIGKILL (no END block runs: the node, the
 #              writers and the broker are left to the runner)
 #      hang    sleeps until the runner's time limit stops it
+#      stall   the same, on a node of its own (for the case whose runner
+#              is killed)
 #      orphan  forks a child that loops for ever holding the TAP pipe (as
 #              the old writer did), then ends with every test passed
 #
@@ -63,7 +65,7 @@ elsif ($mode eq 'kill')
 {
 	kill 'KILL', $$;
 }
-elsif ($mode eq 'hang')
+elsif ($mode eq 'hang' || $mode eq 'stall')
 {
 	sleep 1 while 1;
 }

@@ -5,7 +5,8 @@
 #    process behind and is reported as failed, and the run goes on.  Each
 #    mode of harness/dies_halfway.pl starts a node with the relay, a mock
 #    broker and two writers, then dies, kills itself with SIGKILL, hangs
-#    past a 20 s time limit, or leaves a forked child holding the TAP pipe.
+#    past a 20 s time limit, or leaves a forked child holding the TAP pipe;
+#    and a runner killed outright takes its file down with it.
 #
 use strict;
 use warnings;
@@ -87,6 +88,32 @@ for my $case (
 	is(scalar(@node), 0, "$mode: no server of its node is left") or diag(join("\n", @node));
 	like($err, qr/last lines of .*regress_log_dies_halfway/, "$mode: the log's last lines are shown")
 	  if $mode eq 'hang';
+}
+
+# The runner itself killed outright (a suite's timeout(1) killing prove and
+# its children, say): the test gets SIGTERM from its parent-death signal and
+# stops its node through its END blocks; its helpers die with it.
+{
+	my $state = PostgreSQL::Test::Utils::tempdir() . '/state';
+	local $ENV{HARNESS_MODE} = 'stall';
+	local $ENV{HARNESS_STATE} = $state;
+	local $ENV{OUTBOX_TEST_TIMEOUT} = 120;
+	my ($out, $err) = ('', '');
+	my $h = IPC::Run::start([ $^X, $runner, $inner ], '<', \undef, '>', \$out,
+		'2>', \$err);
+	ok(wait_for(sub { -f $state && slurp_file($state) =~ /^ready$/m }, 90),
+		'runner killed: the file got half-way');
+	my $s = -f $state ? slurp_file($state) : '';
+	my @pids = $s =~ /^(?:postmaster|writer|broker) (\d+)$/mg;
+	my ($datadir) = $s =~ /^datadir (.+)$/m;
+	$h->signal('KILL');
+	eval { $h->finish };
+	ok(wait_for(sub { !grep { alive($_) } @pids }, 60),
+		'runner killed: none of the file\'s ' . scalar(@pids) . ' processes is left')
+	  or diag('still running: ' . join(' ', grep { alive($_) } @pids));
+	my @node = defined $datadir ? processes_naming($datadir) : ();
+	is(scalar(@node), 0, 'runner killed: no server of its node is left')
+	  or diag(join("\n", @node));
 }
 
 done_testing();
