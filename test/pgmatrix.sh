@@ -123,8 +123,19 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# Unmount what a run that was killed left mounted under ROOT (we hold the
+# root's lock: no other run uses it now), deepest first.
+unmount_leftovers() {
+	local root=$1 m
+	for m in $(awk -v r="$root/" 'index($2, r) == 1 {print $2}' /proc/mounts | sort -r); do
+		echo "unmounting $m, left by an earlier run" >&2
+		umount "$m" 2>/dev/null || umount -l "$m"
+	done
+}
+
 mount_root() {
 	local root=$1
+	unmount_leftovers "$root"
 	CURRENT_ROOT=$root
 	mount_in "$root/proc" -t proc proc &&
 		mount_in "$root/sys" -t sysfs sysfs &&
