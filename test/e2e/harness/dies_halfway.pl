@@ -19,6 +19,7 @@
 use strict;
 use warnings;
 
+use Cwd ();
 use FindBin;
 use lib "$FindBin::RealBin/..";
 use OutboxTest;
@@ -50,7 +51,7 @@ if ($mode eq 'orphan')
 
 open my $fh, '>', $state or die "could not write $state: $!";
 print $fh "postmaster $node->{_pid}\n";
-print $fh "datadir " . $node->data_dir . "\n";
+print $fh "datadir " . Cwd::abs_path($node->data_dir) . "\n";
 print $fh "writer $_->{pid}\n" for @w;
 print $fh "broker " . $b->{handle}{KIDS}[0]{PID} . "\n" if $b->{handle};
 print $fh "orphan $orphan\n" if $orphan;

@@ -33,7 +33,8 @@ sub alive
 	return $stat !~ /\)\s+[ZX]\s/;
 }
 
-# Processes whose command line names a directory.
+# Processes of a data directory's server (an absolute path): PostgreSQL's
+# processes work in their data directory.
 sub processes_naming
 {
 	my ($dir) = @_;
@@ -41,11 +42,13 @@ sub processes_naming
 	opendir my $dh, '/proc' or return ();
 	for my $p (grep { /^\d+$/ } readdir $dh)
 	{
+		my $cwd = readlink("/proc/$p/cwd") // next;
+		next unless $cwd eq $dir && alive($p);
 		open my $fh, '<', "/proc/$p/cmdline" or next;
 		local $/;
 		my $cmd = <$fh> // '';
 		$cmd =~ tr/\0/ /;
-		push @found, "$p $cmd" if index($cmd, $dir) >= 0 && alive($p);
+		push @found, "$p $cmd";
 	}
 	return @found;
 }
