@@ -123,43 +123,51 @@ sub stop_scope
 	my ($scope, $pgid) = @_;
 	my @found;
 	my %named;
+	my %groups = ($pgid => 1);
 
 	# Processes may take a moment to exit after their parent's END blocks.
 	my $settle = time() + 5;
 	my @procs;
 	while (1)
 	{
-		@procs = scope_processes($scope, $pgid);
+		@procs = scope_processes($scope, \%groups);
 		last if !@procs || time() >= $settle;
 		sleep(0.2);
 	}
 	return () unless @procs;
 
+	# From here on the groups of what was found count too: a backend whose
+	# postmaster is gone has init for its parent, but keeps the group.
+	$groups{ $_->{pgrp} } = 1 for @procs;
 	for my $p (@procs)
 	{
 		push @found, "$p->{pid} $p->{cmd}" unless $named{ $p->{pid} }++;
 		kill($p->{postgres} ? 'QUIT' : 'TERM', $p->{pid});
 	}
-	my $hard = time() + 5;
-	while (time() < $hard)
+	for my $signal ('KILL', undef)
 	{
-		@procs = scope_processes($scope, $pgid);
-		last unless @procs;
-		sleep(0.2);
-	}
-	for my $p (@procs)
-	{
-		push @found, "$p->{pid} $p->{cmd}" unless $named{ $p->{pid} }++;
-		kill 'KILL', $p->{pid};
+		my $until = time() + 5;
+		while (time() < $until)
+		{
+			@procs = scope_processes($scope, \%groups);
+			last unless @procs;
+			sleep(0.2);
+		}
+		last unless @procs && defined $signal;
+		for my $p (@procs)
+		{
+			push @found, "$p->{pid} $p->{cmd}" unless $named{ $p->{pid} }++;
+			kill $signal, $p->{pid};
+		}
 	}
 	return @found;
 }
 
-# The live processes of the run: in the group, carrying the scope in their
-# environment, or descended from such a process.
+# The live processes of the run: in one of its process groups, carrying the
+# scope in their environment, or descended from such a process.
 sub scope_processes
 {
-	my ($scope, $pgid) = @_;
+	my ($scope, $groups) = @_;
 	my (%info, %children, @roots);
 	my $needle = "\0OUTBOX_TEST_SCOPE=$scope\0";
 	opendir(my $dh, '/proc') or return ();
@@ -192,12 +200,13 @@ sub scope_processes
 		my $exe = readlink("/proc/$p/exe") // '';
 		$info{$p} = {
 			pid => $p,
+			pgrp => $pgrp,
 			cmd => substr($cmd, 0, 200),
 			postgres => basename($exe) eq 'postgres' ? 1 : 0,
 		};
 		push @{ $children{$ppid} }, $p;
 		push @roots, $p
-		  if $pgrp == $pgid || index("\0$env", $needle) >= 0;
+		  if $groups->{$pgrp} || index("\0$env", $needle) >= 0;
 	}
 	closedir $dh;
 
